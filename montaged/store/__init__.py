@@ -1,0 +1,104 @@
+"""The job store: one protocol, two backends chosen by URL (SQLite embedded, PostgreSQL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from montaged.model import Job, JobEvent, JobSpec, JobState
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    job_id: str
+    engine: str
+    amount: float
+
+
+@dataclass(frozen=True)
+class Caps:
+    per_job: float
+    per_day: float
+    per_month: float
+
+
+@dataclass(frozen=True)
+class SpendSummary:
+    """Money per period: settled spend, open reservations, and what is left under the cap."""
+
+    period: str  # "job:<id>" | "day:2026-11-24" | "month:2026-11"
+    spent: float
+    reserved: float
+    cap: float
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.cap - self.spent - self.reserved)
+
+
+class JobStore(Protocol):
+    """Durable state of every job. All methods are safe to call from several processes."""
+
+    async def migrate(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the database cannot be reached."""
+        ...
+
+    # jobs
+    async def submit(self, spec: JobSpec, *, content_hash: str | None = None) -> Job: ...
+    async def get(self, job_id: str) -> Job | None: ...
+    async def list(self, state: JobState | None = None, limit: int = 200) -> list[Job]: ...
+    async def count_by_state(self) -> dict[JobState, int]: ...
+    async def claim(self, worker: str, lease_seconds: float) -> Job | None:
+        """Atomically move the oldest queued job (or one whose lease expired) to running."""
+        ...
+
+    async def heartbeat(self, job_id: str, worker: str, lease_seconds: float) -> bool:
+        """Extend the lease; False when the job is no longer ours (cancelled, taken over)."""
+        ...
+
+    async def set_stage(self, job_id: str, stage: str, progress: float = 0.0) -> None: ...
+    async def set_progress(self, job_id: str, progress: float) -> None: ...
+    async def set_content_hash(self, job_id: str, content_hash: str) -> None: ...
+    async def finish(self, job_id: str, result: dict[str, Any]) -> None: ...
+    async def fail(self, job_id: str, *, stage: str, error_class: str, message: str) -> None: ...
+    async def release(self, job_id: str, *, stopped_at: str) -> None:
+        """Graceful shutdown: back to queued, remembering the stage it stopped in."""
+        ...
+
+    async def cancel(self, job_id: str) -> Job | None: ...
+    async def retry(self, job_id: str) -> Job | None: ...
+    async def find_by_hash(self, content_hash: str, profile: str) -> Job | None: ...
+
+    # per-stage results, keyed by media content hash + a hash of the parameters
+    async def put_result(self, stage: str, key: str, payload: dict[str, Any]) -> None: ...
+    async def get_result(self, stage: str, key: str) -> dict[str, Any] | None: ...
+
+    # events
+    async def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> JobEvent: ...
+    async def events(self, job_id: str, limit: int = 500) -> list[JobEvent]: ...
+
+    # cost ledger (budget)
+    async def reserve(
+        self, *, job_id: str, engine: str, amount: float, caps: Caps, now: float | None = None
+    ) -> Reservation | None:
+        """Atomically reserve ``amount`` unless a job/day/month cap would be exceeded (then None)."""
+        ...
+
+    async def settle(self, reservation_id: str, actual: float) -> None: ...
+    async def spend(self, caps: Caps, *, job_id: str | None = None, now: float | None = None) -> list[SpendSummary]: ...
+
+
+def open_store(url: str, *, password: str | None = None, connect_timeout: float = 10.0) -> JobStore:
+    """Pick the backend from the URL scheme; imports are lazy so SQLite users need no asyncpg."""
+    if url.startswith("sqlite://"):
+        from montaged.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if url.startswith(("postgres://", "postgresql://")):
+        from montaged.store.postgres import PostgresStore
+
+        return PostgresStore(url, password=password, connect_timeout=connect_timeout)
+    raise ValueError(f"store.url: unsupported scheme (got {url!r}); use sqlite:// or postgresql://")
