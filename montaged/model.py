@@ -234,3 +234,17 @@ class JobEvent(Record):
     kind: str  # job.submitted job.stage job.progress job.done job.failed job.cancelled ...
     at: float
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class AudioChunk:
+    """A run of decoded audio: 16 kHz mono float32 samples starting at ``start`` seconds."""
+
+    start: float
+    samples: Any  # numpy.ndarray[float32], 1-D; typed loosely so model.py needs no numpy import
+
+    SAMPLE_RATE = 16_000
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.samples) / self.SAMPLE_RATE
