@@ -1,0 +1,178 @@
+"""A pool of Whisper worker processes, each holding the model for its whole life.
+
+Processes rather than threads: the GIL-bound parts of faster-whisper (feature extraction,
+word alignment) then run in parallel too, and a crashing decoder takes one worker down, not the
+daemon. Workers are started with ``forkserver`` (``spawn`` where that is missing) because forking
+a process that runs an event loop and threads is unsafe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+import structlog
+
+from montaged.asr import whisper_worker
+from montaged.asr.models import resolve
+from montaged.asr.whisper_worker import DecodeOptions, LoadOptions
+from montaged.config import WhisperConfig
+from montaged.errors import ModelError
+from montaged.metrics import WORKERS_BUSY
+from montaged.model import Word
+
+log = structlog.get_logger(__name__)
+
+
+def available_cores() -> int:
+    """Cores this process may use (the affinity mask, which containers and systemd narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_workers(cfg: WhisperConfig, device: str, cores: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker) from config; zeros mean "size to this machine".
+
+    On CUDA one worker: several workers on one GPU do not raise throughput much (faster-whisper
+    maintainers, SYSTRAN/faster-whisper#100) and each would hold its own copy of the model.
+    """
+    cores = cores or available_cores()
+    threads = cfg.cpu_threads or min(2, cores)
+    if cfg.workers:
+        return cfg.workers, threads
+    if device == "cuda":
+        return 1, threads
+    return max(1, cores // threads), threads
+
+
+@dataclass(frozen=True)
+class WindowWords:
+    words: list[Word]
+    language: str
+
+
+@dataclass
+class PoolStats:
+    """What the workers reported, for logs, metrics and tests (``loads`` per pid must stay 1)."""
+
+    loads: dict[int, int] = field(default_factory=dict)
+    windows: int = 0
+    busy_seconds: float = 0.0
+
+
+class WhisperPool:
+    """``async with WhisperPool(cfg, model_cache) as pool: words = await pool.transcribe(x, t0)``.
+
+    Args:
+        cfg: the ``[whisper]`` settings (model, device, compute type, workers, threads, beam).
+        model_cache: where registry models are assembled (``settings.paths.models()``).
+        model: overrides ``cfg.model`` (CLI ``--model``).
+        warm: start every worker and load the model before ``__aenter__`` returns, so a broken
+            model fails here with a clear error rather than in the middle of a job.
+    """
+
+    def __init__(
+        self, cfg: WhisperConfig, model_cache: Path, *, model: str | None = None, warm: bool = True
+    ) -> None:
+        self.cfg = cfg
+        self.model_name = model or cfg.model
+        self._model_cache = model_cache
+        self._warm = warm
+        self.device = whisper_worker.resolve_device(cfg.device)
+        self.compute_type = whisper_worker.resolve_compute_type(cfg.compute_type, self.device)
+        self.workers, self.threads = plan_workers(cfg, self.device)
+        self.decode = DecodeOptions(beam_size=cfg.beam_size, language=cfg.language)
+        self.stats = PoolStats()
+        self._executor: ProcessPoolExecutor | None = None
+        self._busy = 0
+
+    async def __aenter__(self) -> Self:
+        path = await asyncio.to_thread(resolve, self.model_name, self._model_cache)
+        load = LoadOptions(path, self.device, self.compute_type, self.threads)
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            # Import faster-whisper once in the fork server, not once per worker.
+            ctx.set_forkserver_preload(["montaged.asr.whisper_worker", "faster_whisper"])
+        self._executor = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=ctx, initializer=whisper_worker.init_worker, initargs=(load,)
+        )
+        log.info(
+            "whisper pool starting",
+            model=self.model_name,
+            path=path,
+            device=self.device,
+            compute_type=self.compute_type,
+            workers=self.workers,
+            threads=self.threads,
+        )
+        if self._warm:
+            started = time.perf_counter()
+            try:
+                loop = asyncio.get_running_loop()
+                pongs = await asyncio.gather(
+                    *(loop.run_in_executor(self._executor, whisper_worker.ping) for _ in range(self.workers))
+                )
+            except BaseException:
+                await self._shutdown()
+                raise
+            for p in pongs:
+                self.stats.loads[p["pid"]] = p["loads"]
+            log.info("whisper pool ready", seconds=round(time.perf_counter() - started, 2))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            # cancel_futures: windows not yet started are dropped when a job is cancelled.
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+    async def transcribe_window(self, samples: np.ndarray, offset: float) -> WindowWords:
+        """Words of one window (media times), with the language the worker decoded in."""
+        if self._executor is None:
+            raise RuntimeError("WhisperPool used outside `async with`")
+        loop = asyncio.get_running_loop()
+        self._busy += 1
+        WORKERS_BUSY.labels(pool="whisper").set(min(self._busy, self.workers))
+        try:
+            result = await loop.run_in_executor(
+                self._executor, whisper_worker.transcribe_window, samples, offset, self.decode
+            )
+        except BrokenProcessPool as e:
+            raise ModelError(
+                "a Whisper worker process died (out of memory, or a crash in CTranslate2);"
+                " lower whisper.workers or use a smaller model"
+            ) from e
+        finally:
+            self._busy -= 1
+            WORKERS_BUSY.labels(pool="whisper").set(min(self._busy, self.workers))
+        self.stats.loads[result["pid"]] = result["loads"]
+        self.stats.windows += 1
+        self.stats.busy_seconds += result["seconds"]
+        words = [
+            Word(
+                text=w["text"], start=w["start"], end=w["end"], confidence=w["probability"], source="whisper"
+            )
+            for w in result["words"]
+        ]
+        return WindowWords(words, result["language"])
+
+    async def transcribe(self, samples: np.ndarray, offset: float) -> list[Word]:
+        """Words of one window of 16 kHz mono float32 samples starting at ``offset`` seconds."""
+        return (await self.transcribe_window(samples, offset)).words

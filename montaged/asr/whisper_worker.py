@@ -1,0 +1,140 @@
+"""Code that runs inside a Whisper worker process (top-level functions, picklable by reference).
+
+The pool initializer loads the model once per process; each call then transcribes one window
+and returns plain data (never faster-whisper objects, which hold references to the model).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+import numpy as np
+
+from montaged.errors import ModelError
+
+
+class WordDict(TypedDict):
+    text: str
+    start: float  # media time, seconds
+    end: float
+    probability: float
+
+
+class WindowResult(TypedDict):
+    words: list[WordDict]
+    language: str
+    pid: int
+    loads: int  # how many times this process has loaded a model; 1 in a healthy pool
+    seconds: float  # wall time of this call
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a worker builds its ``WhisperModel``."""
+
+    model: str  # local CTranslate2 folder (from models.resolve) or a faster-whisper name
+    device: str  # "cpu" | "cuda" (already resolved from "auto")
+    compute_type: str  # already resolved from "default"
+    cpu_threads: int
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = 1
+    language: str | None = "en"
+    # Each window is decoded on its own, in parallel with its neighbours, so there is no
+    # previous text to condition on; off also stops one window's hallucination spreading.
+    condition_on_previous_text: bool = False
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when CTranslate2 sees a CUDA device, else ``cpu``."""
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    try:
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    except Exception:  # a CUDA runtime that cannot even count devices means: no usable GPU
+        return "cpu"
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    """``default`` → int8 on CPU (4× smaller, fast on AVX2), float16 on CUDA."""
+    if compute_type != "default":
+        return compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
+_model: Any = None
+_loads = 0
+_load_error: str | None = None
+
+
+def init_worker(opts: LoadOptions) -> None:
+    """Pool initializer: load the model once for the life of this process.
+
+    A failure is kept and raised from every call as :class:`ModelError`, because an exception
+    escaping an initializer only shows up in the parent as an unexplained BrokenProcessPool.
+    """
+    global _model, _loads, _load_error
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from faster_whisper import WhisperModel
+
+        _model = WhisperModel(
+            opts.model, device=opts.device, compute_type=opts.compute_type, cpu_threads=opts.cpu_threads
+        )
+        _loads += 1
+    except Exception as e:
+        _load_error = (
+            f"cannot load Whisper model {opts.model!r} on {opts.device}/{opts.compute_type}: {e}."
+            " Check whisper.model/device/compute_type, or run `montaged models verify`"
+        )
+
+
+def ping() -> dict[str, Any]:
+    """Called once per worker at pool start so a bad model fails the start, not a job."""
+    if _load_error is not None:
+        raise ModelError(_load_error)
+    return {"pid": os.getpid(), "loads": _loads}
+
+
+def transcribe_window(samples: np.ndarray, offset: float, opts: DecodeOptions) -> WindowResult:
+    """Transcribe one window of 16 kHz mono float32 audio that starts at ``offset`` media seconds."""
+    if _load_error is not None:
+        raise ModelError(_load_error)
+    if _model is None:
+        raise RuntimeError("transcribe_window called outside a WhisperPool worker (no model loaded)")
+    started = time.perf_counter()
+    segments, info = _model.transcribe(
+        np.ascontiguousarray(samples, dtype=np.float32),
+        beam_size=opts.beam_size,
+        language=opts.language,
+        word_timestamps=True,
+        condition_on_previous_text=opts.condition_on_previous_text,
+        vad_filter=False,  # windows are already cut at VAD silences by the parent
+    )
+    words: list[WordDict] = []
+    for seg in list(segments):  # segments is a lazy generator: decoding happens here
+        for w in seg.words or ():
+            text = w.word.strip()
+            if text:
+                words.append(
+                    WordDict(
+                        text=text,
+                        start=round(offset + float(w.start), 3),
+                        end=round(offset + float(w.end), 3),
+                        probability=round(float(w.probability), 4),
+                    )
+                )
+    return WindowResult(
+        words=words,
+        language=info.language,
+        pid=os.getpid(),
+        loads=_loads,
+        seconds=round(time.perf_counter() - started, 3),
+    )

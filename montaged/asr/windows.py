@@ -1,0 +1,274 @@
+"""Cut streamed audio into Whisper windows at silences, and transcribe them in parallel.
+
+Whisper's encoder always looks at 30 s, so windows should be as long as allowed; a cut inside a
+word garbles it, so they end in silences found by faster-whisper's bundled Silero VAD. Only
+the open window is held in memory (at most ``window_seconds`` plus one chunk).
+
+Each window *owns* the media time between its two cuts. When no silence can be found (a
+30 s run of unbroken speech or music) the cut falls at the quietest moment and both windows
+overlap it by ``HARD_CUT_OVERLAP``: a word straddling the cut is then heard whole by both, and
+only the window that owns its midpoint keeps it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import AsyncIterable, Callable, Iterator
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+import structlog
+from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+from montaged.asr.whisper_pool import WhisperPool, WindowWords
+from montaged.config import WhisperConfig
+from montaged.model import AudioChunk, Transcript, Word
+
+log = structlog.get_logger(__name__)
+
+SR = AudioChunk.SAMPLE_RATE
+HARD_CUT_OVERLAP = 1.0  # seconds each side of a cut made inside speech
+# Short silences count: 150 ms between phrases is a clean place to cut. Small padding keeps
+# such gaps visible (faster-whisper's defaults, 2 s / 400 ms, are for dropping long silences).
+WINDOW_VAD = VadOptions(min_silence_duration_ms=150, speech_pad_ms=100)
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """Audio handed to one worker; words whose midpoint is outside ``[own_start, own_end)`` are
+    another window's."""
+
+    index: int
+    offset: float  # media time of samples[0]
+    end: float  # media time just after the last sample
+    samples: np.ndarray  # emptied once transcribed, so finished windows hold no audio
+    own_start: float
+    own_end: float  # math.inf for the last window
+    speech: bool  # False: the VAD heard nothing, so Whisper is not asked (it would hallucinate)
+    hard_cut: bool = False
+
+
+class Windower:
+    """Incremental window cutter: ``feed(chunk)`` and ``flush()`` yield finished windows."""
+
+    def __init__(self, max_seconds: float = 30.0, *, vad: VadOptions = WINDOW_VAD) -> None:
+        if not 5 < max_seconds <= 30:
+            raise ValueError(f"whisper.window_seconds must be in (5, 30] (got {max_seconds})")
+        self.max_n = int(max_seconds * SR)
+        self.ov_n = int(HARD_CUT_OVERLAP * SR)
+        self.vad = vad
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # media sample index of _buf[0]
+        self._own_start = 0  # media sample index where the next window's ownership begins
+        self._next_index = 0
+        self._expected: int | None = None  # media sample index the next chunk should start at
+
+    def feed(self, chunk: AudioChunk) -> list[Window]:
+        samples = _as_float32(chunk.samples)
+        start = round(chunk.start * SR)
+        if self._expected is None:
+            self._buf_start = self._own_start = start
+        elif start > self._expected:  # a gap in the stream (decoder skipped): keep time right
+            samples = np.concatenate([np.zeros(start - self._expected, np.float32), samples])
+        elif start < self._expected:  # overlapping chunk: drop what we already have
+            samples = samples[self._expected - start :]
+        self._expected = max(start, self._expected or start) + len(samples)
+        self._buf = np.concatenate([self._buf, samples]) if len(self._buf) else samples
+        out = []
+        while len(self._buf) > self.max_n:
+            out.append(self._cut())
+        return out
+
+    def flush(self) -> list[Window]:
+        """The rest of the stream as a last window (none when nothing is left)."""
+        out = []
+        while len(self._buf) > self.max_n:
+            out.append(self._cut())
+        own = self._own_start - self._buf_start
+        if len(self._buf) > own:
+            speech = _speech(self._buf, self.vad)
+            has = any(s["end"] > own for s in speech)
+            out.append(self._emit(len(self._buf), math.inf, has, keep_from=len(self._buf)))
+        return out
+
+    def _cut(self) -> Window:
+        buf, own = self._buf, self._own_start - self._buf_start
+        speech = _speech(buf, self.vad)
+        lo = own + self.max_n // 4
+        if not any(s["end"] > own and s["start"] < self.max_n for s in speech):
+            return self._emit(self.max_n, self.max_n, False, keep_from=self.max_n)
+        cut = _silence_cut(speech, own, len(buf), lo=own + self.max_n // 2, hi=self.max_n, min_gap=SR // 2)
+        if cut is None:
+            cut = _silence_cut(speech, own, len(buf), lo=lo, hi=self.max_n, min_gap=0)
+        if cut is not None:
+            has = any(s["start"] < cut and s["end"] > own for s in speech)
+            return self._emit(cut, cut, has, keep_from=cut)
+        # Unbroken speech: cut at the quietest 20 ms, leaving room for the overlap after it.
+        hi = self.max_n - self.ov_n
+        cut = _quietest(buf, max(own + self.ov_n, hi - self.max_n // 2), hi)
+        return self._emit(cut + self.ov_n, cut, True, keep_from=cut - self.ov_n, hard=True)
+
+    def _emit(self, upto: int, own_end: float, speech: bool, *, keep_from: int, hard: bool = False) -> Window:
+        bs = self._buf_start
+        win = Window(
+            index=self._next_index,
+            offset=bs / SR,
+            end=(bs + upto) / SR,
+            samples=self._buf[:upto].copy(),
+            own_start=self._own_start / SR,
+            own_end=own_end if math.isinf(own_end) else (bs + own_end) / SR,
+            speech=speech,
+            hard_cut=hard,
+        )
+        self._next_index += 1
+        if not math.isinf(own_end):
+            self._own_start = bs + int(own_end)
+        self._buf = self._buf[keep_from:]
+        self._buf_start = bs + keep_from
+        return win
+
+
+def _as_float32(samples: np.ndarray) -> np.ndarray:
+    a = np.asarray(samples)
+    if a.dtype == np.int16:
+        return (a.astype(np.float32) / 32768.0).ravel()
+    return a.astype(np.float32, copy=False).ravel()
+
+
+def _speech(buf: np.ndarray, vad: VadOptions) -> list[dict[str, int]]:
+    if len(buf) == 0:
+        return []
+    return get_speech_timestamps(buf, vad, sampling_rate=SR)
+
+
+def _silence_cut(
+    speech: list[dict[str, int]], own: int, n: int, *, lo: int, hi: int, min_gap: int
+) -> int | None:
+    """Midpoint of the latest silence of at least ``min_gap`` samples whose cut lies in [lo, hi].
+
+    ``own``..``n`` is the buffer span looked at; the silence after the last speech runs to ``n``.
+    """
+    best = None
+    bounds = [own, *(s["end"] for s in speech)]
+    starts = [*(s["start"] for s in speech), None]
+    for gap_start, gap_end in zip(bounds, starts, strict=True):
+        end = gap_end if gap_end is not None else n
+        if end - gap_start < max(min_gap, 1):
+            continue
+        cut = min((gap_start + end) // 2, hi)
+        if cut < gap_start or not lo <= cut <= hi:
+            continue
+        best = cut if best is None else max(best, cut)
+    return best
+
+
+def _quietest(buf: np.ndarray, lo: int, hi: int, frame: int = SR // 50) -> int:
+    lo = max(0, min(lo, hi - frame))
+    seg = buf[lo:hi]
+    n = len(seg) // frame
+    if n == 0:
+        return hi
+    energy = np.square(seg[: n * frame].reshape(n, frame)).mean(axis=1)
+    return lo + int(np.argmin(energy)) * frame + frame // 2
+
+
+def owned(words: list[Word], win: Window) -> Iterator[Word]:
+    """The words this window is responsible for, clamped into the audio it was given."""
+    for w in words:
+        mid = (w.start + w.end) / 2
+        if win.own_start <= mid < win.own_end:
+            start = min(max(w.start, win.offset), win.end)
+            end = min(max(w.end, start), win.end)
+            yield (
+                Word(w.text, start, end, w.confidence, w.speaker, w.source)
+                if (start, end)
+                != (
+                    w.start,
+                    w.end,
+                )
+                else w
+            )
+
+
+async def transcribe_stream(
+    chunks: AsyncIterable[AudioChunk],
+    *,
+    pool: WhisperPool,
+    cfg: WhisperConfig,
+    duration: float | None,
+    on_progress: Callable[[float], None] | None = None,
+) -> Transcript:
+    """Transcribe a stream of audio chunks (e.g. a ``MemoryObjectReceiveStream``) with ``pool``.
+
+    Windows go to the pool as soon as they are cut, at most two per worker in flight; reading
+    ``chunks`` pauses while that many are outstanding, which pushes back on the decoder.
+    ``on_progress`` gets the share of ``duration`` transcribed so far (0..1).
+    """
+    windower = Windower(cfg.window_seconds)
+    results: dict[int, tuple[Window, WindowWords | None]] = {}
+    limit = anyio.Semaphore(max(2, 2 * pool.workers))
+    done = 0.0
+    last_end = 0.0
+
+    def progress(win: Window) -> None:
+        nonlocal done
+        own_end = win.end if math.isinf(win.own_end) else win.own_end
+        done += max(0.0, own_end - win.own_start)
+        if on_progress is not None and duration:
+            on_progress(min(1.0, done / duration))
+
+    async def run(win: Window) -> None:
+        try:
+            res = await pool.transcribe_window(win.samples, win.offset)
+            results[win.index] = (_drop_samples(win), res)
+            progress(win)
+        finally:
+            limit.release()
+
+    async def dispatch(tg: anyio.abc.TaskGroup, wins: list[Window]) -> None:
+        nonlocal last_end
+        for win in wins:
+            last_end = max(last_end, win.end)
+            log.debug(
+                "window", index=win.index, start=win.offset, end=win.end, speech=win.speech, hard=win.hard_cut
+            )
+            if not win.speech:
+                results[win.index] = (_drop_samples(win), None)
+                progress(win)
+                continue
+            await limit.acquire()
+            tg.start_soon(run, win)
+
+    async with anyio.create_task_group() as tg:
+        async for chunk in chunks:
+            await dispatch(tg, await anyio.to_thread.run_sync(windower.feed, chunk))
+        await dispatch(tg, await anyio.to_thread.run_sync(windower.flush))
+
+    words: list[Word] = []
+    languages: Counter[str] = Counter()
+    for i in sorted(results):
+        win, res = results[i]
+        if res is None:
+            continue
+        kept = list(owned(res.words, win))
+        languages[res.language] += len(kept)
+        words.extend(kept)
+    words.sort(key=lambda w: (w.start, w.end))
+    language = cfg.language or (languages.most_common(1)[0][0] if languages else "en")
+    if on_progress is not None:
+        on_progress(1.0)
+    return Transcript(
+        words=tuple(words),
+        language=language,
+        engine="whisper",
+        model=pool.model_name,
+        duration=duration if duration is not None else last_end,
+    )
+
+
+def _drop_samples(win: Window) -> Window:
+    """Keep a window's bookkeeping but free its audio once it has been transcribed."""
+    return dataclasses.replace(win, samples=win.samples[:0])
