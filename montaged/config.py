@@ -159,6 +159,13 @@ class DeepgramConfig(Section):
     max_retries: int = Field(3, ge=0)
     """Reconnects after a dropped socket before the job goes on with Whisper alone."""
     keepalive_seconds: float = Field(4.0, gt=0, lt=10)
+    vad_events: bool = False
+    """Ask for ``SpeechStarted`` events (logged; the transcript does not need them)."""
+    endpointing_ms: int | None = Field(None, ge=10)
+    """Silence (ms) that ends an utterance (``speech_final``); null keeps Deepgram's default."""
+    resend_buffer_seconds: float = Field(120.0, gt=0)
+    """Audio kept after the last final result so a dropped socket can resend it; older audio is
+    let go (a gap in the cloud transcript) rather than growing memory without bound."""
 
 
 class FuseConfig(Section):
@@ -166,6 +173,16 @@ class FuseConfig(Section):
     """ROVER weight of word frequency against calibrated confidence."""
     null_confidence: float = Field(0.5, ge=0, le=1)
     """Confidence given to a missing word (null arc) when voting."""
+    engine_order: list[str] = Field(default_factory=lambda: ["deepgram", "whisper"])
+    """Engines from most to least accurate: the first is the base of the alignment network and
+    wins tied votes (with two engines, frequency alone can only tie)."""
+    substitution_epsilon: float = Field(0.001, ge=0)
+    """Added to the time distance of two different words (SCTK ``-T``), so equal words win ties."""
+    align_window_seconds: float = Field(15.0, gt=0)
+    """Words further apart in time than this are never aligned to each other (bounds the DP band,
+    so a two-hour talk aligns in seconds)."""
+    calibration_file: Path | None = None
+    """JSON confidence-calibration tables (``montaged.asr.calibrate fit``) replacing the shipped ones."""
 
 
 class CacheConfig(Section):

@@ -1,0 +1,222 @@
+"""Confidence calibration: map each engine's raw word confidence to P(word is correct).
+
+Whisper's word probabilities and Deepgram's confidences live on different scales (Whisper's
+tiny model says 0.3 for words it gets right; a cloud model says 0.99 for words it gets wrong), so
+ROVER's ``(1-α)·C(w)`` term would compare apples with pears. Before voting, every confidence goes
+through a per-engine table fitted on held-out words labelled correct/incorrect against reference
+transcripts:
+
+1. align the hypothesis words with the reference (Levenshtein on normalised words); a word is
+   *correct* when it is aligned to an equal reference word;
+2. fit isotonic regression (pool-adjacent-violators) of correct∈{0,1} on the raw confidence;
+3. read it at 11 knots (0, 0.1 … 1) and shrink each knot toward the identity in proportion to
+   how few words fell near it (``prior_words`` pseudo-words), so sparse data cannot produce a
+   table of hard 0s and 1s; the result is made monotone again.
+
+Applying a table is linear interpolation between knots. Engines without a table keep their raw
+confidence (the identity table). Tables are keyed ``engine/model`` (then ``engine``) and can be
+replaced by a JSON file written by ``python -m montaged.asr.calibrate fit`` (FuseConfig.calibration_file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from montaged.errors import ConfigError
+from montaged.model import Transcript, Word
+
+KNOTS: tuple[float, ...] = tuple(round(k / 10, 1) for k in range(11))
+_TOKEN = re.compile(r"[^\w']+")
+
+
+def normalize(text: str) -> str:
+    """Matching form of a word: NFKC, lower case, punctuation dropped (inner apostrophes kept)."""
+    bare = _TOKEN.sub("", unicodedata.normalize("NFKC", text).lower()).strip("'")
+    return bare or text.strip().lower()
+
+
+def tokens(text: str) -> list[str]:
+    """Reference text → normalised words (hyphens and slashes split words, as engines do)."""
+    return [n for n in (normalize(t) for t in re.split(r"[\s\-/]+", text)) if _TOKEN.sub("", n)]
+
+
+@dataclass(frozen=True)
+class CalibrationTable:
+    """Piecewise-linear, non-decreasing map from raw confidence to P(correct)."""
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    words: int = 0  # how many labelled words it was fitted on (0 = identity / hand-made)
+
+    def __call__(self, confidence: float) -> float:
+        return float(np.interp(min(1.0, max(0.0, confidence)), self.xs, self.ys))
+
+
+IDENTITY = CalibrationTable(KNOTS, KNOTS)
+
+# Fitted with tests/data/deepgram/fit_calibration.py on the five real recordings in
+# ../shared/media/audio (jfk, librivox 0870/0880/0890, pyannote_sample; 149 reference words).
+# "deepgram/nova-3" is fitted on the Deepgram-shaped fixtures, which are Whisper *base* output
+# (Deepgram's cloud could not be reached); refit on real Deepgram output when you have it.
+DEFAULT_TABLES: dict[str, CalibrationTable] = {}
+
+
+def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pool-adjacent-violators: the non-decreasing sequence closest to ``y`` in weighted L2."""
+    vals: list[float] = []
+    wts: list[float] = []
+    counts: list[int] = []
+    for yi, wi in zip(y.tolist(), w.tolist(), strict=True):
+        vals.append(yi)
+        wts.append(wi)
+        counts.append(1)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            v2, w2, c2 = vals.pop(), wts.pop(), counts.pop()
+            total = wts[-1] + w2
+            vals[-1] = (vals[-1] * wts[-1] + v2 * w2) / total
+            wts[-1] = total
+            counts[-1] += c2
+    return np.repeat(np.asarray(vals), counts)
+
+
+def fit_table(
+    confidences: Sequence[float], correct: Sequence[bool], *, prior_words: float = 4.0, radius: float = 0.1
+) -> CalibrationTable:
+    """Isotonic fit of P(correct | confidence), read at :data:`KNOTS` and shrunk toward identity."""
+    if len(confidences) != len(correct):
+        raise ValueError(f"fit_table: {len(confidences)} confidences but {len(correct)} labels")
+    if not confidences:
+        return IDENTITY
+    conf = np.clip(np.asarray(confidences, dtype=float), 0.0, 1.0)
+    order = np.argsort(conf, kind="stable")
+    x = conf[order]
+    fitted = _pav(np.asarray(correct, dtype=float)[order], np.ones(len(x)))
+    knots = np.asarray(KNOTS)
+    at_knots = np.interp(knots, x, fitted)
+    near = np.array([np.count_nonzero(np.abs(x - k) <= radius) for k in knots], dtype=float)
+    ys = (near * at_knots + prior_words * knots) / (near + prior_words)
+    ys = np.maximum.accumulate(ys)
+    return CalibrationTable(KNOTS, tuple(round(float(v), 4) for v in ys), words=len(x))
+
+
+def align_labels(hyp: Sequence[str], ref: Sequence[str]) -> list[bool]:
+    """For each hypothesis word: is it aligned (Levenshtein) to an equal reference word?"""
+    n, m = len(hyp), len(ref)
+    cost = np.zeros((n + 1, m + 1), dtype=np.int32)
+    cost[:, 0] = np.arange(n + 1)
+    cost[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i, j] = min(
+                cost[i - 1, j - 1] + (hyp[i - 1] != ref[j - 1]), cost[i - 1, j] + 1, cost[i, j - 1] + 1
+            )
+    labels = [False] * n
+    i, j = n, m
+    while i > 0 and j > 0:
+        if cost[i, j] == cost[i - 1, j - 1] + (hyp[i - 1] != ref[j - 1]):
+            labels[i - 1] = hyp[i - 1] == ref[j - 1]
+            i, j = i - 1, j - 1
+        elif cost[i, j] == cost[i - 1, j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return labels
+
+
+def labelled_words(pairs: Iterable[tuple[Sequence[Word], str]]) -> tuple[list[float], list[bool]]:
+    """Raw confidences and correct/incorrect labels of every hypothesis word in ``pairs``."""
+    confs: list[float] = []
+    labels: list[bool] = []
+    for words, reference in pairs:
+        confs += [w.confidence for w in words]
+        labels += align_labels([normalize(w.text) for w in words], tokens(reference))
+    return confs, labels
+
+
+class Calibrator:
+    """Chooses and applies the table of each engine/model before ROVER votes."""
+
+    def __init__(self, tables: Mapping[str, CalibrationTable] | None = None) -> None:
+        """``tables``: ``engine/model`` or ``engine`` → table; default :data:`DEFAULT_TABLES`."""
+        self.tables = dict(DEFAULT_TABLES if tables is None else tables)
+
+    @classmethod
+    def from_file(cls, path: Path | None) -> Calibrator:
+        """Shipped tables, overridden by those in ``path`` (FuseConfig.calibration_file)."""
+        tables = dict(DEFAULT_TABLES)
+        if path is not None:
+            tables.update(load_tables(path))
+        return cls(tables)
+
+    def table_for(self, engine: str, model: str) -> CalibrationTable:
+        return self.tables.get(f"{engine}/{model}") or self.tables.get(engine) or IDENTITY
+
+    def apply(self, transcript: Transcript) -> Transcript:
+        """The same transcript with calibrated word confidences."""
+        table = self.table_for(transcript.engine, transcript.model)
+        if table is IDENTITY:
+            return transcript
+        words = tuple(dataclasses.replace(w, confidence=table(w.confidence)) for w in transcript.words)
+        return dataclasses.replace(transcript, words=words)
+
+
+def load_tables(path: Path) -> dict[str, CalibrationTable]:
+    """Read ``{"engine/model": {"xs": [...], "ys": [...]}}``; errors name the file and the key."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"fuse.calibration_file: cannot read {path}: {e}") from e
+    tables = {}
+    for key, item in data.items():
+        try:
+            xs, ys = tuple(map(float, item["xs"])), tuple(map(float, item["ys"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"fuse.calibration_file: {path}: table {key!r} needs xs and ys lists") from e
+        if len(xs) != len(ys) or len(xs) < 2 or list(xs) != sorted(xs) or list(ys) != sorted(ys):
+            raise ConfigError(
+                f"fuse.calibration_file: {path}: table {key!r} must have ≥2 increasing xs and "
+                "non-decreasing ys of equal length"
+            )
+        tables[key] = CalibrationTable(xs, ys, int(item.get("words", 0)))
+    return tables
+
+
+def dump_tables(tables: Mapping[str, CalibrationTable]) -> str:
+    return json.dumps({k: {"xs": t.xs, "ys": t.ys, "words": t.words} for k, t in tables.items()}, indent=1)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m montaged.asr.calibrate", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    fit = sub.add_parser("fit", help="fit one engine's table from transcripts and reference texts")
+    fit.add_argument("--engine", required=True, help="table key, e.g. whisper/base or deepgram/nova-3")
+    fit.add_argument(
+        "pairs", nargs="+", metavar="TRANSCRIPT.json=REFERENCE.txt", help="Transcript JSON and its reference"
+    )
+    args = parser.parse_args(argv)
+    pairs = []
+    for item in args.pairs:
+        hyp, sep, ref = item.partition("=")
+        if not sep:
+            parser.error(f"{item!r}: expected TRANSCRIPT.json=REFERENCE.txt")
+        words = Transcript.from_dict(json.loads(Path(hyp).read_text())).words
+        pairs.append((words, Path(ref).read_text()))
+    confs, labels = labelled_words(pairs)
+    print(dump_tables({args.engine: fit_table(confs, labels)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

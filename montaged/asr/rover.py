@@ -1,0 +1,242 @@
+"""ROVER (Fiscus 1997): fuse N timed transcripts into one by alignment and voting.
+
+1. **Alignment.** Each transcript is a linear word transition network. The first (the most
+   accurate engine, FuseConfig.engine_order) is the base; every further one is aligned to the
+   network built so far by dynamic programming, giving *correspondence sets* (CS): one arc per
+   system per slot, a NULL arc where a system said nothing. Costs are SCTK's time-mediated ones
+   (``sclite -T``): correct = |Δstart| + |Δend|, substitution = the same + ε, insertion or
+   deletion = the word's duration, NULL against nothing = 0.001. A CS is a set of parallel
+   alternatives, so a word's cost against it is the cheapest over its arcs (SCTK ``net_dp.c``).
+2. **Voting.** Per CS, for each word type w: score = α·N(w)/Ns + (1−α)·C(w), N = how many
+   systems said it, C = their mean *calibrated* confidence (calibrate.py); NULL scores with
+   C = FuseConfig.null_confidence. Ties go to the word of the most accurate engine. With two
+   engines the frequency term can only tie, so calibrated confidence and the tie-break decide.
+
+Words are matched in a normalised form (case and punctuation dropped) but printed in the
+display form of the best engine that said them; every slot keeps its own timings, so repeated
+words ("the the") stay two words at their own times.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from montaged.asr.calibrate import Calibrator, normalize
+from montaged.config import FuseConfig
+from montaged.model import Transcript, Word
+
+NULL_NULL = 0.001  # SCTK: inserting/deleting a NULL arc costs almost nothing
+MIN_WORD_COST = 0.01  # zero-length words (they happen) would otherwise insert for free
+_SUB, _DEL, _INS = 0, 1, 2
+
+
+@dataclass
+class CorrespondenceSet:
+    """One slot of the network: ``arcs[k]`` is system k's word there, or None (a NULL arc)."""
+
+    arcs: list[Word | None]
+    norms: list[str | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.norms:
+            self.norms = [None if w is None else normalize(w.text) for w in self.arcs]
+
+    @property
+    def start(self) -> float:
+        return min(w.start for w in self.arcs if w is not None)
+
+    @property
+    def end(self) -> float:
+        return max(w.end for w in self.arcs if w is not None)
+
+
+def _dur(w: Word) -> float:
+    return max(w.end - w.start, MIN_WORD_COST)
+
+
+class _Aligner:
+    """Banded time-mediated DP of one new word sequence against the network so far."""
+
+    def __init__(self, network: list[CorrespondenceSet], hyp: Sequence[Word], cfg: FuseConfig) -> None:
+        self.net, self.hyp, self.eps = network, hyp, cfg.substitution_epsilon
+        self.hyp_norm = [normalize(w.text) for w in hyp]
+        self.del_cost = [
+            NULL_NULL if any(a is None for a in cs.arcs) else min(_dur(a) for a in cs.arcs if a is not None)
+            for cs in network
+        ]
+        self.lo, self.hi = self._band(cfg.align_window_seconds)
+
+    def _band(self, window: float) -> tuple[list[int], list[int]]:
+        """Columns row i may use: hyp words far before slot i must be consumed, far after must not."""
+        n, m = len(self.net), len(self.hyp)
+        ends, running = [], float("-inf")
+        for w in self.hyp:
+            running = max(running, w.end)
+            ends.append(running)
+        starts = [w.start for w in self.hyp]
+        lo, hi = [0] * (n + 1), [m] * (n + 1)
+        for i in range(n + 1):
+            anchor = self.net[max(i - 1, 0)]
+            lo[i] = 0 if i == 0 else bisect.bisect_left(ends, anchor.start - window)
+            hi[i] = m if i == n else bisect.bisect_right(starts, (anchor.end if i else anchor.start) + window)
+        for i in range(1, n + 1):
+            lo[i] = max(lo[i], lo[i - 1])
+            hi[i] = max(hi[i], hi[i - 1])
+        for i in range(n - 1, -1, -1):
+            hi[i] = max(hi[i], lo[i + 1])
+        for i in range(n + 1):
+            lo[i] = min(lo[i], hi[i])
+        return lo, hi
+
+    def _sub(self, cs: CorrespondenceSet, j: int) -> float:
+        w, norm = self.hyp[j], self.hyp_norm[j]
+        best = float("inf")
+        for arc, arc_norm in zip(cs.arcs, cs.norms, strict=True):
+            if arc is None:
+                d = _dur(w)  # against the NULL alternative = inserting w there
+            else:
+                d = abs(arc.start - w.start) + abs(arc.end - w.end) + (0.0 if arc_norm == norm else self.eps)
+            best = min(best, d)
+        return best
+
+    def run(self) -> list[tuple[int, int, int]]:
+        """Edit path as (op, cs index, hyp index), in order."""
+        n, lo, hi = len(self.net), self.lo, self.hi
+        inf = float("inf")
+        cost: list[list[float]] = []
+        back: list[list[int]] = []
+        for i in range(n + 1):
+            row_c = [inf] * (hi[i] - lo[i] + 1)
+            row_b = [-1] * len(row_c)
+            for j in range(lo[i], hi[i] + 1):
+                best, op = (0.0, -1) if i == 0 and j == 0 else (inf, -1)
+                if i > 0:
+                    pl, ph, prev = lo[i - 1], hi[i - 1], cost[i - 1]
+                    if j > 0 and pl <= j - 1 <= ph:
+                        c = prev[j - 1 - pl] + self._sub(self.net[i - 1], j - 1)
+                        if c < best:
+                            best, op = c, _SUB
+                    if pl <= j <= ph:
+                        c = prev[j - pl] + self.del_cost[i - 1]
+                        if c < best:
+                            best, op = c, _DEL
+                if j > lo[i]:
+                    c = row_c[j - 1 - lo[i]] + _dur(self.hyp[j - 1])
+                    if c < best:
+                        best, op = c, _INS
+                row_c[j - lo[i]], row_b[j - lo[i]] = best, op
+            cost.append(row_c)
+            back.append(row_b)
+        path = []
+        i, j = n, len(self.hyp)
+        while i > 0 or j > 0:
+            op = back[i][j - lo[i]]
+            if op == _SUB:
+                i, j = i - 1, j - 1
+            elif op == _DEL:
+                i -= 1
+            elif op == _INS:
+                j -= 1
+            else:  # unreachable: the band is connected by construction
+                raise RuntimeError(f"rover: broken alignment band at ({i}, {j})")
+            path.append((op, i, j))
+        path.reverse()
+        return path
+
+
+def align(hyps: Sequence[Sequence[Word]], cfg: FuseConfig) -> list[CorrespondenceSet]:
+    """Build the word transition network of ``hyps`` (base first), merging one at a time."""
+    network: list[CorrespondenceSet] = []
+    for k, hyp in enumerate(hyps):
+        words = sorted(hyp, key=lambda w: (w.start, w.end))
+        if not network:
+            network = [CorrespondenceSet([None] * k + [w]) for w in words]
+            continue
+        if not words:
+            for cs in network:
+                cs.arcs.append(None)
+                cs.norms.append(None)
+            continue
+        merged: list[CorrespondenceSet] = []
+        for op, i, j in _Aligner(network, words, cfg).run():
+            if op == _INS:
+                merged.append(CorrespondenceSet([None] * k + [words[j]]))
+                continue
+            cs = network[i]
+            cs.arcs.append(words[j] if op == _SUB else None)
+            cs.norms.append(normalize(words[j].text) if op == _SUB else None)
+            merged.append(cs)
+        network = merged
+    return network
+
+
+def _rank(engines: Sequence[str], order: Sequence[str]) -> list[int]:
+    """Position of each system in the accuracy order; unknown engines after, in input order."""
+    known = {e: i for i, e in enumerate(order)}
+    return [known.get(e, len(order) + k) for k, e in enumerate(engines)]
+
+
+def vote(network: Sequence[CorrespondenceSet], engines: Sequence[str], cfg: FuseConfig) -> list[Word]:
+    """Pick one word (or nothing) per slot by α·N(w)/Ns + (1−α)·C(w); ties to the better engine."""
+    ns, alpha = len(engines), cfg.alpha
+    rank = _rank(engines, cfg.engine_order)
+    out: list[Word] = []
+    for cs in network:
+        groups: dict[str | None, list[int]] = {}
+        for k, norm in enumerate(cs.norms):
+            groups.setdefault(norm, []).append(k)
+        best: tuple[float, int, str | None] | None = None
+        for norm, systems in groups.items():
+            if norm is None:
+                conf = cfg.null_confidence
+            else:
+                conf = sum(w.confidence for k in systems if (w := cs.arcs[k]) is not None) / len(systems)
+            score = alpha * len(systems) / ns + (1 - alpha) * conf
+            key = (round(score, 9), -min(rank[k] for k in systems), norm)
+            if best is None or key[:2] > best[:2]:
+                best = key
+        assert best is not None
+        score, _, norm = best
+        if norm is None:
+            continue
+        systems = sorted(groups[norm], key=lambda k: rank[k])
+        shown = cs.arcs[systems[0]]
+        assert shown is not None
+        speaker = next((w.speaker for k in systems if (w := cs.arcs[k]) is not None and w.speaker), None)
+        out.append(
+            Word(
+                text=shown.text,
+                start=shown.start,
+                end=shown.end,
+                confidence=round(min(1.0, score), 4),
+                speaker=speaker,
+                source="+".join(engines[k] for k in systems),
+            )
+        )
+    return out
+
+
+def fuse(
+    transcripts: Sequence[Transcript], cfg: FuseConfig, *, calibrator: Calibrator | None = None
+) -> Transcript:
+    """ROVER over ``transcripts`` (two or more engines) → Transcript(engine="rover")."""
+    if not transcripts:
+        raise ValueError("fuse: no transcripts to fuse")
+    calibrator = calibrator or Calibrator.from_file(cfg.calibration_file)
+    rank = _rank([t.engine for t in transcripts], cfg.engine_order)
+    ordered = [
+        calibrator.apply(t) for _, t in sorted(zip(rank, transcripts, strict=True), key=lambda p: p[0])
+    ]
+    engines = [t.engine for t in ordered]
+    network = align([t.words for t in ordered], cfg)
+    notes = tuple(dict.fromkeys(n for t in transcripts for n in t.notes))
+    return Transcript(
+        words=tuple(vote(network, engines, cfg)),
+        language=ordered[0].language,
+        engine="rover",
+        model="+".join(f"{t.engine}/{t.model}" for t in ordered),
+        duration=max(t.duration for t in ordered),
+        notes=notes,
+    )
