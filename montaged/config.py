@@ -191,6 +191,8 @@ class CacheConfig(Section):
     key_prefix: str = "montage:"
     """Prefix of every Redis key, so several deployments can share one server."""
     ttl_days: float = Field(30.0, gt=0)
+    redis_timeout_seconds: float = Field(2.0, gt=0)
+    """Give up one Redis cache call after this long and answer from the job store instead."""
 
 
 class BudgetConfig(Section):
