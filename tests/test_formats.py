@@ -20,7 +20,21 @@ def words_from(text: str, start: float = 0.0, step: float = 0.3, speaker: str | 
 
 
 def test_wrap_balances_two_lines_and_refuses_three() -> None:
-    ws = "the quick brown fox jumps over the lazy dog and keeps on running".split()
+    ws = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "the",
+        "lazy",
+        "dog",
+        "and",
+        "keeps",
+        "on",
+        "running",
+    ]
     lines = wrap(ws)
     assert lines is not None and len(lines) == 2
     assert all(len(x) <= 42 for x in lines)
