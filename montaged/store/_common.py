@@ -1,0 +1,305 @@
+"""Pieces both store backends share: migrations on disk, row mapping, ledger arithmetic.
+
+Keeping these here means the SQLite and PostgreSQL backends differ only in SQL and locking,
+so the contract tests exercise one set of rules twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import structlog
+
+from montaged.errors import SchemaTooNew
+from montaged.model import Job, JobSpec, JobState
+from montaged.store import Caps, SpendSummary
+
+log = structlog.get_logger("montaged.store")
+
+# Money is a float of dollars. Sums of float reservations drift by ~1e-16 per add; a nano-dollar
+# tolerance keeps "exactly at the cap" accepted without ever letting a real cent through.
+MONEY_EPSILON = 1e-9
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+# Columns of the jobs table in the order the backends select them.
+JOB_COLUMNS = (
+    "id, spec, state, stage, progress, created_at, updated_at, attempts, content_hash, "
+    "error_class, error_message, error_stage, stopped_at, result, worker"
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(backend: str) -> list[Migration]:
+    """Numbered ``NNNN_name.sql`` files of one backend, checked to run 1, 2, 3... with no gaps."""
+    folder = resources.files("montaged.store.migrations").joinpath(backend)
+    found: list[Migration] = []
+    for entry in folder.iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        m = _MIGRATION_NAME.match(entry.name)
+        if m is None:
+            raise RuntimeError(f"migration file {backend}/{entry.name}: name must look like 0002_what.sql")
+        found.append(Migration(int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda mig: mig.version)
+    for expected, mig in enumerate(found, start=1):
+        if mig.version != expected:
+            raise RuntimeError(
+                f"migrations/{backend}: expected version {expected:04d}, found {mig.version:04d}"
+            )
+    return found
+
+
+def code_version(backend: str) -> int:
+    migrations = load_migrations(backend)
+    return migrations[-1].version if migrations else 0
+
+
+def schema_too_new(db_version: int, code: int, where: str) -> SchemaTooNew:
+    return SchemaTooNew(
+        f"job store {where} has schema version {db_version}, newer than this montaged knows "
+        f"({code}): another, newer montaged migrated it; upgrade montaged before running it here"
+    )
+
+
+def new_job_id() -> str:
+    """12 hex digits: short enough to type in montagectl, 48 random bits against collisions."""
+    return uuid.uuid4().hex[:12]
+
+
+def new_reservation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now_or(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def utc_month(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
+
+
+def advisory_key(*parts: str) -> int:
+    """A stable signed 64-bit key for pg advisory locks (Python's hash() differs per process)."""
+    digest = hashlib.blake2b("\x1f".join(("montage", *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _json(value: Any) -> Any:
+    """SQLite hands JSON back as text, asyncpg (with our codec) as objects: accept both."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def job_from_row(row: Any) -> Job:
+    """A Job from a sqlite3.Row or asyncpg.Record holding JOB_COLUMNS."""
+    return Job(
+        id=row["id"],
+        spec=JobSpec.from_dict(_json(row["spec"])),
+        state=JobState(row["state"]),
+        stage=row["stage"],
+        progress=float(row["progress"]),
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
+        attempts=int(row["attempts"]),
+        content_hash=row["content_hash"],
+        error_class=row["error_class"],
+        error_message=row["error_message"],
+        error_stage=row["error_stage"],
+        stopped_at=row["stopped_at"],
+        result=_json(row["result"]) or {},
+        worker=row["worker"],
+    )
+
+
+def decode_payload(value: Any) -> dict[str, Any]:
+    decoded = _json(value)
+    return dict(decoded) if decoded else {}
+
+
+def check_amount(amount: float, what: str = "amount") -> None:
+    if not amount >= 0:  # also rejects NaN
+        raise ValueError(f"budget {what} must be a non-negative number of dollars (got {amount!r})")
+
+
+def refusal(
+    caps: Caps, amount: float, *, job_total: float, day_total: float, month_total: float
+) -> str | None:
+    """Why ``amount`` more would break a cap, or None when it fits under all three."""
+    for name, total, cap in (
+        ("job", job_total, caps.per_job),
+        ("day", day_total, caps.per_day),
+        ("month", month_total, caps.per_month),
+    ):
+        if total + amount > cap + MONEY_EPSILON:
+            return f"{name} cap {cap:.4f} would be exceeded ({total:.4f} committed + {amount:.4f})"
+    return None
+
+
+def summaries(
+    caps: Caps,
+    now: float,
+    job_id: str | None,
+    job: tuple[float, float],
+    day: tuple[float, float],
+    month: tuple[float, float],
+) -> list[SpendSummary]:
+    """SpendSummary rows from (spent, reserved) pairs, the job's first when one was asked for."""
+    out: list[SpendSummary] = []
+    if job_id is not None:
+        out.append(SpendSummary(f"job:{job_id}", job[0], job[1], caps.per_job))
+    out.append(SpendSummary(f"day:{utc_day(now)}", day[0], day[1], caps.per_day))
+    out.append(SpendSummary(f"month:{utc_month(now)}", month[0], month[1], caps.per_month))
+    return out
+
+
+# What each period has committed: settled money at its actual cost, open reservations at their
+# amount, released ones not at all. Both backends accept this expression as is.
+COMMITTED = (
+    "CASE WHEN state = 'settled' THEN COALESCE(actual, 0) WHEN state = 'reserved' THEN amount ELSE 0 END"
+)
+SPENT = "CASE WHEN state = 'settled' THEN COALESCE(actual, 0) ELSE 0 END"
+RESERVED = "CASE WHEN state = 'reserved' THEN amount ELSE 0 END"
+
+
+def ledger_sums(*exprs: str) -> str:
+    """SELECT of ``expr`` summed over the job ($1), the UTC day ($2) and month ($3), per expr."""
+    cols = ", ".join(
+        f"COALESCE(SUM({expr}) FILTER (WHERE {col} = ${n}), 0)"
+        for col, n in (("job_id", 1), ("day", 2), ("month", 3))
+        for expr in exprs
+    )
+    return f"SELECT {cols} FROM cost_ledger WHERE job_id = $1 OR month = $3"
+
+
+# Statements both backends run as they are; SQLite gets ``$n`` rewritten to ``?n``.
+SQL_GET = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+SQL_LIST = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE CAST($1 AS TEXT) IS NULL OR state = $1 "
+    "ORDER BY created_at DESC, id DESC LIMIT $2"
+)
+SQL_COUNT = "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"
+SQL_SUBMIT = (
+    "INSERT INTO jobs (id, spec, profile, state, progress, created_at, updated_at, attempts, content_hash) "
+    f"VALUES ($1, $2, $3, 'queued', 0, $4, $4, 0, $5) RETURNING {JOB_COLUMNS}"
+)
+SQL_SET_HASH = "UPDATE jobs SET content_hash = $2, updated_at = $3 WHERE id = $1"
+# Prefer a finished job (its outputs exist), else the newest one still on its way.
+SQL_FIND_BY_HASH = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE content_hash = $1 AND profile = $2 "
+    "AND state NOT IN ('failed', 'cancelled') ORDER BY state = 'done' DESC, created_at DESC LIMIT 1"
+)
+SQL_PUT_RESULT = (
+    "INSERT INTO stage_results (stage, key, payload, created_at) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (stage, key) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at"
+)
+SQL_GET_RESULT = "SELECT payload FROM stage_results WHERE stage = $1 AND key = $2"
+SQL_ADD_EVENT = "INSERT INTO job_events (job_id, kind, at, data) VALUES ($1, $2, $3, $4)"
+SQL_EVENTS = (  # the latest $2 events, handed back oldest first
+    "SELECT job_id, kind, at, data FROM (SELECT id, job_id, kind, at, data FROM job_events "
+    "WHERE job_id = $1 ORDER BY id DESC LIMIT $2) AS latest ORDER BY id"
+)
+SQL_LEDGER_TOTALS = ledger_sums(COMMITTED)
+SQL_SPEND = ledger_sums(SPENT, RESERVED)
+SQL_RESERVE = (
+    "INSERT INTO cost_ledger (id, job_id, engine, amount, state, created_at, day, month) "
+    "VALUES ($1, $2, $3, $4, 'reserved', $5, $6, $7)"
+)
+SQL_SETTLE = (
+    "UPDATE cost_ledger SET actual = $2, state = 'settled', settled_at = $3 "
+    "WHERE id = $1 AND state IN ('reserved', 'settled')"
+)
+SQL_RELEASE_RESERVATION = (
+    "UPDATE cost_ledger SET state = 'released', settled_at = $2 WHERE id = $1 AND state = 'reserved'"
+)
+CLAIMED_EVENT = "job.claimed"
+
+
+def claim_event(worker: str, attempts: int, old_state: str, old_worker: str | None) -> dict[str, Any]:
+    """Data of a job.claimed event; names the crashed worker when the claim took over a lease."""
+    data: dict[str, Any] = {"worker": worker, "attempt": attempts}
+    if old_state == "running":
+        data["took_over_from"] = old_worker
+        log.warning("store.lease_expired", old_worker=old_worker, worker=worker)
+    return data
+
+
+def submitted_event(spec: JobSpec) -> dict[str, Any]:
+    return {"source": spec.source, "profile": spec.profile, "origin": spec.origin}
+
+
+class Transitions:
+    """The job state machine, written once: backends supply ``_transition`` (one atomic UPDATE
+    guarded by the allowed starting states, plus its event in the same transaction)."""
+
+    async def _transition(
+        self,
+        job_id: str,
+        from_states: tuple[str, ...],
+        sets: dict[str, Any],
+        kind: str | None,
+        data: dict[str, Any] | None = None,
+    ) -> Job | None:
+        raise NotImplementedError
+
+    async def set_stage(self, job_id: str, stage: str, progress: float = 0.0) -> None:
+        sets = {"stage": stage, "progress": progress}
+        await self._transition(job_id, ACTIVE, sets, "job.stage", {"stage": stage})
+
+    async def set_progress(self, job_id: str, progress: float) -> None:
+        """No event: progress is pushed live over the socket, the store only keeps the latest."""
+        await self._transition(job_id, ACTIVE, {"progress": progress}, None)
+
+    async def finish(self, job_id: str, result: dict[str, Any]) -> None:
+        """A job cancelled meanwhile stays cancelled: only queued/running jobs become done."""
+        sets = {"state": "done", "progress": 1.0, "result": result, "lease_until": None}
+        await self._transition(job_id, ACTIVE, sets, "job.done")
+
+    async def fail(self, job_id: str, *, stage: str, error_class: str, message: str) -> None:
+        sets = {
+            "state": "failed", "error_stage": stage, "error_class": error_class, "error_message": message,
+            "lease_until": None,
+        }  # fmt: skip
+        data = {"stage": stage, "error_class": error_class, "message": message}
+        await self._transition(job_id, ACTIVE, sets, "job.failed", data)
+
+    async def release(self, job_id: str, *, stopped_at: str) -> None:
+        sets = {"state": "queued", "stopped_at": stopped_at, "worker": None, "lease_until": None}
+        await self._transition(job_id, ("running",), sets, "job.released", {"stopped_at": stopped_at})
+
+    async def cancel(self, job_id: str) -> Job | None:
+        return await self._transition(
+            job_id, ACTIVE, {"state": "cancelled", "lease_until": None}, "job.cancelled"
+        )
+
+    async def retry(self, job_id: str) -> Job | None:
+        """Back to the queue with a clean slate; stored stage results still spare finished work."""
+        sets = {
+            "state": "queued", "stage": None, "progress": 0.0, "error_class": None, "error_message": None,
+            "error_stage": None, "stopped_at": None, "worker": None, "lease_until": None,
+        }  # fmt: skip
+        return await self._transition(job_id, ("failed", "cancelled"), sets, "job.retried")
+
+
+ACTIVE = ("queued", "running")

@@ -1,0 +1,348 @@
+"""Embedded job store on one SQLite file: the zero-setup default for a laptop.
+
+The stdlib driver blocks, so every call runs in a worker thread (one at a time per store: a
+sqlite3 connection must not be used by two threads at once). Several processes may share the
+file: WAL lets readers run beside a writer, and every read-modify-write takes ``BEGIN IMMEDIATE``
+so two daemons never claim the same job or overspend the same budget.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from montaged.errors import StoreError, StoreUnavailable
+from montaged.model import Job, JobEvent, JobSpec, JobState
+from montaged.store import Caps, Reservation, SpendSummary
+from montaged.store import _common as c
+from montaged.store._common import check_amount, decode_payload, job_from_row, now_or, utc_day, utc_month
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///abs/path.db`` (or ``sqlite:////abs/path.db``) → the absolute file path."""
+    rest = url.removeprefix("sqlite://")
+    if rest == url or not rest.startswith("/") or rest.strip("/") == "":
+        raise ValueError(
+            "store.url: SQLite needs an absolute file path like sqlite:///var/lib/montage/montage.db "
+            f"(got {url!r})"
+        )
+    return Path("/" + rest.lstrip("/").split("?", 1)[0])
+
+
+def split_statements(sql: str) -> Iterator[str]:
+    """One SQL statement at a time: executescript() would COMMIT our migration transaction."""
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf.strip()
+            buf = ""
+    rest = "\n".join(ln for ln in buf.splitlines() if ln.strip() and not ln.strip().startswith("--"))
+    if rest:
+        raise RuntimeError(f"migration SQL ends with an unterminated statement: {rest[:80]!r}")
+
+
+def _q(conn: sqlite3.Connection, sql: str, *args: Any) -> sqlite3.Cursor:
+    """Execute a shared statement: ``$n`` becomes ``?n`` and dicts become JSON text."""
+    params = [c.dumps(a) if isinstance(a, dict) else a for a in args]
+    return conn.execute(_PARAM.sub(r"?\1", sql), params)
+
+
+def _one(cur: sqlite3.Cursor) -> Any:
+    """First row of a RETURNING statement, read to the end so COMMIT finds it finished."""
+    rows = cur.fetchall()
+    return rows[0] if rows else None
+
+
+def _rows_or_count(cur: sqlite3.Cursor, rows: bool) -> Any:
+    return cur.fetchall() if rows else cur.rowcount
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the file's write lock up front (waits busy_timeout for it)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class SqliteStore(c.Transitions):
+    """JobStore on a SQLite file.
+
+    Args:
+        url: ``sqlite:///absolute/path/montage.db``; the folder is created when missing.
+        busy_timeout: seconds a writer waits for another process's write lock before the call
+            fails with StoreUnavailable.
+    """
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self.path = sqlite_path(url)
+        self._busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    # ---- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: crash-safe, fsync per checkpoint
+            conn.execute("PRAGMA foreign_keys = ON")
+        except (OSError, sqlite3.Error) as e:
+            raise StoreUnavailable(
+                f"cannot open the SQLite job store {self.path}: {e}; check store.url and that the folder "
+                "is writable"
+            ) from e
+        self._conn = conn
+        return conn
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        conn = self._connect()
+        try:
+            return fn(conn, *args)
+        except sqlite3.OperationalError as e:
+            text = str(e)
+            if "locked" in text or "busy" in text or "disk I/O" in text or "unable to open" in text:
+                raise StoreUnavailable(f"SQLite job store {self.path}: {text}; retry later") from e
+            if "no such table" in text:
+                raise StoreError(f"SQLite job store {self.path}: {text}; run migrate() first") from e
+            raise
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(1)
+        return await anyio.to_thread.run_sync(self._call, fn, *args, limiter=self._limiter)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        await self._run(self._migrate)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        migrations = c.load_migrations("sqlite")
+        code = c.code_version("sqlite")
+        with _immediate(conn):
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            if current > code:
+                raise c.schema_too_new(current, code, str(self.path))
+            for mig in migrations:
+                if mig.version <= current:
+                    continue
+                for statement in split_statements(mig.sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (mig.version, mig.name, time.time()),
+                )
+                log.info("store.migrated", backend="sqlite", version=mig.version, name=mig.name)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def _exec(self, sql: str, *args: Any, rows: bool = False) -> Any:
+        """Run one shared statement; returns its rows (rows=True) or its row count."""
+        return await self._run(lambda conn: _rows_or_count(_q(conn, sql, *args), rows))
+
+    # ---- jobs -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, job_id: str) -> Job | None:
+        row = _q(conn, c.SQL_GET, job_id).fetchone()
+        return job_from_row(row) if row is not None else None
+
+    @staticmethod
+    def _event(conn: sqlite3.Connection, job_id: str, kind: str, at: float, data: dict[str, Any]) -> None:
+        try:
+            _q(conn, c.SQL_ADD_EVENT, job_id, kind, at, data)
+        except sqlite3.IntegrityError as e:
+            raise StoreError(f"cannot record event {kind!r}: no job {job_id!r} in the store") from e
+
+    async def _transition(
+        self,
+        job_id: str,
+        from_states: tuple[str, ...],
+        sets: dict[str, Any],
+        kind: str | None,
+        data: dict[str, Any] | None = None,
+    ) -> Job | None:
+        cols = ", ".join(f"{col} = ?" for col in sets)
+        values = [c.dumps(v) if isinstance(v, dict) else v for v in sets.values()]
+        marks = ", ".join("?" for _ in from_states)
+        sql = (
+            f"UPDATE jobs SET {cols}, updated_at = ? WHERE id = ? AND state IN ({marks}) "
+            f"RETURNING {c.JOB_COLUMNS}"
+        )
+
+        def run(conn: sqlite3.Connection) -> Job | None:
+            now = time.time()
+            with _immediate(conn):
+                row = _one(conn.execute(sql, (*values, now, job_id, *from_states)))
+                if row is None:
+                    log.debug("store.transition_skipped", job_id=job_id, wanted=from_states, kind=kind)
+                    return None
+                if kind is not None:
+                    self._event(conn, job_id, kind, now, data or {})
+                return job_from_row(row)
+
+        return await self._run(run)
+
+    async def submit(self, spec: JobSpec, *, content_hash: str | None = None) -> Job:
+        def run(conn: sqlite3.Connection) -> Job:
+            now, job_id = time.time(), c.new_job_id()
+            with _immediate(conn):
+                row = _one(_q(conn, c.SQL_SUBMIT, job_id, spec.to_dict(), spec.profile, now, content_hash))
+                self._event(conn, job_id, "job.submitted", now, c.submitted_event(spec))
+            return job_from_row(row)
+
+        return await self._run(run)
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._run(self._get, job_id)
+
+    async def list(self, state: JobState | None = None, limit: int = 200) -> builtins.list[Job]:
+        rows = await self._exec(c.SQL_LIST, None if state is None else str(state), limit, rows=True)
+        return [job_from_row(r) for r in rows]
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        counts.update({JobState(r["state"]): r["n"] for r in await self._exec(c.SQL_COUNT, rows=True)})
+        return counts
+
+    async def claim(self, worker: str, lease_seconds: float) -> Job | None:
+        def run(conn: sqlite3.Connection) -> Job | None:
+            now = time.time()
+            with _immediate(conn):  # the file's write lock: no other process claims meanwhile
+                old = conn.execute(
+                    "SELECT id, state, worker FROM jobs WHERE state = 'queued' "
+                    "OR (state = 'running' AND lease_until < ?) ORDER BY created_at, id LIMIT 1",
+                    (now,),
+                ).fetchone()
+                if old is None:
+                    return None
+                row = _one(
+                    conn.execute(
+                        "UPDATE jobs SET state = 'running', worker = ?, lease_until = ?, "
+                        f"attempts = attempts + 1, updated_at = ? WHERE id = ? RETURNING {c.JOB_COLUMNS}",
+                        (worker, now + lease_seconds, now, old["id"]),
+                    )
+                )
+                data = c.claim_event(worker, row["attempts"], old["state"], old["worker"])
+                self._event(conn, old["id"], c.CLAIMED_EVENT, now, data)
+                return job_from_row(row)
+
+        return await self._run(run)
+
+    async def heartbeat(self, job_id: str, worker: str, lease_seconds: float) -> bool:
+        sql = "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND worker = $2 AND state = 'running'"
+        return bool(await self._exec(sql, job_id, worker, time.time() + lease_seconds) == 1)
+
+    async def set_content_hash(self, job_id: str, content_hash: str) -> None:
+        await self._exec(c.SQL_SET_HASH, job_id, content_hash, time.time())
+
+    async def find_by_hash(self, content_hash: str, profile: str) -> Job | None:
+        rows = await self._exec(c.SQL_FIND_BY_HASH, content_hash, profile, rows=True)
+        return job_from_row(rows[0]) if rows else None
+
+    # ---- stage results and events -----------------------------------------------------------
+
+    async def put_result(self, stage: str, key: str, payload: dict[str, Any]) -> None:
+        await self._exec(c.SQL_PUT_RESULT, stage, key, payload, time.time())
+
+    async def get_result(self, stage: str, key: str) -> dict[str, Any] | None:
+        rows = await self._exec(c.SQL_GET_RESULT, stage, key, rows=True)
+        return decode_payload(rows[0][0]) if rows else None
+
+    async def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> JobEvent:
+        now, payload = time.time(), dict(data or {})
+        await self._run(lambda conn: self._event(conn, job_id, kind, now, payload))
+        return JobEvent(job_id=job_id, kind=kind, at=now, data=payload)
+
+    async def events(self, job_id: str, limit: int = 500) -> builtins.list[JobEvent]:
+        """The job's latest ``limit`` events, oldest first."""
+        rows = await self._exec(c.SQL_EVENTS, job_id, limit, rows=True)
+        return [JobEvent(r["job_id"], r["kind"], r["at"], decode_payload(r["data"])) for r in rows]
+
+    # ---- cost ledger ------------------------------------------------------------------------
+
+    async def reserve(
+        self, *, job_id: str, engine: str, amount: float, caps: Caps, now: float | None = None
+    ) -> Reservation | None:
+        check_amount(amount)
+        ts = now_or(now)
+        day, month = utc_day(ts), utc_month(ts)
+
+        def run(conn: sqlite3.Connection) -> Reservation | None:
+            with _immediate(conn):  # the write lock makes sum-then-insert atomic across processes
+                job_total, day_total, month_total = _q(
+                    conn, c.SQL_LEDGER_TOTALS, job_id, day, month
+                ).fetchone()
+                why = c.refusal(
+                    caps, amount, job_total=job_total, day_total=day_total, month_total=month_total
+                )
+                if why is not None:
+                    log.info("budget.refused", job_id=job_id, engine=engine, amount=amount, reason=why)
+                    return None
+                rid = c.new_reservation_id()
+                _q(conn, c.SQL_RESERVE, rid, job_id, engine, amount, ts, day, month)
+                return Reservation(id=rid, job_id=job_id, engine=engine, amount=amount)
+
+        return await self._run(run)
+
+    async def settle(self, reservation_id: str, actual: float) -> None:
+        """Record what the call really cost; the reservation's amount stops counting."""
+        check_amount(actual, "actual cost")
+        if await self._exec(c.SQL_SETTLE, reservation_id, actual, time.time()) != 1:
+            raise StoreError(f"cannot settle reservation {reservation_id!r}: unknown or already released")
+
+    async def release_reservation(self, reservation_id: str) -> bool:
+        """Give back an unspent reservation (the call never happened); False when not open."""
+        return bool(await self._exec(c.SQL_RELEASE_RESERVATION, reservation_id, time.time()) == 1)
+
+    async def spend(
+        self, caps: Caps, *, job_id: str | None = None, now: float | None = None
+    ) -> builtins.list[SpendSummary]:
+        ts = now_or(now)
+        v = [
+            float(x)
+            for x in (await self._exec(c.SQL_SPEND, job_id, utc_day(ts), utc_month(ts), rows=True))[0]
+        ]
+        return c.summaries(caps, ts, job_id, (v[0], v[1]), (v[2], v[3]), (v[4], v[5]))
