@@ -1,0 +1,358 @@
+"""One contract, two backends: every JobStore behaviour is checked on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import pytest
+
+from montaged.errors import StoreError
+from montaged.model import JobSpec, JobState
+from montaged.store import Caps, JobStore, open_store
+
+pytestmark = pytest.mark.anyio
+
+BIG = 1e9  # a cap that never binds, so a test exercises exactly one cap at a time
+
+
+def ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp()
+
+
+def spec(source: str = "/media/talk.mp4", **kw: Any) -> JobSpec:
+    return JobSpec(source=source, **kw)
+
+
+async def ok(store: JobStore, job_id: str, amount: float, caps: Caps, now: float | None = None) -> bool:
+    """Whether a reservation of ``amount`` for ``job_id`` was accepted."""
+    return (
+        await store.reserve(job_id=job_id, engine="deepgram", amount=amount, caps=caps, now=now) is not None
+    )
+
+
+async def kinds(store: JobStore, job_id: str) -> list[str]:
+    return [e.kind for e in await store.events(job_id)]
+
+
+class StoreContract:
+    """The tests. Subclasses only say which database the ``url`` fixture points at."""
+
+    @pytest.fixture
+    async def store(self, url: str) -> AsyncIterator[JobStore]:
+        store = open_store(url)
+        await store.migrate()
+        yield store
+        await store.close()
+
+    # ---- jobs -------------------------------------------------------------------------------
+
+    async def test_submit_and_get_round_trip(self, store: JobStore) -> None:
+        options = {"speakers": 2, "max_clips": 3}
+        s = spec(profile="square", origin="hotfolder", options=options, output_dir="/out")
+        before = time.time()
+        job = await store.submit(s, content_hash="abc")
+        assert job.state is JobState.QUEUED
+        assert job.spec == s and job.content_hash == "abc"
+        assert job.attempts == 0 and job.progress == 0.0 and job.worker is None and job.result == {}
+        assert before <= job.created_at == job.updated_at <= time.time()
+        assert await store.get(job.id) == job
+        assert await store.get("no-such-job") is None
+        assert await kinds(store, job.id) == ["job.submitted"]
+
+    async def test_list_newest_first_with_state_filter_and_limit(self, store: JobStore) -> None:
+        ids = [(await store.submit(spec(f"/m/{i}.mp4"))).id for i in range(4)]
+        assert [j.id for j in await store.list()] == ids[::-1]
+        assert [j.id for j in await store.list(limit=2)] == ids[:1:-1]
+        claimed = await store.claim("w", 30)
+        assert claimed is not None and claimed.id == ids[0]  # claims take the oldest
+        assert [j.id for j in await store.list(JobState.RUNNING)] == [ids[0]]
+        assert [j.id for j in await store.list(JobState.QUEUED)] == ids[:0:-1]
+        assert await store.list(JobState.DONE) == []
+
+    async def test_count_by_state_names_every_state(self, store: JobStore) -> None:
+        assert await store.count_by_state() == dict.fromkeys(JobState, 0)
+        a = await store.submit(spec())
+        await store.submit(spec())
+        await store.cancel(a.id)
+        counts = await store.count_by_state()
+        assert counts[JobState.QUEUED] == 1 and counts[JobState.CANCELLED] == 1
+        assert sum(counts.values()) == 2 and set(counts) == set(JobState)
+
+    async def test_claim_oldest_first_until_empty(self, store: JobStore) -> None:
+        assert await store.claim("w1", 30) is None
+        first, second = await store.submit(spec("/a")), await store.submit(spec("/b"))
+        got = await store.claim("w1", 30)
+        assert got is not None and got.id == first.id
+        assert got.state is JobState.RUNNING and got.worker == "w1" and got.attempts == 1
+        got2 = await store.claim("w2", 30)
+        assert got2 is not None and got2.id == second.id and got2.worker == "w2"
+        assert await store.claim("w3", 30) is None  # both leases are live
+        events = await store.events(first.id)
+        assert [e.kind for e in events] == ["job.submitted", "job.claimed"]
+        assert events[1].data == {"worker": "w1", "attempt": 1}
+
+    async def test_expired_lease_is_taken_over(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        assert await store.claim("crashed", 0.2) is not None
+        assert await store.claim("other", 30) is None  # lease still live
+        await anyio.sleep(0.4)  # 2x the lease: past it on any clock the backend uses
+        taken = await store.claim("other", 30)
+        assert taken is not None and taken.id == job.id
+        assert taken.worker == "other" and taken.attempts == 2 and taken.state is JobState.RUNNING
+        assert await store.heartbeat(job.id, "crashed", 30) is False
+        assert await store.heartbeat(job.id, "other", 30) is True
+        last = (await store.events(job.id))[-1]
+        assert last.kind == "job.claimed" and last.data["took_over_from"] == "crashed"
+
+    async def test_heartbeat_extends_the_lease(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        await store.claim("w1", 0.3)
+        for _ in range(3):  # 0.45 s in all, past the first lease, kept alive by heartbeats
+            await anyio.sleep(0.15)
+            assert await store.heartbeat(job.id, "w1", 0.3)
+        assert await store.claim("w2", 30) is None
+        assert await store.heartbeat(job.id, "w2", 30) is False
+        assert await store.heartbeat("no-such-job", "w1", 30) is False
+
+    async def test_stage_progress_and_hash(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        await store.claim("w", 30)
+        await store.set_stage(job.id, "transcribe", 0.25)
+        await store.set_progress(job.id, 0.5)
+        await store.set_content_hash(job.id, "h" * 64)
+        got = await store.get(job.id)
+        assert got is not None
+        assert (got.stage, got.progress, got.content_hash) == ("transcribe", 0.5, "h" * 64)
+        assert got.updated_at >= job.updated_at
+        stage_events = [e for e in await store.events(job.id) if e.kind == "job.stage"]
+        assert [e.data for e in stage_events] == [{"stage": "transcribe"}]
+
+    async def test_finish(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        await store.claim("w", 30)
+        result = {"clips": [{"index": 0, "path": "/out/0.mp4"}], "notes": ["ok"], "cost": 0.0}
+        await store.finish(job.id, result)
+        got = await store.get(job.id)
+        assert got is not None and got.state is JobState.DONE and got.progress == 1.0 and got.result == result
+        assert await store.heartbeat(job.id, "w", 30) is False
+        assert await store.claim("w", 30) is None
+        assert await kinds(store, job.id) == ["job.submitted", "job.claimed", "job.done"]
+
+    async def test_fail_then_retry(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        await store.claim("w", 30)
+        await store.set_stage(job.id, "diarize")
+        await store.fail(job.id, stage="diarize", error_class="MediaError", message="no audio stream")
+        failed = await store.get(job.id)
+        assert failed is not None and failed.state is JobState.FAILED
+        assert (failed.error_stage, failed.error_class, failed.error_message) == (
+            "diarize", "MediaError", "no audio stream",
+        )  # fmt: skip
+        assert (await store.events(job.id))[-1].data["error_class"] == "MediaError"
+        retried = await store.retry(job.id)
+        assert retried is not None and retried.state is JobState.QUEUED
+        assert retried.error_class is retried.error_message is retried.error_stage is None
+        assert retried.stage is None and retried.progress == 0.0 and retried.worker is None
+        assert retried.attempts == 1  # history of attempts survives a retry
+        again = await store.claim("w", 30)
+        assert again is not None and again.id == job.id and again.attempts == 2
+        assert await kinds(store, job.id) == [
+            "job.submitted", "job.claimed", "job.stage", "job.failed", "job.retried", "job.claimed",
+        ]  # fmt: skip
+
+    async def test_retry_only_from_failed_or_cancelled(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        assert await store.retry(job.id) is None  # queued
+        await store.claim("w", 30)
+        assert await store.retry(job.id) is None  # running
+        await store.finish(job.id, {})
+        assert await store.retry(job.id) is None  # done
+        assert await store.retry("no-such-job") is None
+        other = await store.submit(spec())
+        await store.cancel(other.id)
+        retried = await store.retry(other.id)
+        assert retried is not None and retried.state is JobState.QUEUED
+
+    async def test_cancel_edges(self, store: JobStore) -> None:
+        queued = await store.submit(spec("/q"))
+        running = await store.submit(spec("/r"))
+        assert (await store.claim("w", 30)).id == queued.id  # type: ignore[union-attr]
+        cancelled = await store.cancel(queued.id)
+        assert cancelled is not None and cancelled.state is JobState.CANCELLED
+        # the cancelled job's daemon learns it at its next heartbeat
+        assert await store.heartbeat(queued.id, "w", 30) is False
+        c2 = await store.cancel(running.id)
+        assert c2 is not None and c2.state is JobState.CANCELLED
+        assert await store.cancel(queued.id) is None  # already terminal
+        assert await store.cancel("no-such-job") is None
+        done = await store.submit(spec("/d"))
+        await store.claim("w", 30)
+        await store.finish(done.id, {})
+        assert await store.cancel(done.id) is None
+        assert (await kinds(store, running.id))[-1] == "job.cancelled"
+
+    async def test_late_finish_or_fail_does_not_undo_cancel(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        await store.claim("w", 30)
+        await store.cancel(job.id)
+        await store.set_stage(job.id, "render")
+        await store.finish(job.id, {"clips": []})
+        await store.fail(job.id, stage="render", error_class="RenderError", message="late")
+        got = await store.get(job.id)
+        assert got is not None and got.state is JobState.CANCELLED and got.error_class is None
+        assert await kinds(store, job.id) == ["job.submitted", "job.claimed", "job.cancelled"]
+
+    async def test_release_requeues_with_stopped_stage(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        await store.release(job.id, stopped_at="probe")  # queued: nothing to release
+        assert (await store.get(job.id)).stopped_at is None  # type: ignore[union-attr]
+        await store.claim("w1", 30)
+        await store.set_stage(job.id, "transcribe")
+        await store.release(job.id, stopped_at="transcribe")
+        got = await store.get(job.id)
+        assert got is not None and got.state is JobState.QUEUED
+        assert got.stopped_at == "transcribe" and got.worker is None
+        assert await store.heartbeat(job.id, "w1", 30) is False
+        again = await store.claim("w2", 30)
+        assert again is not None and again.id == job.id and again.attempts == 2
+        released = [e for e in await store.events(job.id) if e.kind == "job.released"]
+        assert [e.data for e in released] == [{"stopped_at": "transcribe"}]
+
+    async def test_find_by_hash_for_dedup(self, store: JobStore) -> None:
+        assert await store.find_by_hash("h1", "vertical") is None
+        failed = await store.submit(spec(), content_hash="h1")
+        await store.fail(failed.id, stage="probe", error_class="MediaError", message="x")
+        assert await store.find_by_hash("h1", "vertical") is None  # a failed job is no duplicate
+        live = await store.submit(spec(), content_hash="h1")
+        assert (await store.find_by_hash("h1", "vertical")).id == live.id  # type: ignore[union-attr]
+        assert await store.find_by_hash("h1", "square") is None  # another profile is other work
+        await store.cancel(live.id)
+        assert await store.find_by_hash("h1", "vertical") is None  # cancelled: user wants it again
+        done = await store.submit(spec())
+        await store.set_content_hash(done.id, "h1")
+        await store.claim("w", 30)
+        await store.finish(done.id, {})
+        newer = await store.submit(spec(), content_hash="h1")
+        assert newer.created_at > done.created_at
+        assert (await store.find_by_hash("h1", "vertical")).id == done.id  # type: ignore[union-attr]
+
+    # ---- results and events -----------------------------------------------------------------
+
+    async def test_stage_results_upsert(self, store: JobStore) -> None:
+        assert await store.get_result("transcribe", "k1") is None
+        payload = {"words": [{"text": "hello", "start": 0.0, "end": 0.4}], "language": "en"}
+        await store.put_result("transcribe", "k1", payload)
+        assert await store.get_result("transcribe", "k1") == payload
+        await store.put_result("transcribe", "k1", {"v": 2})
+        assert await store.get_result("transcribe", "k1") == {"v": 2}
+        assert await store.get_result("diarize", "k1") is None  # keyed by stage and key
+
+    async def test_events_custom_and_limit(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        ev = await store.add_event(job.id, "job.note", {"text": "cloud ear skipped", "n": 1})
+        assert ev.job_id == job.id and ev.kind == "job.note" and ev.data["n"] == 1
+        for i in range(5):
+            await store.add_event(job.id, "job.progress", {"i": i})
+        events = await store.events(job.id)
+        assert [e.kind for e in events[:2]] == ["job.submitted", "job.note"]
+        assert [e.at for e in events] == sorted(e.at for e in events)
+        latest = await store.events(job.id, limit=3)  # the latest three, oldest first
+        assert [e.data["i"] for e in latest] == [2, 3, 4]
+        assert await store.events("no-such-job") == []
+        with pytest.raises(StoreError, match="no-such-job"):
+            await store.add_event("no-such-job", "job.note")
+
+    # ---- cost ledger ------------------------------------------------------------------------
+
+    async def test_reserve_refuses_past_job_cap(self, store: JobStore) -> None:
+        caps = Caps(per_job=1.0, per_day=BIG, per_month=BIG)
+        r1 = await store.reserve(job_id="j1", engine="deepgram", amount=0.6, caps=caps)
+        assert r1 is not None and (r1.job_id, r1.engine, r1.amount) == ("j1", "deepgram", 0.6)
+        assert not await ok(store, "j1", 0.5, caps)
+        assert await ok(store, "j1", 0.4, caps)  # exactly at the cap is allowed
+        assert not await ok(store, "j1", 0.01, caps)
+        assert await ok(store, "j2", 0.9, caps)  # another job has its own cap
+
+    async def test_settle_replaces_reserved_amount_with_actual(self, store: JobStore) -> None:
+        caps = Caps(per_job=1.0, per_day=BIG, per_month=BIG)
+        r = await store.reserve(job_id="j", engine="deepgram", amount=0.9, caps=caps)
+        assert r is not None
+        assert await store.reserve(job_id="j", engine="deepgram", amount=0.2, caps=caps) is None
+        await store.settle(r.id, 0.3)  # the call cost less than reserved: money comes back
+        assert await store.reserve(job_id="j", engine="deepgram", amount=0.7, caps=caps) is not None
+        with pytest.raises(StoreError, match="nope"):
+            await store.settle("nope", 0.1)
+        with pytest.raises(ValueError, match="non-negative"):
+            await store.settle(r.id, -1.0)
+        with pytest.raises(ValueError, match="non-negative"):
+            await store.reserve(job_id="j", engine="deepgram", amount=-0.1, caps=caps)
+
+    async def test_release_reservation_frees_money(self, store: JobStore) -> None:
+        caps = Caps(per_job=BIG, per_day=1.0, per_month=BIG)
+        r = await store.reserve(job_id="j", engine="deepgram", amount=1.0, caps=caps)
+        assert r is not None
+        assert await store.reserve(job_id="k", engine="deepgram", amount=0.1, caps=caps) is None
+        assert await store.release_reservation(r.id) is True  # type: ignore[attr-defined]
+        assert await store.release_reservation(r.id) is False  # type: ignore[attr-defined]
+        with pytest.raises(StoreError):
+            await store.settle(r.id, 0.5)
+        assert await store.reserve(job_id="k", engine="deepgram", amount=1.0, caps=caps) is not None
+
+    async def test_day_and_month_caps_follow_utc_calendar(self, store: JobStore) -> None:
+        caps = Caps(per_job=BIG, per_day=1.0, per_month=1.5)
+        late_march = ts("2026-03-31T23:30:00")
+        early_april = ts("2026-04-01T00:30:00")
+        april_15 = ts("2026-04-15T12:00:00")
+        assert await ok(store, "a", 1.0, caps, late_march)
+        assert not await ok(store, "b", 0.1, caps, late_march)  # day cap
+        assert await ok(store, "b", 1.0, caps, early_april)  # a new UTC day and month
+        assert await ok(store, "c", 0.5, caps, april_15)  # 1.5 in April: at the month cap
+        assert not await ok(store, "d", 0.1, caps, april_15)  # month cap
+        assert await ok(store, "d", 0.1, caps, ts("2026-05-01T00:00:00"))
+
+    async def test_spend_summaries(self, store: JobStore) -> None:
+        caps = Caps(per_job=2.0, per_day=5.0, per_month=50.0)
+        now = ts("2026-11-24T10:00:00")
+        r1 = await store.reserve(job_id="j", engine="deepgram", amount=1.0, caps=caps, now=now)
+        await store.reserve(job_id="j", engine="deepgram", amount=0.5, caps=caps, now=now)
+        await store.reserve(job_id="other", engine="deepgram", amount=0.25, caps=caps, now=now)
+        assert await ok(store, "j", 3.0, Caps(BIG, BIG, BIG), now - 86400)  # yesterday, same month
+        assert r1 is not None
+        await store.settle(r1.id, 0.75)
+        by_period = {s.period: s for s in await store.spend(caps, job_id="j", now=now)}
+        job, day, month = by_period["job:j"], by_period["day:2026-11-24"], by_period["month:2026-11"]
+        assert (job.spent, job.reserved, job.cap) == pytest.approx((0.75, 3.5, 2.0))
+        assert job.remaining == 0.0  # over its cap through the yesterday reservation: clamps at 0
+        assert (day.spent, day.reserved, day.remaining) == pytest.approx((0.75, 0.75, 3.5))
+        assert (month.spent, month.reserved) == pytest.approx((0.75, 3.75))
+        periods = [s.period for s in await store.spend(caps, now=now)]
+        assert periods == ["day:2026-11-24", "month:2026-11"]
+
+    # ---- health -----------------------------------------------------------------------------
+
+    async def test_ping_and_reopen(self, store: JobStore, url: str) -> None:
+        await store.ping()
+        job = await store.submit(spec())
+        await store.close()
+        reopened = open_store(url)
+        try:
+            await reopened.migrate()  # a second migrate on a current schema changes nothing
+            assert await reopened.get(job.id) == job
+        finally:
+            await reopened.close()
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    def url(self, sqlite_url: str) -> str:
+        return sqlite_url
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    def url(self, pg_url: str) -> str:
+        return pg_url
