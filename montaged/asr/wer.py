@@ -3,7 +3,8 @@
 Reference transcripts and engines disagree on case, punctuation and digits ("thirty" vs "30"),
 which are not recognition errors; both sides are normalised the same way before aligning:
 lower case, punctuation stripped (apostrophes inside words kept), hyphens split words, a few
-symbols spoken ("%" → "percent"), and integers spelled out (years as "nineteen sixty one").
+symbols and abbreviations spoken ("%" → "percent", "Mr." → "mister"), and integers spelled out
+(years as "nineteen sixty one").
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _ONES = [
 ]
 _TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _SYMBOLS = {"%": " percent ", "&": " and ", "+": " plus ", "@": " at ", "$": " dollars "}
+_SPOKEN = {"mr": "mister", "mrs": "missus", "dr": "doctor", "vs": "versus", "ok": "okay", "st": "saint"}
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
@@ -86,7 +88,7 @@ def normalize(text: str) -> list[str]:
         if tok.isdigit() and len(tok) <= 12:
             words += spell_number(int(tok))
         else:
-            words.append(tok)
+            words.append(_SPOKEN.get(tok, tok))
     return words
 
 

@@ -7,7 +7,7 @@ the open window is held in memory (at most ``window_seconds`` plus one chunk).
 Each window *owns* the media time between its two cuts. When no silence can be found (a
 30 s run of unbroken speech or music) the cut falls at the quietest moment and both windows
 overlap it by ``HARD_CUT_OVERLAP``: a word straddling the cut is then heard whole by both, and
-only the window that owns its midpoint keeps it.
+:func:`splice` joins the two word lists where their texts agree, so it is kept once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import AsyncIterable, Callable, Iterator
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -175,22 +175,71 @@ def _quietest(buf: np.ndarray, lo: int, hi: int, frame: int = SR // 50) -> int:
     return lo + int(np.argmin(energy)) * frame + frame // 2
 
 
-def owned(words: list[Word], win: Window) -> Iterator[Word]:
-    """The words this window is responsible for, clamped into the audio it was given."""
+def _mid(w: Word) -> float:
+    return (w.start + w.end) / 2
+
+
+def _clamped(words: list[Word], win: Window) -> list[Word]:
+    """Words moved inside the audio the window was given (Whisper may overshoot its end)."""
+    out = []
     for w in words:
-        mid = (w.start + w.end) / 2
-        if win.own_start <= mid < win.own_end:
-            start = min(max(w.start, win.offset), win.end)
-            end = min(max(w.end, start), win.end)
-            yield (
-                Word(w.text, start, end, w.confidence, w.speaker, w.source)
-                if (start, end)
-                != (
-                    w.start,
-                    w.end,
-                )
-                else w
+        start = min(max(w.start, win.offset), win.end)
+        end = min(max(w.end, start), win.end)
+        out.append(w if (start, end) == (w.start, w.end) else dataclasses.replace(w, start=start, end=end))
+    return out
+
+
+def _key(w: Word) -> str:
+    return "".join(ch for ch in w.text.lower() if ch.isalnum())
+
+
+def splice(before: list[Word], after: list[Word], *, cut: float, lo: float, hi: float) -> list[Word]:
+    """Join two windows that both heard ``[lo, hi]`` around a cut made inside speech.
+
+    Near its start a window's first word soaks up the leading audio, and near its end a window
+    hears a truncated phrase, so neither timing alone says where a straddling word belongs.
+    Instead the words both windows heard in the overlap are aligned by text (longest common
+    subsequence) and the two are joined at the matched word nearest the cut. Without a match,
+    each side keeps the words whose midpoint is on its side of the cut.
+    """
+    tail = [i for i, w in enumerate(before) if _mid(w) >= lo]
+    head = [j for j, w in enumerate(after) if _mid(w) <= hi]
+    a, b = [_key(before[i]) for i in tail], [_key(after[j]) for j in head]
+    # LCS table over the (short) overlap: a couple of seconds, so a few words each side.
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for x in range(len(a) - 1, -1, -1):
+        for y in range(len(b) - 1, -1, -1):
+            table[x][y] = (
+                table[x + 1][y + 1] + 1 if a[x] and a[x] == b[y] else max(table[x + 1][y], table[x][y + 1])
             )
+    pairs, x, y = [], 0, 0
+    while x < len(a) and y < len(b):
+        if a[x] and a[x] == b[y]:
+            pairs.append((tail[x], head[y]))
+            x, y = x + 1, y + 1
+        elif table[x + 1][y] >= table[x][y + 1]:
+            x += 1
+        else:
+            y += 1
+    if not pairs:
+        return [w for w in before if _mid(w) < cut] + [w for w in after if _mid(w) >= cut]
+    i, j = min(pairs, key=lambda p: abs((_mid(before[p[0]]) + _mid(after[p[1]])) / 2 - cut))
+    return before[: i + 1] + after[j + 1 :]
+
+
+def merge_windows(done: list[tuple[Window, list[Word]]]) -> list[Word]:
+    """Words of consecutive windows (in window order) as one time-ordered list, each word once."""
+    out: list[Word] = []
+    prev: Window | None = None
+    for win, words in done:
+        words = _clamped(words, win)
+        if prev is not None and prev.hard_cut and prev.index == win.index - 1:
+            out = splice(out, words, cut=win.own_start, lo=win.offset, hi=prev.end)
+        else:
+            out.extend(w for w in words if _mid(w) >= win.own_start)
+        prev = win
+    out.sort(key=lambda w: (w.start, w.end))
+    return out
 
 
 async def transcribe_stream(
@@ -200,14 +249,16 @@ async def transcribe_stream(
     cfg: WhisperConfig,
     duration: float | None,
     on_progress: Callable[[float], None] | None = None,
+    vad: VadOptions = WINDOW_VAD,
 ) -> Transcript:
     """Transcribe a stream of audio chunks (e.g. a ``MemoryObjectReceiveStream``) with ``pool``.
 
     Windows go to the pool as soon as they are cut, at most two per worker in flight; reading
     ``chunks`` pauses while that many are outstanding, which pushes back on the decoder.
-    ``on_progress`` gets the share of ``duration`` transcribed so far (0..1).
+    ``on_progress`` gets the share of ``duration`` transcribed so far (0..1). ``vad`` tunes where
+    windows may be cut (tests use a long minimum silence to force cuts inside speech).
     """
-    windower = Windower(cfg.window_seconds)
+    windower = Windower(cfg.window_seconds, vad=vad)
     results: dict[int, tuple[Window, WindowWords | None]] = {}
     limit = anyio.Semaphore(max(2, 2 * pool.workers))
     done = 0.0
@@ -247,16 +298,14 @@ async def transcribe_stream(
             await dispatch(tg, await anyio.to_thread.run_sync(windower.feed, chunk))
         await dispatch(tg, await anyio.to_thread.run_sync(windower.flush))
 
-    words: list[Word] = []
     languages: Counter[str] = Counter()
+    finished: list[tuple[Window, list[Word]]] = []
     for i in sorted(results):
         win, res = results[i]
-        if res is None:
-            continue
-        kept = list(owned(res.words, win))
-        languages[res.language] += len(kept)
-        words.extend(kept)
-    words.sort(key=lambda w: (w.start, w.end))
+        finished.append((win, [] if res is None else res.words))
+        if res is not None:
+            languages[res.language] += len(res.words)
+    words = merge_windows(finished)
     language = cfg.language or (languages.most_common(1)[0][0] if languages else "en")
     if on_progress is not None:
         on_progress(1.0)
