@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 import pytest
+from fake_deepgram import FakeDeepgram, Fixture, load_fixtures
 from pydantic import SecretStr
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
@@ -18,7 +19,6 @@ from montaged.asr.deepgram import DeepgramOutcome, environment_for, live_options
 from montaged.config import DeepgramConfig
 from montaged.metrics import CLOUD_ASR
 from montaged.model import AudioChunk
-from fake_deepgram import FakeDeepgram, Fixture, load_fixtures
 
 pytestmark = pytest.mark.anyio
 KEY = "test-key-5f3a9c"
@@ -37,15 +37,17 @@ async def fake(fixtures: dict[str, Fixture]) -> AsyncIterator[FakeDeepgram]:
 
 
 def cfg_for(fake: FakeDeepgram, **kw: object) -> DeepgramConfig:
-    return DeepgramConfig(enabled=True, base_url=fake.ws_url, **{"timeout_seconds": 5.0, **kw})  # type: ignore[arg-type]
+    return DeepgramConfig.model_validate(
+        {"enabled": True, "base_url": fake.ws_url, "timeout_seconds": 5.0, **kw}
+    )
 
 
 async def chunks(
     audio: np.ndarray,
     step: float = 5.0,
     *,
-    skip: set[int] = frozenset(),
-    pause: float = 0.0,  # type: ignore[assignment]
+    skip: frozenset[int] = frozenset(),
+    pause: float = 0.0,
 ) -> AsyncIterator[AudioChunk]:
     """Audio in fan-out chunks; ``skip`` leaves chunks out (a lossy sink), ``pause`` waits between them."""
     n = int(step * AudioChunk.SAMPLE_RATE)
@@ -108,7 +110,7 @@ async def test_lost_chunk_keeps_media_time(fake: FakeDeepgram, fixtures: dict[st
     """A lossy fan-out dropped 10–15 s: words after the gap still land at their media times."""
     audio = fixtures["pyannote_sample"].audio
     cfg = cfg_for(fake)
-    out = await stream(chunks(audio, skip={2}), cfg=cfg, api_key=SecretStr(KEY), duration=30.0)
+    out = await stream(chunks(audio, skip=frozenset({2})), cfg=cfg, api_key=SecretStr(KEY), duration=30.0)
     words = got(out)
     assert not [w for w in words if 10.0 < w[1] < 15.0 and w[2] < 15.0]
     after = expected("pyannote_sample", within=(15.0, 31.0))
@@ -234,7 +236,9 @@ async def test_unreachable_server() -> None:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()  # nothing listens there now
-    cfg = DeepgramConfig(enabled=True, base_url=f"ws://127.0.0.1:{port}", timeout_seconds=2.0)
+    cfg = DeepgramConfig.model_validate(
+        {"enabled": True, "base_url": f"ws://127.0.0.1:{port}", "timeout_seconds": 2.0}
+    )
     out = await stream(chunks(np.zeros(16000, np.float32)), cfg=cfg, api_key=SecretStr(KEY), duration=1.0)
     assert out.transcript is None and out.reason is not None
     assert out.reason.startswith("deepgram: cannot connect")
@@ -250,9 +254,11 @@ def test_environment_and_options() -> None:
     env = environment_for("wss://api.deepgram.com/")
     assert (env.base, env.production) == ("https://api.deepgram.com", "wss://api.deepgram.com")
     assert environment_for("ws://127.0.0.1:9").base == "http://127.0.0.1:9"
-    with pytest.raises(ValueError, match="deepgram.base_url"):
+    with pytest.raises(ValueError, match=r"deepgram\.base_url"):
         environment_for("https://api.deepgram.com")
-    opts = live_options(DeepgramConfig(smart_format=False, diarize=True, endpointing_ms=300))
+    opts = live_options(
+        DeepgramConfig.model_validate({"smart_format": False, "diarize": True, "endpointing_ms": 300})
+    )
     assert opts["smart_format"] == "false" and opts["diarize"] == "true" and opts["endpointing"] == "300"
     assert all(isinstance(v, str) for v in opts.values())
 
