@@ -49,7 +49,7 @@ def test_key_depends_on_everything_that_changes_the_transcript() -> None:
 
 
 async def test_store_only_cache_counts_hits_and_misses(store: JobStore) -> None:
-    cache = TranscriptCache(store, CacheConfig())
+    cache = TranscriptCache(store, CacheConfig.model_validate({}))
     hits, misses = _count("hit"), _count("miss")
     key = cache_key("h1", "whisper", "tiny.en")
     assert await cache.get(key) is None
