@@ -273,3 +273,33 @@ def test_splice_joins_overlapping_windows_where_their_words_agree() -> None:
     # Nothing in common: each side keeps its half by word midpoint.
     apart = splice(ws("a:1.0:1.2 b:1.9:2.05"), ws("c:2.2:2.4 d:2.6:2.8"), cut=2.0, lo=1.5, hi=2.5)
     assert [w.text for w in apart] == ["a", "b", "c", "d"]
+
+
+def test_cli_transcribe_prints_and_reuses_the_cache(
+    media_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+    import json
+
+    from montaged.cli import transcribe as cli
+
+    _need_tiny()
+    monkeypatch.setenv("MONTAGE_PATHS__STATE_DIR", str(tmp_path / "state"))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, default=None)
+    cli.add_parser(parser.add_subparsers())
+    video = media_dir / "video" / "autoeditor_example_voice_noface.mp4"  # 42 s of speech with pauses
+    args = parser.parse_args(["transcribe", str(video), "--model", "tiny.en", "--format", "json"])
+    assert args.func(args) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["model"] == "tiny.en" and data["engine"] == "whisper"
+    assert "example video" in " ".join(w["text"] for w in data["words"])
+    assert "RTF" in err
+    args = parser.parse_args(["transcribe", str(video), "--model", "tiny.en", "--format", "srt"])
+    assert args.func(args) == 0
+    out, err = capsys.readouterr()
+    assert "cached" in err and out.startswith("1\n00:00:0")
+    args = parser.parse_args(["transcribe", str(tmp_path / "missing.mp4")])
+    assert args.func(args) == 1
+    assert "missing.mp4" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from montaged.config import CacheConfig
+from montaged.config import CacheConfig, WhisperConfig
 from montaged.metrics import CACHE_REQUESTS, REDIS_UP
 from montaged.model import Transcript
 from montaged.store import JobStore
@@ -39,6 +39,16 @@ def cache_key(content_hash: str, engine: str, model: str, options: Mapping[str, 
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def whisper_key(content_hash: str, cfg: WhisperConfig, model: str | None = None) -> str:
+    """The key of a local Whisper transcript: what the daemon and ``montaged transcribe`` share.
+
+    Device and compute type are left out on purpose: int8 on CPU and float16 on a GPU give
+    near-identical words, and a transcript made on one box should serve the other.
+    """
+    options = {"beam_size": cfg.beam_size, "language": cfg.language, "window_seconds": cfg.window_seconds}
+    return cache_key(content_hash, "whisper", model or cfg.model, options)
 
 
 class TranscriptCache:

@@ -2,7 +2,8 @@
 
 Caption cues follow common broadcast guidance (BBC/Netflix style): at most two lines of at most
 42 characters, at most 6 s on screen, a new cue at a sentence end, a pause or a change of
-speaker, and lines balanced so the eye does not jump between a long and a very short line.
+speaker (or at a comma once a cue is half full), and lines balanced so the eye does not jump
+between a long and a very short line.
 """
 
 from __future__ import annotations
@@ -96,8 +97,10 @@ def cues(
     for w in words:
         if current:
             prev = current[-1]
+            filled = len(_join(current)) >= max_chars or w.end - current[0].start > max_seconds / 2
             new_cue = (
                 _ends_sentence(prev.text)
+                or (filled and prev.text.endswith((",", ";", ":")))
                 or w.start - prev.end >= pause
                 or (label and w.speaker != prev.speaker)
                 or w.end - current[0].start > max_seconds
