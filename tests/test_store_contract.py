@@ -296,8 +296,9 @@ class StoreContract:
         r = await store.reserve(job_id="j", engine="deepgram", amount=1.0, caps=caps)
         assert r is not None
         assert await store.reserve(job_id="k", engine="deepgram", amount=0.1, caps=caps) is None
-        assert await store.release_reservation(r.id) is True  # type: ignore[attr-defined]
-        assert await store.release_reservation(r.id) is False  # type: ignore[attr-defined]
+        backend: Any = store  # both backends have release_reservation; the protocol may not yet
+        assert await backend.release_reservation(r.id) is True
+        assert await backend.release_reservation(r.id) is False
         with pytest.raises(StoreError):
             await store.settle(r.id, 0.5)
         assert await store.reserve(job_id="k", engine="deepgram", amount=1.0, caps=caps) is not None

@@ -51,31 +51,34 @@ def backend_url(request: pytest.FixtureRequest) -> str:
 async def versions(url: str) -> list[tuple[int, str, float]]:
     """schema_version rows, read without the store so the check does not trust the code it tests."""
     if url.startswith("sqlite"):
-        with sqlite3.connect(sqlite_path(url)) as conn:
-            return [tuple(r) for r in conn.execute("SELECT version, name, applied_at FROM schema_version")]
+        with sqlite3.connect(sqlite_path(url)) as db:
+            rows = db.execute(
+                "SELECT version, name, applied_at FROM schema_version ORDER BY version"
+            ).fetchall()
+        return [(int(v), str(n), float(at)) for v, n, at in rows]
     dsn, schema = split_schema(url)
-    conn = await asyncpg.connect(dsn)
+    pg = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(
+        records = await pg.fetch(
             f"SELECT version, name, applied_at FROM {schema}.schema_version ORDER BY version"
         )
     finally:
-        await conn.close()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+        await pg.close()
+    return [(int(r[0]), str(r[1]), float(r[2])) for r in records]
 
 
 async def add_version(url: str, version: int) -> None:
     """What a newer montaged leaves behind: a version row this code has no file for."""
     if url.startswith("sqlite"):
-        with sqlite3.connect(sqlite_path(url)) as conn:
-            conn.execute("INSERT INTO schema_version VALUES (?, 'from_the_future', 0)", (version,))
+        with sqlite3.connect(sqlite_path(url)) as db:
+            db.execute("INSERT INTO schema_version VALUES (?, 'from_the_future', 0)", (version,))
         return
     dsn, schema = split_schema(url)
-    conn = await asyncpg.connect(dsn)
+    pg = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f"INSERT INTO {schema}.schema_version VALUES ($1, 'from_the_future', 0)", version)
+        await pg.execute(f"INSERT INTO {schema}.schema_version VALUES ($1, 'from_the_future', 0)", version)
     finally:
-        await conn.close()
+        await pg.close()
 
 
 def test_migration_files_are_numbered_and_in_step() -> None:
