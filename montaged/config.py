@@ -201,6 +201,10 @@ class BudgetConfig(Section):
     per_job: float = Field(1.0, ge=0)
     per_day: float = Field(10.0, ge=0)
     per_month: float = Field(100.0, ge=0)
+    top_up_share: float = Field(0.1, ge=0, le=1)
+    """Audio resent after a dropped socket is billed again: the job then reserves more, at least
+    this share of the media's duration at a time, each top-up a new reservation under the same
+    hard caps (refused → the cloud ear stops and the job goes on with Whisper alone)."""
 
 
 class DiarizeConfig(Section):

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import numpy as np
@@ -41,6 +41,15 @@ log = structlog.get_logger(__name__)
 RATE = AudioChunk.SAMPLE_RATE
 ENGINE = "deepgram"
 WHISPER_ALONE = "continuing with Whisper alone"
+
+
+class Allowance(Protocol):
+    """Audio the budget has paid for (``budget.Tab``); ``extend`` returns None or why not."""
+
+    @property
+    def seconds(self) -> float: ...
+
+    async def extend(self, needed_seconds: float) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -154,7 +163,7 @@ class _LiveStream:
     ) -> None:
         self.cfg, self.inbox = cfg, inbox
         self.duration: float = kw["duration"]
-        self.max_audio: float | None = kw.get("max_audio_seconds")
+        self.allowance: Allowance | None = kw.get("allowance")
         self.log = log.bind(job_id=kw.get("job_id"), stage="deepgram")
         from deepgram import AsyncDeepgramClient
 
@@ -274,12 +283,11 @@ class _LiveStream:
 
     async def _send_pcm(self, conn: _Conn, start: float, pcm: np.ndarray) -> None:
         seconds = len(pcm) / RATE
-        if self.max_audio is not None and self.billed + seconds > self.max_audio + 1e-6:
-            raise _Failed(
-                "budget",
-                f"deepgram: the reservation pays for {self.max_audio:.0f} s of audio and resends used it up"
-                f" — {WHISPER_ALONE}",
-            )
+        if self.allowance is not None and self.billed + seconds > self.allowance.seconds + 1e-6:
+            # Resent audio is billed again: reserve more under the same caps or stop here.
+            refused = await self.allowance.extend(self.billed + seconds - self.allowance.seconds)
+            if refused is not None:
+                raise _Failed("budget", f"deepgram: resending after a drop needs more money; {refused}")
         if conn.unanswered_since is None:
             conn.unanswered_since = time.monotonic()
         await conn.sock.send_media(pcm.tobytes())
@@ -377,7 +385,7 @@ async def stream(
     api_key: SecretStr | None,
     duration: float,
     job_id: str | None = None,
-    max_audio_seconds: float | None = None,
+    allowance: Allowance | None = None,
 ) -> DeepgramOutcome:
     """Transcribe ``chunks`` with Deepgram live; never raises for cloud trouble.
 
@@ -387,7 +395,7 @@ async def stream(
         api_key: the ``deepgram_api_key`` secret; None → no call, a reason.
         duration: media duration (the transcript's).
         job_id: bound to log lines.
-        max_audio_seconds: audio the budget reservation pays for; sending stops there.
+        allowance: the budget tab; sending past what it pays for needs ``allowance.extend``.
 
     ``chunks`` is always consumed to its end, so a fan-out feeding it never blocks on us.
     """
@@ -398,9 +406,7 @@ async def stream(
             pass
         return DeepgramOutcome(None, reason)
     send, receive = anyio.create_memory_object_stream[AudioChunk](4)
-    live = _LiveStream(
-        cfg, api_key, receive, duration=duration, job_id=job_id, max_audio_seconds=max_audio_seconds
-    )
+    live = _LiveStream(cfg, api_key, receive, duration=duration, job_id=job_id, allowance=allowance)
     async with anyio.create_task_group() as tg, receive:
         tg.start_soon(_pump, chunks, send)
         try:
