@@ -94,7 +94,7 @@ def encode_argv(
     if source is not None:
         argv += ["-map", "1:a:0", "-c:a", "aac", "-b:a", audio_bitrate, "-ac", "2", "-ar", "48000"]
     argv += [
-        *video_args, "-pix_fmt", "yuv420p", "-frames:v", str(frames),
+        *video_args, "-pix_fmt", "yuv420p",
         "-movflags", "+faststart", "-f", "mp4", str(out),
     ]  # fmt: skip
     return with_progress(argv)

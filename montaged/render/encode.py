@@ -1,0 +1,295 @@
+"""Render one clip: extractor thread → named FIFO → ffmpeg encoder → ``stem.mp4`` + sidecars.
+
+No intermediate files: frames go from PyAV through a FIFO in a private temp dir straight into
+the encoder, which takes the audio from the source itself. The encoder writes
+``.stem.part.mp4``; the sidecars are written next and the clip is renamed last, so nothing
+partial ever sits under a final name. Both FIFO ends live in one task group: if the encoder dies
+the writer is cancelled (and sees EPIPE), if the extractor fails the encoder is stopped.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import structlog
+
+from montaged import metrics
+from montaged.config import ProfileConfig
+from montaged.errors import DiskFullError, MontageError, RenderError
+from montaged.media.encoders import EncoderChoice
+from montaged.media.ffmpeg import FFmpegRun, Progress, encode_argv, ffmpeg_process
+from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, RenderedClip, Word
+from montaged.render.croppath import centre_box
+from montaged.render.extract import ExtractSpec, extract_to_fd
+from montaged.render.sidecar import clip_words, sidecar_dict, srt_text, write_sidecars
+
+log = structlog.get_logger(__name__)
+
+FIFO_OPEN_POLL = 0.02
+"""Seconds between tries to open the FIFO's write end while ffmpeg has not opened the read end."""
+PIPE_BYTES = 1 << 20
+"""Ask for a 1 MiB pipe buffer (Linux default 64 KiB; 1 MiB is the unprivileged maximum)."""
+CLEANUP_SECONDS = 10.0
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def output_rate(profile_fps: float | None, source_fps: float) -> Fraction:
+    """Output frame rate as a fraction; NTSC-style rates (29.97...) snap to n*1000/1001."""
+    fps = profile_fps or source_fps or 30.0
+    ntsc = fps * 1.001
+    if abs(ntsc - round(ntsc)) < 0.002 and abs(fps - round(fps)) > 0.002:
+        return Fraction(round(ntsc) * 1000, 1001)
+    return Fraction(fps).limit_denominator(1000)
+
+
+def _even(v: int) -> int:
+    return max(2, v - v % 2)
+
+
+async def _open_fifo_writer(fifo: Path, run: FFmpegRun) -> int | None:
+    """Open the write end without blocking the loop; ``None`` if ffmpeg exits before reading.
+
+    A plain ``open()`` would block a thread forever if the reader never comes; O_NONBLOCK fails
+    with ENXIO until a reader exists, so we poll, checking the encoder is still alive.
+    """
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            break
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+        if run.proc.returncode is not None:
+            return None
+        await anyio.sleep(FIFO_OPEN_POLL)
+    os.set_blocking(fd, True)
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except OSError as e:  # /proc/sys/fs/pipe-max-size lowered: the default buffer still works
+        log.debug("pipe buffer not enlarged", error=str(e))
+    return fd
+
+
+def _leaf_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception worth raising out of a task group: a user-facing error before anything else."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for kind in (DiskFullError, MontageError, Exception):
+        for e in leaves:
+            if isinstance(e, kind):
+                return e
+    return group
+
+
+async def _encode(
+    fifo: Path, spec: ExtractSpec, argv: list[str], on_progress: Callable[[Progress], None]
+) -> int:
+    """Run encoder and extractor together; return frames written. Raises the first real failure."""
+    written = 0
+    async with ffmpeg_process(argv, on_progress=on_progress) as run:
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def feed() -> None:
+                    nonlocal written
+                    fd = await _open_fifo_writer(fifo, run)
+                    if fd is None:
+                        return  # ffmpeg died first; run.check() reports why
+                    try:
+                        written = await anyio.to_thread.run_sync(
+                            partial(
+                                extract_to_fd, spec, fd, check_cancelled=anyio.from_thread.check_cancelled
+                            )
+                        )
+                    finally:
+                        os.close(fd)  # EOF for the encoder
+
+                tg.start_soon(feed)
+                await run.check()
+        except BaseExceptionGroup as eg:
+            raise _leaf_error(eg) from None
+    return written
+
+
+def _disk_full(path: Path, e: OSError) -> DiskFullError:
+    return DiskFullError(f"{path}: disk full ({e.strerror}); free space in {path.parent} and retry the job")
+
+
+async def render_clip(
+    *,
+    source: Path,
+    info: MediaInfo,
+    plan: ClipPlan,
+    crop: CropPlan | None,
+    profile: ProfileConfig,
+    encoder: EncoderChoice,
+    out_dir: Path,
+    stem: str,
+    words: Sequence[Word],
+    ffmpeg: str = "ffmpeg",
+    extra_sidecar: dict[str, Any] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> RenderedClip:
+    """Render ``plan`` of ``source`` to ``out_dir/stem.mp4`` with ``stem.json`` and ``stem.srt``.
+
+    Args:
+        source: the media file (already probed into ``info``).
+        info: its probe result (size, rotation, frame rate, duration).
+        plan: the time range and why it was chosen; clamped to the media's duration.
+        crop: the crop path/layout from the frame stage; ``None`` = centre crop.
+        profile: output size, aspect, frame rate (``None`` keeps the source's), quality.
+        encoder: from :func:`~montaged.media.encoders.select_encoder` at start-up.
+        out_dir: created if missing; only final names and ``.stem.part.mp4`` are written there.
+        stem: file name without extension.
+        words: the job's transcript words (media times); those inside the range become captions.
+        ffmpeg: ffmpeg executable.
+        extra_sidecar: merged into the sidecar JSON top level (job id, profile name...).
+        on_progress: called with the fraction done (0..1) as the encoder reports progress.
+
+    Raises:
+        RenderError: ffmpeg failed (the message carries its last stderr lines).
+        DiskFullError: the output filesystem is full (or the file size limit was hit).
+        MediaError: the source stopped decoding.
+    """
+    t0 = time.perf_counter()
+    width, height = _even(profile.width), _even(profile.height)
+    rate = output_rate(profile.fps, info.fps)
+    start = max(0.0, plan.start)
+    end = min(plan.end, info.duration) if info.duration > 0 else plan.end
+    frames = round((end - start) * rate)
+    if frames < 1:
+        raise RenderError(
+            f"{source}: clip {plan.index} range {plan.start:.2f}-{plan.end:.2f} s holds no frame "
+            f"(media is {info.duration:.2f} s long); the selection is wrong"
+        )
+    dw, dh = info.display_size
+    if crop is None:
+        box = centre_box(dw, dh, width / height)
+        crop = CropPlan(plan.index, "crop", (CropBox(0.0, *box),), notes=("no crop plan: centre crop",))
+    spec = ExtractSpec(
+        source=source,
+        start=start,
+        frames=frames,
+        rate=rate,
+        width=width,
+        height=height,
+        layout=crop.layout,
+        path=crop.path,
+        second_path=crop.second_path,
+        rotation=info.rotation,
+    )
+    final, part = out_dir / f"{stem}.mp4", out_dir / f".{stem}.part.mp4"
+    json_path, srt_path = out_dir / f"{stem}.json", out_dir / f"{stem}.srt"
+    bound = log.bind(clip=plan.index, stem=stem, encoder=encoder.name)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno in _DISK_FULL_ERRNOS:
+            raise _disk_full(out_dir, e) from e
+        raise RenderError(f"{out_dir}: cannot create the output folder ({e.strerror})") from e
+
+    seconds = float(frames / rate)
+
+    def progress(p: Progress) -> None:
+        if on_progress is not None:
+            on_progress(min(1.0, max(0.0, p.out_seconds / seconds)) if not p.done else 1.0)
+
+    tmp = Path(tempfile.mkdtemp(prefix="montage-fifo-"))  # 0700: the FIFO is ours alone
+    fifo = tmp / "video.yuv"
+    argv = encode_argv(
+        ffmpeg=ffmpeg,
+        fifo=fifo,
+        width=width,
+        height=height,
+        rate=rate,
+        frames=frames,
+        video_args=encoder.video_args(profile.crf),
+        out=part,
+        source=source if info.has_audio else None,
+        start=start,
+        audio_bitrate=profile.audio_bitrate,
+    )
+    done = sidecars = False
+    try:
+        os.mkfifo(fifo, 0o600)
+        written = await _encode(fifo, spec, argv, progress)
+        if written != frames:
+            raise RenderError(f"{source}: extractor wrote {written} of {frames} frames for clip {plan.index}")
+        t_encoded = time.perf_counter()
+        in_range = clip_words(words, start, end)
+        doc = sidecar_dict(
+            info=info,
+            plan=plan,
+            start=start,
+            end=start + seconds,
+            crop=crop,
+            words=in_range,
+            encoder=encoder.name,
+            hardware=encoder.hardware,
+            width=width,
+            height=height,
+            fps=float(rate),
+            frames=frames,
+            timings={"render_seconds": round(t_encoded - t0, 3), "fps": round(frames / (t_encoded - t0), 2)},
+            extra=extra_sidecar,
+        )
+        sidecars = True
+        await anyio.to_thread.run_sync(write_sidecars, json_path, srt_path, doc, srt_text(in_range, start))
+        os.replace(part, final)
+        done = True
+    except OSError as e:
+        if e.errno in _DISK_FULL_ERRNOS:
+            raise _disk_full(final, e) from e
+        raise RenderError(f"{final}: cannot write the clip ({e.strerror})") from e
+    finally:
+        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+            if not done:
+                part.unlink(missing_ok=True)
+                if sidecars:  # ours, describing a clip that never got its final name
+                    json_path.unlink(missing_ok=True)
+                    srt_path.unlink(missing_ok=True)
+            await anyio.to_thread.run_sync(partial(shutil.rmtree, tmp, ignore_errors=True))
+    elapsed = time.perf_counter() - t0
+    metrics.CLIPS.labels(encoder=encoder.name).inc()
+    bound.info(
+        "clip rendered",
+        path=str(final),
+        frames=frames,
+        seconds=round(elapsed, 3),
+        fps=round(frames / elapsed, 1),
+    )
+    return RenderedClip(
+        index=plan.index,
+        path=str(final),
+        sidecar_path=str(json_path),
+        srt_path=str(srt_path),
+        start=start,
+        end=start + seconds,
+        encoder=encoder.name,
+        width=width,
+        height=height,
+        frames=frames,
+        seconds=elapsed,
+    )

@@ -1,0 +1,216 @@
+"""Decode one clip's frames, frame them (crop, split or letterbox), and write raw yuv420p.
+
+Runs in a worker thread and writes into a file descriptor (the FIFO an encoder reads), so no
+intermediate file exists. Frame timing is exact rather than "whatever the seek returned": we seek
+to the keyframe before ``start``, decode forward, and for every output instant
+``start + i / rate`` emit the source frame on screen at that instant. The output therefore has
+exactly ``frames`` frames whatever the source's GOP, frame rate or timestamp offsets, and frame
+``i`` shows media time ``start + i / rate`` — the same clock ffmpeg's ``-ss`` cuts the audio on.
+
+Pixels stay in YUV: each plane is cropped and resized on its own with OpenCV, which avoids two
+colour conversions per frame (about a third of the per-frame cost at 1080x1920).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import cast
+
+import av
+import av.error
+import cv2
+import numpy as np
+import structlog
+
+from montaged.media.probe import CorruptMediaError, NoVideoStreamError
+from montaged.model import CropBox
+from montaged.render.croppath import IntBox, box_at, centre_box, fit_box, fit_inside
+
+log = structlog.get_logger(__name__)
+
+LAYOUTS = ("crop", "split", "letterbox")
+BLUR_DOWNSCALE = 16
+"""Letterbox background is blurred at 1/16 size: a wide blur for the price of a tiny one."""
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ExtractSpec:
+    """Everything the extractor needs; plain data so it crosses into a worker thread cheaply."""
+
+    source: Path
+    start: float  # media seconds of output frame 0
+    frames: int
+    rate: Fraction
+    width: int  # output size, even
+    height: int
+    layout: str = "crop"  # crop | split | letterbox
+    path: tuple[CropBox, ...] = ()  # empty: centre crop
+    second_path: tuple[CropBox, ...] = ()  # lower pane of "split"
+    rotation: int = 0  # counter-clockwise display rotation (MediaInfo.rotation)
+
+
+def _planes(frame: av.VideoFrame, rotation: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, U, V of ``frame`` as uint8 arrays in display orientation (views, no copy when upright)."""
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")  # 10-bit, 4:2:2, 4:4:4, yuvj420p...
+    out = []
+    for plane in frame.planes:
+        raw = np.frombuffer(cast(memoryview, plane), np.uint8)  # VideoPlane is a buffer; stubs lag
+        arr = raw.reshape(plane.height, plane.line_size)[:, : plane.width]
+        out.append(np.rot90(arr, rotation // 90) if rotation else arr)
+    return out[0], out[1], out[2]
+
+
+def _resize(src: np.ndarray, dst: np.ndarray) -> None:
+    h, w = dst.shape
+    shrinking = w * h < src.shape[0] * src.shape[1]
+    # cv2 needs a contiguous source; rotated or cropped views are copied once here.
+    cv2.resize(
+        np.ascontiguousarray(src),
+        (w, h),
+        dst=dst,
+        interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
+    )
+
+
+def _crop_into(planes: tuple[np.ndarray, ...], box: IntBox, dst: tuple[np.ndarray, ...]) -> None:
+    x, y, w, h = box
+    y_plane, u, v = planes
+    _resize(y_plane[y : y + h, x : x + w], dst[0])
+    cx, cy, cw, ch = x // 2, y // 2, max(1, w // 2), max(1, h // 2)
+    _resize(u[cy : cy + ch, cx : cx + cw], dst[1])
+    _resize(v[cy : cy + ch, cx : cx + cw], dst[2])
+
+
+class Framer:
+    """Turns decoded frames into output frames of one layout, into one reusable buffer."""
+
+    def __init__(self, spec: ExtractSpec, display_w: int, display_h: int):
+        if spec.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {spec.layout!r}; expected one of {', '.join(LAYOUTS)}")
+        if spec.layout == "split" and not (spec.path and spec.second_path):
+            raise ValueError("a split layout needs both crop paths")
+        self.spec = spec
+        self.sw, self.sh = display_w, display_h
+        w, h = spec.width, spec.height
+        self.buffer = np.empty(w * h * 3 // 2, dtype=np.uint8)
+        y = self.buffer[: w * h].reshape(h, w)
+        u = self.buffer[w * h : w * h * 5 // 4].reshape(h // 2, w // 2)
+        v = self.buffer[w * h * 5 // 4 :].reshape(h // 2, w // 2)
+        self.dst = (y, u, v)
+        top = (h // 2) // 2 * 2
+        self.panes = ((y[:top], u[: top // 2], v[: top // 2]), (y[top:], u[top // 2 :], v[top // 2 :]))
+        self.fg_size = fit_inside(display_w, display_h, w, h)
+        self.centre = centre_box(display_w, display_h, w / h)
+
+    def box(self, path: tuple[CropBox, ...], t: float, out_w: int, out_h: int) -> IntBox:
+        if not path:
+            return centre_box(self.sw, self.sh, out_w / out_h)
+        return fit_box(box_at(path, t), out_w / out_h, self.sw, self.sh)
+
+    def render(self, frame: av.VideoFrame, t: float) -> np.ndarray:
+        """Output frame for clip time ``t`` (seconds from clip start) from source ``frame``."""
+        planes = _planes(frame, self.spec.rotation)
+        spec = self.spec
+        if spec.layout == "crop":
+            _crop_into(planes, self.box(spec.path, t, spec.width, spec.height), self.dst)
+        elif spec.layout == "split":
+            for pane, path in zip(self.panes, (spec.path, spec.second_path), strict=True):
+                _crop_into(planes, self.box(path, t, pane[0].shape[1], pane[0].shape[0]), pane)
+        else:
+            self._letterbox(planes)
+        return self.buffer
+
+    def _letterbox(self, planes: tuple[np.ndarray, ...]) -> None:
+        """Whole frame scaled to fit, over a blurred copy of itself scaled to cover."""
+        x, y, w, h = self.centre
+        fw, fh = self.fg_size
+        ox, oy = (self.spec.width - fw) // 4 * 2, (self.spec.height - fh) // 4 * 2
+        for i, (src, dst) in enumerate(zip(planes, self.dst, strict=True)):
+            div = 1 if i == 0 else 2
+            sx, sy, sw, sh = x // div, y // div, max(1, w // div), max(1, h // div)
+            small_h = max(2, dst.shape[0] // BLUR_DOWNSCALE)
+            small_w = max(2, dst.shape[1] // BLUR_DOWNSCALE)
+            small = cv2.resize(
+                np.ascontiguousarray(src[sy : sy + sh, sx : sx + sw]),
+                (small_w, small_h),
+                interpolation=cv2.INTER_AREA,
+            )
+            small = cv2.GaussianBlur(small, (0, 0), sigmaX=2.0)
+            cv2.resize(small, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
+            _resize(src, dst[oy // div : (oy + fh) // div, ox // div : (ox + fw) // div])
+
+
+def _write_all(fd: int, data: np.ndarray) -> None:
+    view = data.data.cast("B")
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def extract_to_fd(spec: ExtractSpec, fd: int, *, check_cancelled: Callable[[], None] | None = None) -> int:
+    """Write ``spec.frames`` raw yuv420p frames to ``fd``; return how many were written.
+
+    A reader that goes away (the encoder died) ends the loop quietly: the encoder's own error is
+    the one worth reporting. ``check_cancelled`` is called between frames so a cancelled job stops
+    the thread promptly (pass ``anyio.from_thread.check_cancelled``).
+    """
+    written = 0
+    try:
+        container = av.open(str(spec.source), metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise CorruptMediaError(f"{spec.source}: cannot be opened for rendering ({e})") from e
+    with container:
+        video = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not video:
+            raise NoVideoStreamError(f"{spec.source}: has no video stream to render")
+        stream = video[0]
+        stream.codec_context.thread_type = "AUTO"
+        origin = container.start_time / av.time_base if container.start_time is not None else 0.0
+        tb = stream.time_base
+        assert tb is not None
+        cc = stream.codec_context
+        rot = spec.rotation % 360
+        dw, dh = (cc.height, cc.width) if rot in (90, 270) else (cc.width, cc.height)
+        framer = Framer(spec, dw, dh)
+        container.seek(int((spec.start + origin) / tb), stream=stream, backward=True)
+        prev: av.VideoFrame | None = None
+        step = 1 / spec.rate
+
+        def emit(frame: av.VideoFrame) -> None:
+            nonlocal written
+            if check_cancelled is not None:
+                check_cancelled()
+            _write_all(fd, framer.render(frame, float(written * step)))
+            written += 1
+
+        try:
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                t = frame.time - origin
+                # Every output instant before this frame's time shows the previous frame.
+                while written < spec.frames and spec.start + float(written * step) < t - _EPS:
+                    emit(prev if prev is not None else frame)
+                prev = frame
+                if written >= spec.frames:
+                    break
+            # Source ended (or the range reaches its last frame): hold the last frame.
+            while prev is not None and written < spec.frames:
+                emit(prev)
+        except BrokenPipeError:
+            log.info("encoder stopped reading", source=str(spec.source), frames=written)
+        except OSError as e:
+            if e.errno != errno.EPIPE:
+                raise
+        except av.error.FFmpegError as e:
+            raise CorruptMediaError(
+                f"{spec.source}: video stops decoding at {spec.start + float(written * step):.2f} s ({e})"
+            ) from e
+    return written

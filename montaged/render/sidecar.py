@@ -1,0 +1,108 @@
+"""Files written beside each clip: a JSON sidecar (why this clip, from where, how) and SRT captions.
+
+Both are written to a temporary name and renamed, and before the clip itself is renamed into
+place, so whoever sees ``stem.mp4`` appear finds its sidecars complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from montaged.asr.formats import to_srt
+from montaged.model import ClipPlan, CropPlan, MediaInfo, Word
+
+SIDECAR_VERSION = 1
+
+
+def montage_version() -> str:
+    try:
+        return version("montage")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through ``.path.tmp`` + rename; never leave half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def clip_words(words: Sequence[Word], start: float, end: float) -> list[Word]:
+    """Words whose middle falls in ``[start, end)``: a word cut by the range edge goes to one side."""
+    return [w for w in words if start <= (w.start + w.end) / 2 < end]
+
+
+def srt_text(words: Sequence[Word], start: float) -> str:
+    """Captions with times relative to the clip (the first frame is 00:00:00,000)."""
+    return to_srt(words, offset=-start)
+
+
+def sidecar_dict(
+    *,
+    info: MediaInfo,
+    plan: ClipPlan,
+    start: float,
+    end: float,
+    crop: CropPlan | None,
+    words: Sequence[Word],
+    encoder: str,
+    hardware: bool,
+    width: int,
+    height: int,
+    fps: float,
+    frames: int,
+    timings: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The sidecar document. Times in ``range``/``words`` are source media seconds; crop boxes
+    are source pixels in display orientation with ``t`` in seconds from the clip start."""
+    doc: dict[str, Any] = {
+        "sidecar_version": SIDECAR_VERSION,
+        "montage_version": montage_version(),
+        "source": {
+            "path": info.path,
+            "content_hash": info.content_hash,
+            "duration": info.duration,
+            "width": info.width,
+            "height": info.height,
+            "rotation": info.rotation,
+        },
+        "clip": {"index": plan.index, "start": start, "end": end, "duration": end - start},
+        "planned_range": {"start": plan.start, "end": plan.end},
+        "score": plan.score,
+        "reason": plan.reason,
+        "features": dict(plan.features),
+        "text": plan.text,
+        "speakers": list(plan.speakers),
+        "words": [w.to_dict() for w in words],
+        "crop": {
+            "layout": crop.layout if crop is not None else "centre",
+            "confidence": crop.confidence if crop is not None else None,
+            "notes": list(crop.notes) if crop is not None else [],
+            "path": [b.to_dict() for b in crop.path] if crop is not None else [],
+            "second_path": [b.to_dict() for b in crop.second_path] if crop is not None else [],
+        },
+        "output": {"width": width, "height": height, "fps": fps, "frames": frames},
+        "encoder": {"name": encoder, "hardware": hardware},
+        "timings": timings,
+    }
+    if extra:
+        doc.update(extra)
+    return doc
+
+
+def write_sidecars(json_path: Path, srt_path: Path, doc: dict[str, Any], srt: str) -> None:
+    write_atomic(srt_path, srt)
+    write_atomic(json_path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
