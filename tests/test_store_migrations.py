@@ -236,3 +236,28 @@ def test_schema_param_is_stripped_and_other_params_kept() -> None:
     assert schema == "montage"
     assert dsn == "postgresql://u@h:5433/db?sslmode=disable&application_name=x"
     assert split_schema("postgresql://u@h/db") == ("postgresql://u@h/db", None)
+
+
+async def test_postgres_store_recovers_after_its_connection_is_killed(pg_url: str) -> None:
+    """A restarted or failed-over server drops every connection; the pool must reconnect by itself."""
+    store = PostgresStore(pg_url)
+    await store.migrate()
+    async with store._conn() as conn:  # the pool's one idle connection (min_size=1)
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+    dsn, _ = split_schema(pg_url)
+    admin = await asyncpg.connect(dsn)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+    failures = 0
+    for _ in range(3):  # the caller's retry loop: at most the one call on the dead connection fails
+        try:
+            job = await store.submit(JobSpec(source="/m/after.mp4"))
+            break
+        except StoreUnavailable as e:
+            assert "127.0.0.1:5432" in str(e)
+            failures += 1
+    assert failures <= 1
+    assert await store.get(job.id) == job
+    await store.close()

@@ -236,12 +236,14 @@ SQL_RELEASE_RESERVATION = (
 CLAIMED_EVENT = "job.claimed"
 
 
-def claim_event(worker: str, attempts: int, old_state: str, old_worker: str | None) -> dict[str, Any]:
-    """Data of a job.claimed event; names the crashed worker when the claim took over a lease."""
+def claim_event(old: Any, worker: str, attempts: int) -> dict[str, Any]:
+    """Data of a job.claimed event; names the crashed worker when the claim took over a lease.
+
+    ``old`` is the job's row before the claim (id, state, worker)."""
     data: dict[str, Any] = {"worker": worker, "attempt": attempts}
-    if old_state == "running":
-        data["took_over_from"] = old_worker
-        log.warning("store.lease_expired", old_worker=old_worker, worker=worker)
+    if old["state"] == "running":
+        data["took_over_from"] = old["worker"]
+        log.warning("store.lease_expired", job_id=old["id"], old_worker=old["worker"], worker=worker)
     return data
 
 

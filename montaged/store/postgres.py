@@ -308,7 +308,7 @@ class PostgresStore(c.Transitions):
                 f"attempts = attempts + 1, updated_at = $4 WHERE id = $1 RETURNING {c.JOB_COLUMNS}",
                 old["id"], worker, lease_seconds, now,
             )  # fmt: skip
-            data = c.claim_event(worker, row["attempts"], old["state"], old["worker"])
+            data = c.claim_event(old, worker, row["attempts"])
             await self._event(conn, old["id"], c.CLAIMED_EVENT, now, data)
         return job_from_row(row)
 

@@ -265,7 +265,7 @@ class SqliteStore(c.Transitions):
                         (worker, now + lease_seconds, now, old["id"]),
                     )
                 )
-                data = c.claim_event(worker, row["attempts"], old["state"], old["worker"])
+                data = c.claim_event(old, worker, row["attempts"])
                 self._event(conn, old["id"], c.CLAIMED_EVENT, now, data)
                 return job_from_row(row)
 
