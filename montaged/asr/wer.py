@@ -36,7 +36,16 @@ _ONES = [
 ]
 _TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _SYMBOLS = {"%": " percent ", "&": " and ", "+": " plus ", "@": " at ", "$": " dollars "}
-_SPOKEN = {"mr": "mister", "mrs": "missus", "dr": "doctor", "vs": "versus", "ok": "okay", "st": "saint"}
+_SCALES = frozenset({"hundred", "thousand", "million", "billion"})
+_NUMBER_WORDS = frozenset(_ONES) | frozenset(_TENS[2:])
+_SPOKEN = {
+    "mr": "mister", "mrs": "missus", "dr": "doctor", "vs": "versus", "ok": "okay", "st": "saint",
+    # British → American spellings of common words (engines and references disagree freely).
+    "travelling": "traveling", "travelled": "traveled", "harbour": "harbor", "colour": "color",
+    "favourite": "favorite", "centre": "center", "theatre": "theater", "neighbour": "neighbor",
+    "organise": "organize", "recognise": "recognize", "realise": "realize", "honour": "honor",
+    "behaviour": "behavior", "labour": "labor", "programme": "program", "grey": "gray",
+}  # fmt: skip
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
@@ -89,7 +98,17 @@ def normalize(text: str) -> list[str]:
             words += spell_number(int(tok))
         else:
             words.append(_SPOKEN.get(tok, tok))
-    return words
+    # "one hundred and twelve" and "112" are the same number: drop the British "and".
+    return [
+        w
+        for i, w in enumerate(words)
+        if not (
+            w == "and"
+            and 0 < i < len(words) - 1
+            and words[i - 1] in _SCALES
+            and words[i + 1] in _NUMBER_WORDS
+        )
+    ]
 
 
 @dataclass(frozen=True)
