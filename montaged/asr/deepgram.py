@@ -61,6 +61,7 @@ class DeepgramOutcome:
     billed_seconds: float = 0.0  # audio sent over every connection: what Deepgram bills
     connections: int = 0
     request_ids: tuple[str, ...] = ()
+    gaps: tuple[tuple[float, float], ...] = ()  # media seconds Deepgram never heard (lossy fan-out)
 
 
 def live_options(cfg: DeepgramConfig) -> dict[str, str]:
@@ -179,7 +180,8 @@ class _LiveStream:
         self.billed = 0.0
         self.connections = 0
         self.request_ids: list[str] = []
-        self.lost_seconds = 0.0
+        self.heard_until: float | None = None  # media end of the last chunk taken from the input
+        self.gaps: list[tuple[float, float]] = []
 
     # --- connection loop ----------------------------------------------------------------------
     async def run(self) -> DeepgramOutcome:
@@ -201,7 +203,11 @@ class _LiveStream:
                 await anyio.sleep(min(0.2 * 2 ** (drops - 1), 2.0))
         words = sorted(self.words, key=lambda w: (w.start, w.end))
         transcript = Transcript(tuple(words), self.cfg.language, ENGINE, self.cfg.model, self.duration)
-        return DeepgramOutcome(transcript, None, self.billed, self.connections, tuple(self.request_ids))
+        if self.heard_until is not None and self.duration - self.heard_until > 0.05:
+            self.gaps.append((self.heard_until, self.duration))
+        return DeepgramOutcome(
+            transcript, None, self.billed, self.connections, tuple(self.request_ids), tuple(self.gaps)
+        )
 
     async def _connection(self) -> None:
         from deepgram.core.api_error import ApiError
@@ -247,6 +253,10 @@ class _LiveStream:
         from websockets.exceptions import ConnectionClosed
 
         try:
+            if self.pending and self.pending[0][0] > self.committed + 1.5 / RATE:
+                # The resend buffer overflowed: that audio is gone for the cloud ear.
+                self.gaps.append((self.committed, self.pending[0][0]))
+                self.committed = self.pending[0][0]
             for start, pcm in list(self.pending):  # resend what has no final result yet
                 skip = max(0, round((self.committed - start) * RATE))
                 if skip < len(pcm):
@@ -262,6 +272,9 @@ class _LiveStream:
                 if chunk is None:  # a gap in the audio: keep the socket alive (NET-0001 after 10 s)
                     await conn.sock.send_keep_alive()
                     continue
+                if self.heard_until is not None and chunk.start - self.heard_until > 1.5 / RATE:
+                    self.gaps.append((self.heard_until, chunk.start))  # the fan-out dropped audio
+                self.heard_until = chunk.end
                 pcm = to_linear16(np.asarray(chunk.samples, dtype=np.float32))
                 self._remember(chunk.start, pcm)
                 await self._send_pcm(conn, chunk.start, pcm)
@@ -298,8 +311,7 @@ class _LiveStream:
         self.pending.append((start, pcm))
         limit = self.cfg.resend_buffer_seconds
         while len(self.pending) > 1 and sum(len(p) for _, p in self.pending) / RATE > limit:
-            old_start, old = self.pending.popleft()
-            self.lost_seconds += len(old) / RATE
+            old_start, _ = self.pending.popleft()
             self.log.warning("deepgram.resend_buffer_full", dropped_from=round(old_start, 3))
 
     def _commit(self, media_end: float) -> None:

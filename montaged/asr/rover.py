@@ -20,7 +20,7 @@ words ("the the") stay two words at their own times.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from montaged.asr.calibrate import Calibrator, normalize
@@ -178,15 +178,32 @@ def _rank(engines: Sequence[str], order: Sequence[str]) -> list[int]:
     return [known.get(e, len(order) + k) for k, e in enumerate(engines)]
 
 
-def vote(network: Sequence[CorrespondenceSet], engines: Sequence[str], cfg: FuseConfig) -> list[Word]:
-    """Pick one word (or nothing) per slot by α·N(w)/Ns + (1−α)·C(w); ties to the better engine."""
-    ns, alpha = len(engines), cfg.alpha
+def _deaf(gaps: Sequence[tuple[float, float]], cs: CorrespondenceSet) -> bool:
+    mid = (cs.start + cs.end) / 2
+    return any(lo <= mid <= hi for lo, hi in gaps)
+
+
+def vote(
+    network: Sequence[CorrespondenceSet],
+    engines: Sequence[str],
+    cfg: FuseConfig,
+    gaps: Sequence[Sequence[tuple[float, float]]] | None = None,
+) -> list[Word]:
+    """Pick one word (or nothing) per slot by α·N(w)/Ns + (1−α)·C(w); ties to the better engine.
+
+    ``gaps[k]``: media spans system k never heard (audio dropped on its way to a cloud engine);
+    there its NULL arc is not a vote for silence, so it is left out and Ns shrinks.
+    """
+    alpha = cfg.alpha
     rank = _rank(engines, cfg.engine_order)
     out: list[Word] = []
     for cs in network:
         groups: dict[str | None, list[int]] = {}
         for k, norm in enumerate(cs.norms):
+            if norm is None and gaps is not None and gaps[k] and _deaf(gaps[k], cs):
+                continue
             groups.setdefault(norm, []).append(k)
+        ns = sum(len(v) for v in groups.values())
         best: tuple[float, int, str | None] | None = None
         for norm, systems in groups.items():
             if norm is None:
@@ -219,9 +236,16 @@ def vote(network: Sequence[CorrespondenceSet], engines: Sequence[str], cfg: Fuse
 
 
 def fuse(
-    transcripts: Sequence[Transcript], cfg: FuseConfig, *, calibrator: Calibrator | None = None
+    transcripts: Sequence[Transcript],
+    cfg: FuseConfig,
+    *,
+    calibrator: Calibrator | None = None,
+    gaps: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> Transcript:
-    """ROVER over ``transcripts`` (two or more engines) → Transcript(engine="rover")."""
+    """ROVER over ``transcripts`` (two or more engines) → Transcript(engine="rover").
+
+    ``gaps``: per engine, media spans it never heard (see :func:`vote`).
+    """
     if not transcripts:
         raise ValueError("fuse: no transcripts to fuse")
     calibrator = calibrator or Calibrator.from_file(cfg.calibration_file)
@@ -231,9 +255,10 @@ def fuse(
     ]
     engines = [t.engine for t in ordered]
     network = align([t.words for t in ordered], cfg)
+    deaf = [list((gaps or {}).get(e, ())) for e in engines]
     notes = tuple(dict.fromkeys(n for t in transcripts for n in t.notes))
     return Transcript(
-        words=tuple(vote(network, engines, cfg)),
+        words=tuple(vote(network, engines, cfg, deaf)),
         language=ordered[0].language,
         engine="rover",
         model="+".join(f"{t.engine}/{t.model}" for t in ordered),
