@@ -303,3 +303,18 @@ def test_cli_transcribe_prints_and_reuses_the_cache(
     args = parser.parse_args(["transcribe", str(tmp_path / "missing.mp4")])
     assert args.func(args) == 1
     assert "missing.mp4" in capsys.readouterr().err
+
+
+async def test_a_killed_worker_is_replaced_and_the_window_retried(media_dir: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    _need_tiny()
+    audio = decode(media_dir / "audio" / "jfk.flac")
+    async with WhisperPool(CFG.model_copy(update={"workers": 1}), tmp_path) as p:
+        (pid,) = p.stats.loads
+        os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
+        words = await p.transcribe(audio, 0.0)
+        assert "country" in " ".join(w.text for w in words)
+        assert p.stats.restarts == 1
+        assert set(p.stats.loads) - {pid} and all(n == 1 for n in p.stats.loads.values())

@@ -69,6 +69,7 @@ class PoolStats:
     loads: dict[int, int] = field(default_factory=dict)
     windows: int = 0
     busy_seconds: float = 0.0
+    restarts: int = 0
 
 
 class WhisperPool:
@@ -95,19 +96,14 @@ class WhisperPool:
         self.decode = DecodeOptions(beam_size=cfg.beam_size, language=cfg.language)
         self.stats = PoolStats()
         self._executor: ProcessPoolExecutor | None = None
+        self._load: LoadOptions | None = None
+        self._restart_lock = asyncio.Lock()
         self._busy = 0
 
     async def __aenter__(self) -> Self:
         path = await asyncio.to_thread(resolve, self.model_name, self._model_cache)
-        load = LoadOptions(path, self.device, self.compute_type, self.threads)
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if "forkserver" in methods:
-            # Import faster-whisper once in the fork server, not once per worker.
-            ctx.set_forkserver_preload(["montaged.asr.whisper_worker", "faster_whisper"])
-        self._executor = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=ctx, initializer=whisper_worker.init_worker, initargs=(load,)
-        )
+        self._load = LoadOptions(path, self.device, self.compute_type, self.threads)
+        self._executor = self._new_executor()
         log.info(
             "whisper pool starting",
             model=self.model_name,
@@ -132,6 +128,30 @@ class WhisperPool:
             log.info("whisper pool ready", seconds=round(time.perf_counter() - started, 2))
         return self
 
+    def _new_executor(self) -> ProcessPoolExecutor:
+        assert self._load is not None
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            # Import faster-whisper once in the fork server, not once per worker.
+            ctx.set_forkserver_preload(["montaged.asr.whisper_worker", "faster_whisper"])
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=ctx,
+            initializer=whisper_worker.init_worker,
+            initargs=(self._load,),
+        )
+
+    async def _restart(self, broken: ProcessPoolExecutor) -> None:
+        """Replace a pool that lost a worker (a dead process breaks a ProcessPoolExecutor for good)."""
+        async with self._restart_lock:
+            if self._executor is not broken:
+                return  # another window already restarted it
+            log.warning("whisper worker died; restarting the pool", restarts=self.stats.restarts + 1)
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor()
+            self.stats.restarts += 1
+
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
@@ -151,14 +171,22 @@ class WhisperPool:
         self._busy += 1
         WORKERS_BUSY.labels(pool="whisper").set(min(self._busy, self.workers))
         try:
-            result = await loop.run_in_executor(
-                self._executor, whisper_worker.transcribe_window, samples, offset, self.decode
-            )
-        except BrokenProcessPool as e:
-            raise ModelError(
-                "a Whisper worker process died (out of memory, or a crash in CTranslate2);"
-                " lower whisper.workers or use a smaller model"
-            ) from e
+            for attempt in (1, 2):  # a window that kills its worker twice is not retried again
+                executor = self._executor
+                if executor is None:
+                    raise RuntimeError("WhisperPool closed while a window was waiting")
+                try:
+                    result = await loop.run_in_executor(
+                        executor, whisper_worker.transcribe_window, samples, offset, self.decode
+                    )
+                    break
+                except BrokenProcessPool as e:
+                    if attempt == 2:
+                        raise ModelError(
+                            f"Whisper workers died twice on the window at {offset:.1f}s (out of memory,"
+                            " or a crash in CTranslate2); lower whisper.workers or use a smaller model"
+                        ) from e
+                    await self._restart(executor)
         finally:
             self._busy -= 1
             WORKERS_BUSY.labels(pool="whisper").set(min(self._busy, self.workers))

@@ -44,11 +44,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=run)
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of writing (it is swapped under test runners)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _logs_to_stderr() -> None:
     """Keep standard output for the transcript; the daemon configures logging itself."""
     if not structlog.is_configured():
         structlog.configure(
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+            logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
             wrapper_class=structlog.make_filtering_bound_logger(30),  # warnings and worse
         )
 
