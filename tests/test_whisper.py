@@ -318,3 +318,21 @@ async def test_a_killed_worker_is_replaced_and_the_window_retried(media_dir: Pat
         assert "country" in " ".join(w.text for w in words)
         assert p.stats.restarts == 1
         assert set(p.stats.loads) - {pid} and all(n == 1 for n in p.stats.loads.values())
+
+
+def test_windower_holds_only_the_open_window_and_keeps_media_time(long_talk: tuple[np.ndarray, str]) -> None:
+    audio, _ = long_talk
+    windower = Windower(30.0)
+    chunk = 5 * SR
+    wins = []
+    for i in range(0, len(audio), chunk):
+        wins += windower.feed(AudioChunk(100.0 + i / SR, audio[i : i + chunk]))  # media starts at 100 s
+        assert len(windower._buf) <= 30 * SR + chunk  # bounded memory: never more than one window
+    wins += windower.flush()
+    assert wins[0].offset == 100.0 and wins[-1].end == pytest.approx(100.0 + len(audio) / SR)
+    # A gap in the stream (a decoder skipping a damaged stretch) is filled with silence, so the
+    # times after it stay right.
+    w = Windower(30.0)
+    w.feed(AudioChunk(0.0, audio[: 2 * SR]))
+    (last,) = w.feed(AudioChunk(3.0, audio[2 * SR : 4 * SR])) + w.flush()
+    assert last.end == pytest.approx(5.0)
