@@ -113,3 +113,11 @@ def test_cli_list_and_verify(
     args = parser.parse_args(["models", "verify", "small"])
     assert args.func(args) == 1
     assert "incomplete" in capsys.readouterr().err
+
+
+def test_unwritable_cache_names_the_setting(tmp_path: Path) -> None:
+    _need("base")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelError, match=r"paths\.model_cache"):
+        models.install("base", blocker / "models", quiet=True)

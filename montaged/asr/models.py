@@ -212,6 +212,16 @@ def _locked(cache_dir: Path, name: str) -> Iterator[None]:
 
 
 def _assemble(entry: ModelEntry, cache_dir: Path) -> Path:
+    try:
+        return _assemble_locked(entry, cache_dir)
+    except OSError as e:  # read-only or full disk: say which setting to change
+        raise ModelError(
+            f"cannot write model {entry.name!r} into {cache_dir}: {e.strerror or e};"
+            " point paths.model_cache at a writable folder with about 150 MB free"
+        ) from e
+
+
+def _assemble_locked(entry: ModelEntry, cache_dir: Path) -> Path:
     target = cache_dir / entry.name
     with _locked(cache_dir, entry.name):
         files = _read_manifest(target)
