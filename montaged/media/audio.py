@@ -33,8 +33,9 @@ def iter_audio_chunks(path: Path, chunk_seconds: float) -> Iterator[AudioChunk]:
     """Yield consecutive :class:`AudioChunk` of ``chunk_seconds`` (the last one may be shorter).
 
     Samples are not clipped: a loud stereo passage mixed to mono (each channel at -3 dB, as
-    ``ffmpeg -ac 1`` does) may exceed 1.0 slightly. ``chunk.start`` is media time: seconds from the container's start, the same clock the render
-    stage seeks on, so transcript word times line up with video frames.
+    ``ffmpeg -ac 1`` does) may exceed 1.0 slightly. ``chunk.start`` is media time: seconds from
+    the container's start, the same clock the render stage seeks on, so transcript word times
+    line up with video frames.
     """
     if chunk_seconds <= 0:
         raise ValueError(f"chunk_seconds must be positive (got {chunk_seconds})")

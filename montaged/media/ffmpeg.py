@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 STDERR_LINES = 100
 STOP_TIMEOUT = 5.0
 """Seconds ffmpeg gets after SIGTERM to finish its file before SIGKILL."""
-_PROGRESS_LINE = re.compile(r"^([a-z_0-9]+)=(\S*)$")
+_PROGRESS_LINE = re.compile(r"^([a-z_0-9]+)=\s*(\S*)\s*$")  # "speed=   0x" pads with spaces
 _DISK_FULL = ("No space left on device", "Disk quota exceeded", "File too large")
 
 
@@ -244,6 +244,11 @@ async def ffmpeg_process(
             finally:
                 with anyio.move_on_after(stop_timeout + 2, shield=True):
                     await run.stop(stop_timeout)
+    except BaseExceptionGroup as eg:
+        # The pump never raises, so a lone exception is the caller's own: hand it back unwrapped.
+        if len(eg.exceptions) == 1:
+            raise eg.exceptions[0] from None
+        raise
     finally:
         with anyio.move_on_after(2, shield=True):
             await proc.aclose()

@@ -10,6 +10,7 @@ the writer is cancelled (and sees EPIPE), if the extractor fails the encoder is 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import tempfile
@@ -32,7 +33,7 @@ from montaged.media.encoders import EncoderChoice
 from montaged.media.ffmpeg import FFmpegRun, Progress, encode_argv, ffmpeg_process
 from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, RenderedClip, Word
 from montaged.render.croppath import centre_box
-from montaged.render.extract import ExtractSpec, extract_to_fd
+from montaged.render.extract import ExtractSpec, extract_to_fd, video_phase
 from montaged.render.sidecar import clip_words, sidecar_dict, srt_text, write_sidecars
 
 log = structlog.get_logger(__name__)
@@ -178,6 +179,12 @@ async def render_clip(
     rate = output_rate(profile.fps, info.fps)
     start = max(0.0, plan.start)
     end = min(plan.end, info.duration) if info.duration > 0 else plan.end
+    if info.fps > 0 and abs(float(rate) - info.fps) < 1e-3 * info.fps:
+        # Same rate as the source: start on a source frame (moves ≤ half a frame), so each source
+        # frame becomes one output frame and picture and sound are cut at the same instant.
+        phase = await anyio.to_thread.run_sync(video_phase, source)
+        start = max(0.0, phase + math.floor((start - phase) * rate + 0.5) / rate)
+        end = phase + math.floor((end - phase) * rate + 0.5) / rate
     frames = round((end - start) * rate)
     if frames < 1:
         raise RenderError(

@@ -5,7 +5,9 @@ intermediate file exists. Frame timing is exact rather than "whatever the seek r
 to the keyframe before ``start``, decode forward, and for every output instant
 ``start + i / rate`` emit the source frame on screen at that instant. The output therefore has
 exactly ``frames`` frames whatever the source's GOP, frame rate or timestamp offsets, and frame
-``i`` shows media time ``start + i / rate`` — the same clock ffmpeg's ``-ss`` cuts the audio on.
+``i`` shows the source frame nearest to media time ``start + i / rate`` — the clock ffmpeg's
+``-ss`` cuts the audio on. :func:`video_phase` lets the caller put ``start`` on a source frame so
+that, at the source's own rate, every source frame maps to exactly one output frame.
 
 Pixels stay in YUV: each plane is cropped and resized on its own with OpenCV, which avoids two
 colour conversions per frame (about a third of the per-frame cost at 1080x1920).
@@ -36,7 +38,6 @@ log = structlog.get_logger(__name__)
 LAYOUTS = ("crop", "split", "letterbox")
 BLUR_DOWNSCALE = 16
 """Letterbox background is blurred at 1/16 size: a wide blur for the price of a tiny one."""
-_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ def extract_to_fd(spec: ExtractSpec, fd: int, *, check_cancelled: Callable[[], N
         framer = Framer(spec, dw, dh)
         container.seek(int((spec.start + origin) / tb), stream=stream, backward=True)
         prev: av.VideoFrame | None = None
+        prev_t = 0.0
         step = 1 / spec.rate
 
         def emit(frame: av.VideoFrame) -> None:
@@ -195,10 +197,14 @@ def extract_to_fd(spec: ExtractSpec, fd: int, *, check_cancelled: Callable[[], N
                 if frame.time is None:
                     continue
                 t = frame.time - origin
-                # Every output instant before this frame's time shows the previous frame.
-                while written < spec.frames and spec.start + float(written * step) < t - _EPS:
-                    emit(prev if prev is not None else frame)
-                prev = frame
+                if prev is not None:
+                    # Output instants nearer the previous frame than this one show the previous
+                    # frame (nearest-frame sampling: ties sit half a frame away from the source
+                    # grid, so timestamp rounding cannot flip a choice and duplicate a frame).
+                    mid = (prev_t + t) / 2
+                    while written < spec.frames and spec.start + float(written * step) < mid:
+                        emit(prev)
+                prev, prev_t = frame, t
                 if written >= spec.frames:
                     break
             # Source ended (or the range reaches its last frame): hold the last frame.
@@ -214,3 +220,17 @@ def extract_to_fd(spec: ExtractSpec, fd: int, *, check_cancelled: Callable[[], N
                 f"{spec.source}: video stops decoding at {spec.start + float(written * step):.2f} s ({e})"
             ) from e
     return written
+
+
+def video_phase(source: Path) -> float:
+    """Media time of the first video frame (often 0; not 0 when audio priming shifts the start).
+
+    Source frames sit at ``phase + k / fps``; a clip that starts on that grid maps each source
+    frame to one output frame, with video and audio cut at the very same instant.
+    """
+    with av.open(str(source), metadata_errors="ignore") as container:
+        origin = container.start_time / av.time_base if container.start_time is not None else 0.0
+        video = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not video or video[0].start_time is None or video[0].time_base is None:
+            return 0.0
+        return float(video[0].start_time * video[0].time_base) - origin
