@@ -178,6 +178,10 @@ class FuseConfig(Section):
     wins tied votes (with two engines, frequency alone can only tie)."""
     substitution_epsilon: float = Field(0.001, ge=0)
     """Added to the time distance of two different words (SCTK ``-T``), so equal words win ties."""
+    word_cost_seconds: float = Field(0.25, ge=0)
+    """Seconds of time distance that one unit of SCTK's word costs (insertion/deletion 3,
+    substitution 4) is worth in the alignment; 0 = pure time-mediated (SCTK ``-T``) alignment,
+    which misaligns engines whose word clocks disagree by a few tenths of a second."""
     align_window_seconds: float = Field(15.0, gt=0)
     """Words further apart in time than this are never aligned to each other (bounds the DP band,
     so a two-hour talk aligns in seconds)."""

@@ -28,6 +28,7 @@ from montaged.config import FuseConfig
 from montaged.model import Transcript, Word
 
 NULL_NULL = 0.001  # SCTK: inserting/deleting a NULL arc costs almost nothing
+INS_DEL, SUB = 3.0, 4.0  # SCTK's classic word costs (correct 0), scaled by FuseConfig.word_cost_seconds
 MIN_WORD_COST = 0.01  # zero-length words (they happen) would otherwise insert for free
 _SUB, _DEL, _INS = 0, 1, 2
 
@@ -61,9 +62,13 @@ class _Aligner:
 
     def __init__(self, network: list[CorrespondenceSet], hyp: Sequence[Word], cfg: FuseConfig) -> None:
         self.net, self.hyp, self.eps = network, hyp, cfg.substitution_epsilon
+        self.word = cfg.word_cost_seconds
         self.hyp_norm = [normalize(w.text) for w in hyp]
+        self.ins_cost = [INS_DEL * self.word + _dur(w) for w in hyp]
         self.del_cost = [
-            NULL_NULL if any(a is None for a in cs.arcs) else min(_dur(a) for a in cs.arcs if a is not None)
+            NULL_NULL
+            if any(a is None for a in cs.arcs)
+            else INS_DEL * self.word + min(_dur(a) for a in cs.arcs if a is not None)
             for cs in network
         ]
         self.lo, self.hi = self._band(cfg.align_window_seconds)
@@ -95,9 +100,11 @@ class _Aligner:
         best = float("inf")
         for arc, arc_norm in zip(cs.arcs, cs.norms, strict=True):
             if arc is None:
-                d = _dur(w)  # against the NULL alternative = inserting w there
+                d = self.ins_cost[j]  # against the NULL alternative = inserting w there
             else:
-                d = abs(arc.start - w.start) + abs(arc.end - w.end) + (0.0 if arc_norm == norm else self.eps)
+                d = abs(arc.start - w.start) + abs(arc.end - w.end)
+                if arc_norm != norm:
+                    d += SUB * self.word + self.eps
             best = min(best, d)
         return best
 
@@ -123,7 +130,7 @@ class _Aligner:
                         if c < best:
                             best, op = c, _DEL
                 if j > lo[i]:
-                    c = row_c[j - 1 - lo[i]] + _dur(self.hyp[j - 1])
+                    c = row_c[j - 1 - lo[i]] + self.ins_cost[j - 1]
                     if c < best:
                         best, op = c, _INS
                 row_c[j - lo[i]], row_b[j - lo[i]] = best, op
@@ -160,15 +167,23 @@ def align(hyps: Sequence[Sequence[Word]], cfg: FuseConfig) -> list[Correspondenc
                 cs.norms.append(None)
             continue
         merged: list[CorrespondenceSet] = []
+        run: list[CorrespondenceSet] = []  # insertions/deletions since the last aligned pair
         for op, i, j in _Aligner(network, words, cfg).run():
             if op == _INS:
-                merged.append(CorrespondenceSet([None] * k + [words[j]]))
+                run.append(CorrespondenceSet([None] * k + [words[j]]))
                 continue
             cs = network[i]
             cs.arcs.append(words[j] if op == _SUB else None)
             cs.norms.append(normalize(words[j].text) if op == _SUB else None)
+            if op == _DEL:
+                run.append(cs)
+                continue
+            # Between two aligned pairs the DP's order of insertions vs deletions is arbitrary
+            # (equal cost); put those slots in time order so the output reads forward.
+            merged += sorted(run, key=lambda c: c.start)
+            run = []
             merged.append(cs)
-        network = merged
+        network = merged + sorted(run, key=lambda c: c.start)
     return network
 
 
