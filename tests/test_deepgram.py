@@ -115,6 +115,37 @@ async def test_lost_chunk_keeps_media_time(fake: FakeDeepgram, fixtures: dict[st
     assert not [w for w in words if 10.0 < w[1] < 15.0 and w[2] < 15.0]
     after = expected("pyannote_sample", within=(15.0, 31.0))
     assert after and words[-len(after) :] == after
+    assert out.gaps == ((10.0, 15.0),)  # so ROVER does not count its silence there as a vote
+
+
+class Allowance:
+    """A budget tab stand-in: pays for ``seconds``; grants top-ups while ``grant`` is True."""
+
+    def __init__(self, seconds: float, grant: bool) -> None:
+        self.seconds, self.grant = seconds, grant
+        self.asked: list[float] = []
+
+    async def extend(self, needed_seconds: float) -> str | None:
+        self.asked.append(needed_seconds)
+        if not self.grant:
+            return "budget: the job cap is reached — continuing with Whisper alone"
+        self.seconds += needed_seconds
+        return None
+
+
+@pytest.mark.parametrize("grant", [True, False])
+async def test_resends_need_a_top_up(fake: FakeDeepgram, fixtures: dict[str, Fixture], grant: bool) -> None:
+    audio = fixtures["pyannote_sample"].audio
+    fake.drop_after = [10.0]
+    tab = Allowance(30.0, grant)
+    out = await stream(chunks(audio), cfg=cfg_for(fake), api_key=SecretStr(KEY), duration=30.0, allowance=tab)
+    assert tab.asked  # the resend went past the 30 s the reservation paid for
+    if grant:
+        assert got(out) == expected("pyannote_sample") and out.billed_seconds <= tab.seconds
+    else:
+        assert out.transcript is None and out.reason is not None
+        assert out.reason.startswith("deepgram: resending after a drop needs more money; budget: the job cap")
+        assert out.billed_seconds <= 30.0  # never sent past what was paid for
 
 
 async def test_keepalive_during_gaps(fixtures: dict[str, Fixture]) -> None:

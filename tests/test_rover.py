@@ -119,6 +119,16 @@ def test_close_words_substitute_rather_than_insert() -> None:
     assert network([a, b]) == [["cat", "hat"]]
 
 
+def test_engine_clocks_that_disagree_need_word_costs() -> None:
+    """Whisper's times run ~0.2 s late here (as on jfk.flac): pure SCTK -T shifts it by a slot."""
+    words = ["and", "so", "my", "fellow", "americans"]
+    a = T("deepgram", [(w, i * 0.32, i * 0.32 + 0.3, 0.9) for i, w in enumerate(words)])
+    b = T("whisper", [(w, i * 0.32 + 0.22, i * 0.32 + 0.52, 0.9) for i, w in enumerate(words)])
+    assert network([a, b]) == [[w, w] for w in words]
+    shifted = network([a, b], word_cost_seconds=0.0)
+    assert shifted[1] == ["so", "and"]  # each whisper word lands one slot early
+
+
 def test_tie_goes_to_the_better_engine_in_the_configured_order() -> None:
     a = T("deepgram", [("cat", 0.0, 0.5, 0.8)])
     b = T("whisper", [("hat", 0.0, 0.5, 0.8)])
