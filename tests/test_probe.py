@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import subprocess
 import wave
 from pathlib import Path
@@ -92,9 +93,12 @@ def test_video_only_file(tmp_path: Path, clip: Path) -> None:
 
 
 def test_random_bytes(tmp_path: Path) -> None:
-    path = tmp_path / "noise.mp4"
-    path.write_bytes(os.urandom(64 * 1024))
-    _fails(path, NotMediaError)
+    """Fixed seeds: about 1 random file in 150 fools FFmpeg's content guess (raw H.263, LRC), and
+    the probe must still call those not media; seed 0 is a plain one."""
+    for seed in (0, 131, 1297):  # 131 is guessed as LRC lyrics, 1297 as raw H.263 (PyAV 18.1)
+        path = tmp_path / f"noise{seed}.mp4"
+        path.write_bytes(random.Random(seed).randbytes(64 * 1024))
+        _fails(path, NotMediaError)
 
 
 def test_zero_bytes(tmp_path: Path) -> None:

@@ -132,10 +132,12 @@ def _check_file(path: Path) -> int:
 
 def _looks_like_media(path: Path) -> bool:
     with path.open("rb") as f:
-        head = f.read(16)
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # MPEG audio frame sync
-        return True
-    if head[:1] == b"\x47" and len(head) >= 1:  # MPEG-TS sync byte; confirmed by the open attempt
+        head = f.read(189)
+    if len(head) >= 3 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # MPEG audio / ADTS frame sync
+        adts = head[1] & 0xF6 == 0xF0
+        mpeg = head[1] & 0x06 != 0 and head[2] >> 4 != 0x0F and (head[2] >> 2) & 3 != 3
+        return adts or mpeg
+    if len(head) == 189 and head[0] == head[188] == 0x47:  # MPEG-TS: a sync byte every 188 bytes
         return True
     return any(head[off : off + len(magic)] == magic for off, magic in _MAGIC)
 
@@ -282,6 +284,16 @@ def probe_media(path: Path, *, need_video: bool = True, need_audio: bool = True)
     with container:
         video = _usable_video(container)
         audio = list(container.streams.audio)
+        if not video and not audio:
+            raise NotMediaError(f"{path}: holds neither audio nor video; submit a media file")
+        if ((need_video and not video) or (need_audio and not audio)) and not _looks_like_media(path):
+            # Headerless formats (raw H.263, LRC lyrics...) are guessed from content, and about
+            # 1 in 150 random files passes such a guess: without a known signature, a file that
+            # also lacks a needed stream is reported as not media, not as "no audio".
+            raise NotMediaError(
+                f"{path}: not an audio or video file FFmpeg recognises (it guessed "
+                f"{container.format.name!r} from the content); submit a media file (mp4, mkv, mov, wav)"
+            )
         if need_video and not video:
             raise NoVideoStreamError(
                 f"{path}: has no video stream; submit a video file (this one is audio only)"
@@ -290,8 +302,6 @@ def probe_media(path: Path, *, need_video: bool = True, need_audio: bool = True)
             raise NoAudioStreamError(
                 f"{path}: has no audio stream; clips are chosen from speech, so submit a file with sound"
             )
-        if not video and not audio:
-            raise NotMediaError(f"{path}: holds neither audio nor video; submit a media file")
         v = video[0] if video else None
         a = audio[0] if audio else None
         needed = [s for s, need in ((v, need_video), (a, need_audio)) if s is not None and need]
