@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import av
 import numpy as np
 import structlog
 
@@ -33,6 +32,7 @@ from montaged.asr.wer import wer_details
 from montaged.asr.whisper_pool import WhisperPool
 from montaged.asr.windows import transcribe_stream
 from montaged.config import WhisperConfig, load
+from montaged.media.audio import iter_audio_chunks
 from montaged.model import AudioChunk
 
 SR = AudioChunk.SAMPLE_RATE
@@ -109,13 +109,8 @@ class Row:
 
 
 def decode(path: Path) -> np.ndarray:
-    out = []
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
-        for frame in container.decode(audio=0):
-            out += [f.to_ndarray().ravel() for f in resampler.resample(frame)]
-        out += [f.to_ndarray().ravel() for f in resampler.resample(None)]
-    return np.concatenate(out).astype(np.float32)
+    """16 kHz mono float32 through the audio stage's own decoder."""
+    return np.concatenate([c.samples for c in iter_audio_chunks(path, 30.0)])
 
 
 def real_set() -> list[tuple[str, np.ndarray, str]]:

@@ -11,7 +11,6 @@ import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from faster_whisper.vad import VadOptions
@@ -22,6 +21,7 @@ from montaged.asr.whisper_pool import WhisperPool, plan_workers
 from montaged.asr.windows import WINDOW_VAD, Windower, _speech, splice, transcribe_stream
 from montaged.config import WhisperConfig
 from montaged.errors import ModelError
+from montaged.media.audio import iter_audio_chunks
 from montaged.model import AudioChunk, Word
 
 pytestmark = pytest.mark.anyio
@@ -40,14 +40,8 @@ WER_BOUNDS = {
 
 
 def decode(path: Path) -> np.ndarray:
-    """16 kHz mono float32, as the audio stage produces it."""
-    out = []
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
-        for frame in container.decode(audio=0):
-            out += [f.to_ndarray().ravel() for f in resampler.resample(frame)]
-        out += [f.to_ndarray().ravel() for f in resampler.resample(None)]
-    return np.concatenate(out).astype(np.float32)
+    """16 kHz mono float32 through the audio stage's own decoder."""
+    return np.concatenate([c.samples for c in iter_audio_chunks(path, 30.0)])
 
 
 async def chunks_of(audio: np.ndarray, seconds: float = 5.0) -> AsyncIterator[AudioChunk]:
