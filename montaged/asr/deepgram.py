@@ -160,12 +160,17 @@ class _Dropped(Exception):
 
 class _LiveStream:
     def __init__(
-        self, cfg: DeepgramConfig, api_key: SecretStr, inbox: MemoryObjectReceiveStream[AudioChunk], **kw: Any
+        self,
+        cfg: DeepgramConfig,
+        api_key: SecretStr,
+        inbox: MemoryObjectReceiveStream[AudioChunk],
+        *,
+        duration: float,
+        job_id: str | None,
+        allowance: Allowance | None,
     ) -> None:
-        self.cfg, self.inbox = cfg, inbox
-        self.duration: float = kw["duration"]
-        self.allowance: Allowance | None = kw.get("allowance")
-        self.log = log.bind(job_id=kw.get("job_id"), stage="deepgram")
+        self.cfg, self.inbox, self.duration, self.allowance = cfg, inbox, duration, allowance
+        self.log = log.bind(job_id=job_id, stage="deepgram")
         from deepgram import AsyncDeepgramClient
 
         self.client = AsyncDeepgramClient(
@@ -203,8 +208,6 @@ class _LiveStream:
                 await anyio.sleep(min(0.2 * 2 ** (drops - 1), 2.0))
         words = sorted(self.words, key=lambda w: (w.start, w.end))
         transcript = Transcript(tuple(words), self.cfg.language, ENGINE, self.cfg.model, self.duration)
-        if self.heard_until is not None and self.duration - self.heard_until > 0.05:
-            self.gaps.append((self.heard_until, self.duration))
         return DeepgramOutcome(
             transcript, None, self.billed, self.connections, tuple(self.request_ids), tuple(self.gaps)
         )
