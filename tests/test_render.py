@@ -26,7 +26,7 @@ from montaged.errors import DiskFullError, RenderError
 from montaged.media.encoders import EncoderChoice, encoder_args, select_encoder, try_encoder
 from montaged.media.ffmpeg import classify_failure, encode_argv, with_progress
 from montaged.media.probe import probe_media
-from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, Word
+from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, RenderedClip, Word
 from montaged.render.croppath import box_at, centre_box, fit_box
 from montaged.render.encode import output_rate, render_clip
 
@@ -72,7 +72,7 @@ def _frames(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="gray") for f in c.decode(video=0)]
 
 
-async def _render(src: tuple[Path, MediaInfo], out: Path, enc: EncoderChoice, **kw: object) -> object:
+async def _render(src: tuple[Path, MediaInfo], out: Path, enc: EncoderChoice, **kw: object) -> RenderedClip:
     args: dict[str, object] = {
         "source": src[0], "info": src[1], "plan": _plan(2.0, 5.0), "crop": None, "profile": SMALL,
         "encoder": enc, "out_dir": out, "stem": "clip-000", "words": WORDS,
@@ -101,6 +101,7 @@ async def test_render_vertical(
         v, a = c.streams.video[0], c.streams.audio[0]
         assert (v.codec_context.width, v.codec_context.height) == (270, 480)
         assert sum(1 for _ in c.decode(v)) == 75  # 3 s at the source's 25 fps, exactly
+        assert a.duration is not None and a.time_base is not None
         assert float(a.duration * a.time_base) == pytest.approx(3.0, abs=0.04)  # within one frame
     assert progress and progress[-1] == 1.0
     doc = json.loads((out / "clip-000.json").read_text())

@@ -70,8 +70,9 @@ def _beeps(path: Path) -> tuple[list[float], float]:
         rate = stream.codec_context.sample_rate
     samples = np.abs(np.concatenate(chunks))
     loud = samples > 0.4  # beep amplitude 0.8; AAC pre-echo stays far below half of it
-    onsets, quiet_until = [], -1
-    for i in np.flatnonzero(loud):
+    onsets: list[float] = []
+    quiet_until = -1
+    for i in np.flatnonzero(loud).tolist():
         if i > quiet_until:
             onsets.append((t0 or 0.0) + i / rate)
         quiet_until = i + rate // 2  # one onset per beep (beeps are 0.1 s long, 1 s apart)
