@@ -94,3 +94,18 @@ async def test_dead_redis_falls_back_to_the_store(store: JobStore) -> None:
         await cache.put(key, TRANSCRIPT)
         assert await cache.get(key) == TRANSCRIPT
         assert cache.hit_ratio == 0.5
+
+
+def test_whisper_key_matches_the_daemon_ears_key() -> None:
+    from montaged.asr.cache import whisper_key
+    from montaged.config import WhisperConfig
+
+    cfg = WhisperConfig.model_validate({"model": "tiny.en", "device": "cpu"})
+    expected = cache_key(
+        "abc",
+        "whisper",
+        "tiny.en",
+        {"beam_size": 1, "language": "en", "window_seconds": 30.0, "compute_type": "int8"},
+    )
+    assert whisper_key("abc", cfg) == expected
+    assert whisper_key("abc", cfg, "base") != expected

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from montaged.asr.whisper_worker import resolve_compute_type, resolve_device
 from montaged.config import CacheConfig, WhisperConfig
 from montaged.metrics import CACHE_REQUESTS, REDIS_UP
 from montaged.model import Transcript
@@ -42,12 +43,18 @@ def cache_key(content_hash: str, engine: str, model: str, options: Mapping[str, 
 
 
 def whisper_key(content_hash: str, cfg: WhisperConfig, model: str | None = None) -> str:
-    """The key of a local Whisper transcript: what the daemon and ``montaged transcribe`` share.
+    """The key of a local Whisper transcript, shared by the daemon and ``montaged transcribe``.
 
-    Device and compute type are left out on purpose: int8 on CPU and float16 on a GPU give
-    near-identical words, and a transcript made on one box should serve the other.
+    Computable before a pool exists (so a hit costs no worker start). The compute type is part
+    of it: int8 on CPU and float16 on a GPU decode slightly differently.
     """
-    options = {"beam_size": cfg.beam_size, "language": cfg.language, "window_seconds": cfg.window_seconds}
+    compute = resolve_compute_type(cfg.compute_type, resolve_device(cfg.device))
+    options = {
+        "beam_size": cfg.beam_size,
+        "language": cfg.language,
+        "window_seconds": cfg.window_seconds,
+        "compute_type": compute,
+    }
     return cache_key(content_hash, "whisper", model or cfg.model, options)
 
 
