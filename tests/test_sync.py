@@ -44,16 +44,42 @@ def flash_beep(tmp_path_factory: pytest.TempPathFactory, ffmpeg: str) -> tuple[P
     return path, probe_media(path)
 
 
+@pytest.fixture(scope="module")
+def flash_beep_ts(flash_beep: tuple[Path, MediaInfo]) -> tuple[Path, MediaInfo]:
+    """The same streams in MPEG-TS: no index, a 1.4 s start offset, seeks that land by guess."""
+    path = flash_beep[0].with_suffix(".ts")
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(flash_beep[0]),
+            "-c",
+            "copy",
+            str(path),
+        ],
+        check=True,
+    )
+    return path, probe_media(path)
+
+
 def _flashes(path: Path, frame: float) -> tuple[list[float], int, float]:
-    """Start times of white-frame runs, the frame count, and the video duration (last pts + 1 frame)."""
+    """Start times of white-frame runs, the frame count, and the video duration (last pts + 1 frame).
+
+    Times are media time (from the container's start), the clock the renderer cuts on.
+    """
     times, last, n, was_white = [], 0.0, 0, False
     with av.open(str(path)) as c:
+        origin = (c.start_time or 0) / av.time_base
         for f in c.decode(video=0):
             assert f.time is not None
-            last, n = f.time, n + 1
+            last, n = f.time - origin, n + 1
             white = f.to_ndarray(format="gray").mean() > 128
             if white and not was_white:
-                times.append(f.time)
+                times.append(last)
             was_white = white
     return times, n, last + frame
 
@@ -80,14 +106,20 @@ def _beeps(path: Path) -> tuple[list[float], float]:
 
 
 @pytest.mark.parametrize(
-    ("start", "end", "fps"),
-    [(3.3, 8.3, None), (3.31, 8.29, None), (5.0, 9.0, None), (3.3, 8.3, 30.0)],
-    ids=["half-frame", "off-grid", "on-keyframe", "25-to-30fps"],
-)
+    ("start", "end", "fps", "container"),
+    [(3.3, 8.3, None, "mp4"), (3.31, 8.29, None, "mp4"), (5.0, 9.0, None, "mp4"), (3.3, 8.3, 30.0, "mp4"),
+     (5.3, 9.3, None, "ts")],
+    ids=["half-frame", "off-grid", "on-keyframe", "25-to-30fps", "mpegts"],
+)  # fmt: skip
 async def test_av_sync(
-    flash_beep: tuple[Path, MediaInfo], tmp_path: Path, start: float, end: float, fps: float | None
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    start: float,
+    end: float,
+    fps: float | None,
+    container: str,
 ) -> None:
-    src, info = flash_beep
+    src, info = request.getfixturevalue("flash_beep_ts" if container == "ts" else "flash_beep")
     clip = await render_clip(
         source=src, info=info, plan=ClipPlan(0, start, end, 1.0, {}, "sync", ""), crop=None,
         profile=ProfileConfig(aspect="3:4", width=240, height=320, crf=30, fps=fps),
@@ -106,11 +138,14 @@ async def test_av_sync(
     assert abs(v_duration - (end - start)) <= frame + 1e-6
     assert abs(a_duration - (end - start)) <= frame + 1e-6
 
-    # Each whole second inside the clip gives one flash and one beep, at the same time. Measured:
+    # Each flash of the source inside the clip gives one flash and one beep, together. Measured:
     # flash - beep = -0.1 ms at the source rate (same frame grid) and within half a frame at 30 fps;
     # beep onsets land 0.1-0.2 ms after the exact time (AAC smearing). One frame is the bound
     # the design asks for.
-    expected = [s - clip.start for s in range(int(np.ceil(clip.start)), int(np.ceil(clip.end)))]
+    # In MPEG-TS the video starts 21 ms after the container (AAC priming stays in the stream), so
+    # the flashes are taken from the source itself rather than assumed at whole seconds.
+    source_flashes = _flashes(src, 1 / FPS)[0]
+    expected = [f - clip.start for f in source_flashes if clip.start - frame / 2 <= f < clip.end - frame / 2]
     assert len(flashes) == len(expected) and len(beeps) == len(expected), (flashes, beeps)
     for want, flash, beep in zip(expected, flashes, beeps, strict=True):
         assert abs(flash - want) <= frame / 2 + 1e-6  # nearest-frame sampling

@@ -15,15 +15,15 @@ colour conversions per frame (about a third of the per-frame cost at 1080x1920).
 
 from __future__ import annotations
 
-import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import cast
 
 import av
+import av.container
 import av.error
 import cv2
 import numpy as np
@@ -38,6 +38,8 @@ log = structlog.get_logger(__name__)
 LAYOUTS = ("crop", "split", "letterbox")
 AREA_BELOW = 0.5
 """Scale factor under which resizing averages areas instead of sampling bilinearly."""
+SEEK_BACKOFF = (0.0, 5.0, 30.0)
+"""Seconds before the start to seek to, tried in turn when a seek lands too late."""
 BLUR_DOWNSCALE = 16
 """Letterbox background is blurred at 1/16 size: a wide blur for the price of a tiny one."""
 
@@ -159,6 +161,52 @@ def _write_all(fd: int, data: np.ndarray) -> None:
         view = view[n:]
 
 
+def _video_stream(container: av.container.InputContainer, source: Path) -> av.VideoStream:
+    video = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not video:
+        raise NoVideoStreamError(f"{source}: has no video stream to render")
+    return video[0]
+
+
+def _decode_from(spec: ExtractSpec) -> Generator[tuple[av.VideoFrame, float], None, None]:
+    """Decoded frames with their media times, starting at (or just before) ``spec.start``.
+
+    Seeking lands on a keyframe at or before the target in indexed containers (MP4, MKV). Where
+    seeking is a guess (MPEG-TS without an index, sparse keyframes) it can land after the target
+    or on frames the decoder must drop; then we seek further back, and finally decode from the
+    start of the file, rather than render the wrong moment.
+    """
+    tolerance = 0.5 / float(spec.rate)
+    for back in (*SEEK_BACKOFF, None):
+        target = spec.start - back if back is not None else 0.0
+        if back is not None and target <= 0:
+            continue  # the from-the-start attempt covers it
+        try:
+            container = av.open(str(spec.source), metadata_errors="ignore")
+        except av.error.FFmpegError as e:
+            raise CorruptMediaError(f"{spec.source}: cannot be opened for rendering ({e})") from e
+        with container:
+            stream = _video_stream(container, spec.source)
+            stream.codec_context.thread_type = "AUTO"
+            origin = container.start_time / av.time_base if container.start_time is not None else 0.0
+            if back is not None:
+                assert stream.time_base is not None
+                container.seek(int((target + origin) / stream.time_base), stream=stream, backward=True)
+            decoded = 0
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                t = frame.time - origin
+                if decoded == 0 and back is not None and t > spec.start + tolerance:
+                    break  # landed after the start: seek further back
+                decoded += 1
+                yield frame, t
+            else:
+                if decoded or back is None:
+                    return
+            log.debug("seek missed; going further back", source=str(spec.source), back=back)
+
+
 def extract_to_fd(spec: ExtractSpec, fd: int, *, check_cancelled: Callable[[], None] | None = None) -> int:
     """Write ``spec.frames`` raw yuv420p frames to ``fd``; return how many were written.
 
@@ -167,62 +215,45 @@ def extract_to_fd(spec: ExtractSpec, fd: int, *, check_cancelled: Callable[[], N
     the thread promptly (pass ``anyio.from_thread.check_cancelled``).
     """
     written = 0
+    framer: Framer | None = None
+    prev: av.VideoFrame | None = None
+    prev_t = 0.0
+    step = 1 / spec.rate
+
+    def emit(frame: av.VideoFrame) -> None:
+        nonlocal written, framer
+        if check_cancelled is not None:
+            check_cancelled()
+        if framer is None:
+            upright = spec.rotation % 180 == 0
+            framer = Framer(spec, *((frame.width, frame.height) if upright else (frame.height, frame.width)))
+        _write_all(fd, framer.render(frame, float(written * step)))
+        written += 1
+
+    frames = _decode_from(spec)
     try:
-        container = av.open(str(spec.source), metadata_errors="ignore")
+        for frame, t in frames:
+            if prev is not None:
+                # Output instants nearer the previous frame than this one show the previous frame
+                # (nearest-frame sampling: ties sit half a frame away from the source grid, so
+                # timestamp rounding cannot flip a choice and duplicate a frame).
+                mid = (prev_t + t) / 2
+                while written < spec.frames and spec.start + float(written * step) < mid:
+                    emit(prev)
+            prev, prev_t = frame, t
+            if written >= spec.frames:
+                break
+        # Source ended (or the range reaches its last frame): hold the last frame.
+        while prev is not None and written < spec.frames:
+            emit(prev)
     except av.error.FFmpegError as e:
-        raise CorruptMediaError(f"{spec.source}: cannot be opened for rendering ({e})") from e
-    with container:
-        video = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-        if not video:
-            raise NoVideoStreamError(f"{spec.source}: has no video stream to render")
-        stream = video[0]
-        stream.codec_context.thread_type = "AUTO"
-        origin = container.start_time / av.time_base if container.start_time is not None else 0.0
-        tb = stream.time_base
-        assert tb is not None
-        cc = stream.codec_context
-        rot = spec.rotation % 360
-        dw, dh = (cc.height, cc.width) if rot in (90, 270) else (cc.width, cc.height)
-        framer = Framer(spec, dw, dh)
-        container.seek(int((spec.start + origin) / tb), stream=stream, backward=True)
-        prev: av.VideoFrame | None = None
-        prev_t = 0.0
-        step = 1 / spec.rate
-
-        def emit(frame: av.VideoFrame) -> None:
-            nonlocal written
-            if check_cancelled is not None:
-                check_cancelled()
-            _write_all(fd, framer.render(frame, float(written * step)))
-            written += 1
-
-        try:
-            for frame in container.decode(stream):
-                if frame.time is None:
-                    continue
-                t = frame.time - origin
-                if prev is not None:
-                    # Output instants nearer the previous frame than this one show the previous
-                    # frame (nearest-frame sampling: ties sit half a frame away from the source
-                    # grid, so timestamp rounding cannot flip a choice and duplicate a frame).
-                    mid = (prev_t + t) / 2
-                    while written < spec.frames and spec.start + float(written * step) < mid:
-                        emit(prev)
-                prev, prev_t = frame, t
-                if written >= spec.frames:
-                    break
-            # Source ended (or the range reaches its last frame): hold the last frame.
-            while prev is not None and written < spec.frames:
-                emit(prev)
-        except BrokenPipeError:
-            log.info("encoder stopped reading", source=str(spec.source), frames=written)
-        except OSError as e:
-            if e.errno != errno.EPIPE:
-                raise
-        except av.error.FFmpegError as e:
-            raise CorruptMediaError(
-                f"{spec.source}: video stops decoding at {spec.start + float(written * step):.2f} s ({e})"
-            ) from e
+        raise CorruptMediaError(
+            f"{spec.source}: video stops decoding at {spec.start + float(written * step):.2f} s ({e})"
+        ) from e
+    except BrokenPipeError:
+        log.info("encoder stopped reading", source=str(spec.source), frames=written)
+    finally:
+        frames.close()  # closes the container now, not at garbage collection
     return written
 
 
@@ -234,7 +265,7 @@ def video_phase(source: Path) -> float:
     """
     with av.open(str(source), metadata_errors="ignore") as container:
         origin = container.start_time / av.time_base if container.start_time is not None else 0.0
-        video = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-        if not video or video[0].start_time is None or video[0].time_base is None:
+        stream = _video_stream(container, source)
+        if stream.start_time is None or stream.time_base is None:
             return 0.0
-        return float(video[0].start_time * video[0].time_base) - origin
+        return float(stream.start_time * stream.time_base) - origin
