@@ -234,6 +234,22 @@ class FrameConfig(Section):
     enabled: bool = True
     """Follow faces and motion; off = centre crop."""
     detector: Literal["yunet", "haar"] = "yunet"
+    target_seconds: float | None = Field(None, gt=0)
+    """Preferred clip length, a mild tie-breaker; null = midway between min and max."""
+    seconds_per_clip: float = Field(90.0, gt=0)
+    """At most one clip per this many seconds of talk, so a short talk is not cut into all its parts."""
+    lead_in_seconds: float = Field(0.25, ge=0, le=2)
+    """Silence kept before a clip's first word (never more than half the pause before it)."""
+    tail_seconds: float = Field(0.4, ge=0, le=2)
+    """Silence kept after a clip's last word (never more than half the pause after it)."""
+    pause_seconds: float = Field(0.8, gt=0)
+    """A silence this long ends a sentence when the transcript carries no punctuation."""
+    whole_if_short: bool = True
+    """A talk too short for one ``min_seconds`` clip becomes one clip of all its speech."""
+    feature_hop_seconds: float = Field(0.04, ge=0.02, le=0.05)
+    """Spacing of the audio energy/pitch frames kept for selection (40 ms: 25 small floats/s)."""
+    weights: dict[str, float] = Field(default_factory=dict)
+    """Overrides of feature weights by name (see docs/selection.md); unnamed ones keep defaults."""
     sample_fps: float = Field(5.0, gt=0, le=30)
     analysis_width: int = Field(640, ge=160)
     split_screen: bool = True
