@@ -36,6 +36,7 @@ def espeak(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     exe = shutil.which("espeak-ng")
     if exe is None:
         unavailable("espeak-ng is not installed (make test installs it)")
+    assert exe is not None
     folder = tmp_path_factory.mktemp("espeak")
 
     def say(name: str, text: str, *args: str) -> Path:

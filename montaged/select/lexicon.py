@@ -71,9 +71,9 @@ NUMBER_WORDS = _set(
 
 # Strong-claim and contrast cues: words speakers use to flag what matters or what is surprising.
 STRONG_CLAIMS = _set(
-    """never always every everyone nobody nothing everything biggest best worst most least only
+    """never always everyone nobody nothing everything biggest best worst
     secret truth wrong mistake mistakes myth surprising surprisingly shocking incredible crazy
-    insane huge massive impossible critical crucial essential important key problem problems
+    insane huge massive impossible critical crucial essential important problem problems
     fail failed failure lesson lessons rule rules stop must actually truly"""
 )
 

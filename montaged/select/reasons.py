@@ -13,6 +13,9 @@ from montaged.select.words import WordTable
 
 MIN_CONTRIBUTION = 0.01  # weight × value below this is noise, not a reason
 MAX_PARTS = 3
+# Hygiene features hold for most good clips (a clean start, a sane length), so they explain little;
+# they are named only when no distinctive feature stands out.
+HYGIENE = frozenset({"completeness", "length", "filler", "dead_air"})
 
 PHRASES = {
     "salience": "high lexical salience",
@@ -76,7 +79,8 @@ def _emphasised(wt: WordTable, a: int, b: int, k: int = 2) -> list[str]:
 def explain(scored: Scored, j: int, wt: WordTable, sentences: Sequence[Sentence], first_sentence: int) -> str:
     """Reason for window ``j``: its strongest positive contributions, most important first."""
     contrib = {name: scored.weights.get(name, 0.0) * float(v[j]) for name, v in scored.features.items()}
-    top = [n for n, c in sorted(contrib.items(), key=lambda kv: (-kv[1], kv[0])) if c >= MIN_CONTRIBUTION]
+    ranked = [n for n, c in sorted(contrib.items(), key=lambda kv: (-kv[1], kv[0])) if c >= MIN_CONTRIBUTION]
+    top = [n for n in ranked if n not in HYGIENE] or ranked
     a, b = int(scored.word_first[j]), int(scored.word_last[j])
     parts = []
     for name in top[:MAX_PARTS]:

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from montaged.model import Word
-from montaged.select.lexicon import ends_sentence, is_question
+from montaged.select.lexicon import QUESTION_OPENERS, ends_sentence, is_question, norm
 
 # A transcript with fewer sentence ends than one per this many words is treated as unpunctuated:
 # written English averages 15–25 words a sentence, so a real punctuated transcript is far above it.
@@ -73,8 +73,10 @@ def split_sentences(
         bool,
         n - 1,
     )
-    pause = gap >= pause_seconds
-    split = (punct[:-1] | change | (pause if not punctuated else gap >= 3 * pause_seconds)) & (gap >= 0)
+    pause = gap >= pause_seconds - 1e-6  # times are rounded decimals: 1.7 - 0.9 < 0.8 in floats
+    split = (punct[:-1] | change | (pause if not punctuated else gap >= 3 * pause_seconds - 1e-6)) & (
+        gap >= 0
+    )
     natural = punct[:-1] | pause | change
     bounds = [0, *(np.flatnonzero(split) + 1).tolist(), n]
     pieces = [(a, b - 1) for a, b in itertools.pairwise(bounds)]
@@ -89,7 +91,9 @@ def split_sentences(
                 last=last,
                 start=float(starts[first]),
                 end=float(ends[first : last + 1].max()),
-                question=is_question(words[last].text),
+                # Without punctuation, a sentence opening with "why/how/what…" is taken as a question.
+                question=is_question(words[last].text)
+                or (not punctuated and norm(words[first].text) in QUESTION_OPENERS),
                 terminal=bool(last == n - 1 or punct[last] or natural[last]),
                 speaker=spk[0][0] if spk else None,
             )
