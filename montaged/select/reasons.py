@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from montaged.select.score import HOOK_SECONDS, Scored
+from montaged.select.score import HOOK_SECONDS, QUESTION_HOOK_SECONDS, Scored
 from montaged.select.sentences import Sentence
 from montaged.select.words import WordTable
 
@@ -43,7 +43,8 @@ def _hook(wt: WordTable, sentences: Sequence[Sentence], sent: int, a: int, b: in
         hb += 1
     tokens = wt.tokens[a : hb + 1]
     parts = []
-    if sentences[sent].question:
+    s = sentences[sent]
+    if s.question and s.end - s.start <= QUESTION_HOOK_SECONDS:
         parts.append("opens with a question")
     for mask, text in (
         (wt.direct, "addresses the viewer"),

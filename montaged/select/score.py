@@ -46,7 +46,7 @@ QUESTION_HOOK_SECONDS = 8.0  # an opening question may take this long to ask
 ANSWER_MIN, ANSWER_FULL = 2.0, 8.0  # seconds of speech after a question: none → full answer
 DEAD_AIR_SECONDS = 1.0  # silences longer than this (beyond it) count as dead air
 PAUSE_SECONDS = 0.5  # gaps longer than this are not speaking time for the speech rate
-RATE_BEST, RATE_WIDTH = 0.1, 0.25  # log-ratio to the speaker's median: peak at ~1.1×, 0 at ~1.55×/0.86×
+RATE_BEST, RATE_WIDTH = 0.1, 0.25  # log-ratio to the speaker's median: peak at 1.1×, 0 at 0.86× and 1.42×
 TURN_TOLERANCE = 0.3  # a turn overlapping a cut by less than this is not "cut"
 
 

@@ -112,12 +112,14 @@ def build_word_table(
         fa = np.minimum(fa, fb - 1).clip(0)
         ce = csum(track.energy_db)
         energy_z = ((ce[fb] - ce[fa]) / np.maximum(fb - fa, 1) - stats.energy_mean_db) / stats.energy_std_db
+        covered = (ends >= (track.t0 or 0.0)) & (starts <= track.times[-1] + track.hop)
+        energy_z = np.where(covered, energy_z, np.nan)  # words outside the analysed audio: unknown
         voiced = track.voiced()
         st = np.where(voiced, semitones(np.where(voiced, track.f0, 100.0)), 0.0)
         cv, cs = csum(voiced), csum(st)
         nv = cv[fb] - cv[fa]
         with np.errstate(invalid="ignore", divide="ignore"):
-            word_st = np.where(nv > 0, (cs[fb] - cs[fa]) / nv, np.nan)
+            word_st = np.where((nv > 0) & covered, (cs[fb] - cs[fa]) / nv, np.nan)
         for code in np.unique(codes):
             sel = (codes == code) & np.isfinite(word_st)
             if sel.sum() >= 2:
