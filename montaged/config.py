@@ -217,6 +217,12 @@ class DiarizeConfig(Section):
     pyannote_pipeline: str | None = None
     """Directory or config.yaml of a pyannote pipeline (e.g. a clone of community-1)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0)
+    """Torch threads in the diarizer process; 0 = up to 2 (it runs beside the Whisper workers)."""
+    max_speakers: int = Field(10, ge=1, le=50)
+    """Most speakers an estimated count may reach; a job's ``speakers`` option fixes the count."""
+    min_turn_seconds: float = Field(0.3, ge=0, le=5)
+    """Shorter turns inside one stretch of speech are merged into their neighbours."""
 
 
 class SelectConfig(Section):
@@ -228,12 +234,6 @@ class SelectConfig(Section):
     """Most clips per input (fewer when the talk is short)."""
     prefer_whole_exchanges: bool = True
     """Favour clips that hold a complete question→answer between speakers."""
-
-
-class FrameConfig(Section):
-    enabled: bool = True
-    """Follow faces and motion; off = centre crop."""
-    detector: Literal["yunet", "haar"] = "yunet"
     target_seconds: float | None = Field(None, gt=0)
     """Preferred clip length, a mild tie-breaker; null = midway between min and max."""
     seconds_per_clip: float = Field(90.0, gt=0)
@@ -250,9 +250,67 @@ class FrameConfig(Section):
     """Spacing of the audio energy/pitch frames kept for selection (40 ms: 25 small floats/s)."""
     weights: dict[str, float] = Field(default_factory=dict)
     """Overrides of feature weights by name (see docs/selection.md); unnamed ones keep defaults."""
+
+
+class FrameConfig(Section):
+    enabled: bool = True
+    """Follow faces and motion; off = centre crop."""
+    detector: Literal["yunet", "haar"] = "yunet"
+    """Face detector: ``yunet`` (libfacedetection CNN from the ``yuface`` wheel) or ``haar``
+    (OpenCV's frontal-face cascade; slower, no landmarks)."""
     sample_fps: float = Field(5.0, gt=0, le=30)
+    """Frames analysed per second of clip."""
     analysis_width: int = Field(640, ge=160)
+    """Longer side, in pixels, of the frames faces are searched in (a 1080p source is analysed at
+    640x360)."""
     split_screen: bool = True
+    """Allow stacking two speakers (see the split_* rule below); off = always one crop."""
+    min_face_score: float = Field(0.6, ge=0, le=1)
+    """yunet detections below this confidence are ignored (Haar keeps its own scale)."""
+    skip_nonref: bool = True
+    """Let the decoder drop frames nothing refers to (most B-frames): about a third less decoding;
+    samples then land on the nearest reference frame."""
+    workers: int = Field(0, ge=0)
+    """Framing worker processes; 0 = one per 2 cores (at least 1)."""
+    zoom: float = Field(1.0, ge=1.0, le=4.0)
+    """The crop is the largest box of the output aspect divided by this (1 = no zoom)."""
+    headroom: float = Field(1 / 3, gt=0, lt=1)
+    """Eye line of the framed face, as a share of the crop height from its top (rule of thirds)."""
+    dead_zone: float = Field(0.05, ge=0, le=0.5)
+    """The crop does not move while the target stays within this share of the crop size."""
+    max_speed: float = Field(1.0, gt=0)
+    """Fastest pan, in crop widths (heights, vertically) per second."""
+    max_accel: float = Field(2.0, gt=0)
+    """Largest change of pan speed, in crop widths per second squared."""
+    lookahead_seconds: float = Field(0.3, ge=0, le=2)
+    """The crop starts moving this long before the subject does (the plan is made offline)."""
+    presmooth_seconds: float = Field(0.25, ge=0, le=2)
+    """Sigma of the zero-phase smoothing of targets (detector jitter)."""
+    cut_distance: float = Field(0.5, ge=0)
+    """A change of speaker cuts instead of panning when the pan would exceed this many crop widths."""
+    speaker_min_hold_seconds: float = Field(1.5, ge=0)
+    """Hysteresis: a speaker must hold the floor this long before the crop moves to them."""
+    track_max_gap_seconds: float = Field(1.0, ge=0)
+    """A face may go undetected this long and keep its track (turned heads, hands)."""
+    scene_cut_threshold: float = Field(0.35, gt=0, le=1)
+    """Histogram (Bhattacharyya) distance between samples above which a scene cut is considered."""
+    motion_min_energy: float = Field(0.01, ge=0)
+    """Motion (frame widths per second) needed before a crop with no face follows it."""
+    min_confidence: float = Field(0.3, ge=0, le=1)
+    """Below this mean per-sample confidence the clip gets the fallback layout."""
+    fallback: Literal["letterbox", "centre"] = "letterbox"
+    """Layout of a clip whose framing is not confident: the whole frame letterboxed over a
+    blurred copy of itself, or a static centre crop."""
+    path_tolerance_px: float = Field(1.0, gt=0)
+    """Knots are kept so that linear interpolation between them is within this of every frame."""
+    split_min_presence: float = Field(0.6, ge=0, le=1)
+    """Split screen: both faces must be on screen in at least this share of samples."""
+    split_min_share: float = Field(0.15, ge=0, le=0.5)
+    """Split screen: each of the two must hold at least this share of the speaking time."""
+    split_min_switches_per_minute: float = Field(4.0, ge=0)
+    """Split screen: the two must change at least this often (0: being far apart suffices)."""
+    split_face_share: float = Field(0.3, gt=0, le=1)
+    """Split screen: a face fills this share of its pane's height."""
 
 
 class ProfileConfig(Section):
