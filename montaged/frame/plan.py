@@ -1,0 +1,311 @@
+"""From a clip's analysis to a crop plan: who to frame, where, and in which layout.
+
+Layouts:
+
+- ``crop``: one crop path that follows the active speaker (or motion). Speaker changes pan, unless
+  the pan would be longer than ``cut_distance`` crop widths: then the crop cuts, like a vision
+  mixer switching cameras. Scene cuts always cut, on the exact frame.
+- ``split``: two paths, the person on the left in the upper pane, for an output no wider than it
+  is tall, when two people are both on screen too far apart for one crop, both speak, and they
+  change at least ``split_min_switches_per_minute`` times a minute. Each pane frames its face at
+  ``split_face_share`` of the pane height.
+- ``letterbox`` / centre crop: the fallback (``fallback``) when the plan's confidence (mean per
+  sample, see target.py) is under ``min_confidence``: a crop we cannot justify is worse than
+  showing the whole frame.
+
+The path: smoothed on a grid of output-frame times (smooth.py), then reduced to the knots from
+which linear interpolation (what the renderer does between boxes) reproduces every frame within
+``path_tolerance_px``. A hard cut is two knots 1 ms apart: the old box just before, the new box at
+the cut. Boxes are in source pixels of the display orientation, at the output (or pane) aspect.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from montaged.config import FrameConfig, ProfileConfig
+from montaged.frame.analyse import ClipAnalysis, analyse_clip
+from montaged.frame.smooth import Motion, decimate, smooth_axis
+from montaged.frame.speaker import SpeakerRun, speaking_runs, speech_share
+from montaged.frame.target import Frame, crop_size, face_crop_size, faces_at, parse_aspect, sample_targets
+from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, SpeakerTurn
+
+log = structlog.get_logger(__name__)
+
+CUT_GAP = 0.001
+"""Seconds between the two knots of a hard cut."""
+MAX_PANE_ASPECT = 2.0
+"""Stacked panes wider than 2:1 (a 16:9 output split in two) show too little of a face: no split."""
+
+
+def _clip_turns(
+    turns: Sequence[SpeakerTurn], start: float, duration: float
+) -> list[tuple[float, float, str]]:
+    out = []
+    for s in turns:
+        a, b = max(0.0, s.start - start), min(duration, s.end - start)
+        if b > a:
+            out.append((a, b, s.speaker))
+    return sorted(out)
+
+
+def _grid(duration: float, fps: float) -> np.ndarray:
+    n = max(2, int(np.floor(duration * fps + 1e-6)) + 1)
+    return np.arange(n) / fps
+
+
+def _to_grid(grid: np.ndarray, times: np.ndarray, values: np.ndarray, bounds: Sequence[float]) -> np.ndarray:
+    """Sample values on the grid: linear inside a piece, never across a boundary (a cut or a
+    change of speaker), NaN (hold) where the nearest samples on this side have none."""
+    b = np.asarray(sorted(bounds))
+    piece_s = np.searchsorted(b, times, side="right")
+    piece_g = np.searchsorted(b, grid, side="right")
+    i1 = np.searchsorted(times, grid, side="right")
+    out = np.full(len(grid), np.nan)
+    for g, (j, p) in enumerate(zip(i1, piece_g, strict=True)):
+        i0 = j - 1
+        left = i0 >= 0 and piece_s[i0] == p
+        right = j < len(times) and piece_s[j] == p
+        if left and right and np.isfinite(values[i0]) and np.isfinite(values[j]):
+            f = (grid[g] - times[i0]) / max(times[j] - times[i0], 1e-9)
+            out[g] = values[i0] + (values[j] - values[i0]) * f
+        elif left and np.isfinite(values[i0]):
+            out[g] = values[i0]
+        elif right and np.isfinite(values[j]):
+            out[g] = values[j]
+    return out
+
+
+def _motion(cfg: FrameConfig, frame: Frame) -> tuple[Motion, Motion]:
+    def axis(size: float) -> Motion:
+        return Motion(
+            dead_zone=cfg.dead_zone * size,
+            max_speed=cfg.max_speed * size,
+            max_accel=cfg.max_accel * size,
+            lookahead=cfg.lookahead_seconds,
+            presmooth=cfg.presmooth_seconds,
+        )
+
+    return axis(frame.crop_w), axis(frame.crop_h)
+
+
+def _speaker_cuts(
+    runs: Sequence[SpeakerRun], times: np.ndarray, cx: np.ndarray, who: np.ndarray, far: float
+) -> list[float]:
+    """Run boundaries where the crop would have to pan further than ``far`` pixels."""
+    cuts = []
+    for a, b in itertools.pairwise(runs):
+        if a.identity < 0 or b.identity < 0 or a.identity == b.identity:
+            continue
+        before = [
+            i for i in range(len(times)) if times[i] < b.start and who[i] == a.identity and np.isfinite(cx[i])
+        ]
+        after = [
+            i
+            for i in range(len(times))
+            if times[i] >= b.start and who[i] == b.identity and np.isfinite(cx[i])
+        ]
+        if before and after and abs(cx[after[0]] - cx[before[-1]]) > far:
+            cuts.append(b.start)
+    return cuts
+
+
+def _path(
+    grid: np.ndarray, xs: np.ndarray, ys: np.ndarray, frame: Frame, cuts: Sequence[float], tol: float
+) -> tuple[CropBox, ...]:
+    """Knots of the smoothed centre path as source-pixel boxes (see module doc for cuts)."""
+    w, h = round(frame.crop_w), round(frame.crop_h)
+
+    def box(t: float, cx: float, cy: float) -> CropBox:
+        x = min(max(round(cx - w / 2), 0), frame.frame_w - w)
+        y = min(max(round(cy - h / 2), 0), frame.frame_h - h)
+        return CropBox(round(float(t), 4), int(x), int(y), int(w), int(h))
+
+    idx = [0, *[int(np.searchsorted(grid, c)) for c in cuts], len(grid)]
+    out: list[CropBox] = []
+    for k, (a, b) in enumerate(itertools.pairwise(idx)):
+        if b <= a:
+            continue
+        if k > 0:
+            tc = float(cuts[k - 1])
+            if out:
+                out.append(box(max(tc - CUT_GAP, out[-1].t + CUT_GAP / 10), xs[a - 1], ys[a - 1]))
+            out.append(box(tc, xs[a], ys[a]))
+        for i in decimate(grid[a:b], [xs[a:b], ys[a:b]], tol):
+            if not out or grid[a + i] > out[-1].t + 1e-4:
+                out.append(box(grid[a + i], xs[a + i], ys[a + i]))
+    return tuple(out)
+
+
+def _follow(
+    an: ClipAnalysis, frame: Frame, cfg: FrameConfig, cx: np.ndarray, cy: np.ndarray, grid: np.ndarray,
+    cuts: Sequence[float], bounds: Sequence[float],
+) -> tuple[CropBox, ...]:  # fmt: skip
+    (xlo, xhi), (ylo, yhi) = frame.bounds()
+    mx, my = _motion(cfg, frame)
+    cut_idx = [int(np.searchsorted(grid, c)) for c in cuts]
+    gx = _to_grid(grid, an.times, cx, bounds)
+    gy = _to_grid(grid, an.times, cy, bounds)
+    dt = float(grid[1] - grid[0])
+    xs = smooth_axis(gx, dt, cut_idx, xlo, xhi, mx, default=an.frame_w / 2)
+    ys = smooth_axis(gy, dt, cut_idx, ylo, yhi, my, default=(ylo + yhi) / 2)
+    return _path(grid, xs, ys, frame, cuts, cfg.path_tolerance_px)
+
+
+def _split_pair(
+    an: ClipAnalysis, runs: Sequence[SpeakerRun], frame: Frame, cfg: FrameConfig
+) -> tuple[int, int] | None:
+    """The two people to stack (left person first), or None when the split rule does not hold."""
+    n = len(an.times)
+    seen: dict[int, list[tuple[int, float]]] = {}
+    for i in range(n):
+        for k, d in faces_at(an.tracks, i, an.max_gap).items():
+            seen.setdefault(k, []).append((i, d.box[0] + d.box[2] / 2))
+    present = [k for k, v in seen.items() if len(v) >= cfg.split_min_presence * n]
+    share = speech_share(runs)
+    talkers = sorted(
+        (k for k in present if share.get(k, 0.0) >= cfg.split_min_share), key=lambda k: -share[k]
+    )
+    if len(talkers) < 2:
+        return None
+    a, b = talkers[:2]
+    switches = sum(1 for p, q in itertools.pairwise(runs) if {p.identity, q.identity} == {a, b})
+    if switches / max(an.duration / 60.0, 1e-9) < cfg.split_min_switches_per_minute:
+        return None
+    both = [i for i in range(n) if all(faces_at(an.tracks, i, an.max_gap).get(k) for k in (a, b))]
+    if not both:
+        return None
+    spans = []
+    for i in both:
+        fa = faces_at(an.tracks, i, an.max_gap)
+        xs = [fa[a].box[0], fa[a].box[0] + fa[a].box[2], fa[b].box[0], fa[b].box[0] + fa[b].box[2]]
+        spans.append(max(xs) - min(xs))
+    if float(np.median(spans)) * (1 + 2 * frame.margin) <= frame.crop_w:
+        return None  # one crop holds both faces
+    mean_x = {k: float(np.mean([x for _, x in seen[k]])) for k in (a, b)}
+    return (a, b) if mean_x[a] <= mean_x[b] else (b, a)
+
+
+def _fallback(
+    an: ClipAnalysis, clip_index: int, aspect: float, cfg: FrameConfig, why: str, conf: float
+) -> CropPlan:
+    if cfg.fallback == "letterbox":
+        box = CropBox(0.0, 0, 0, an.frame_w, an.frame_h)
+        return CropPlan(clip_index, "letterbox", (box,), confidence=conf, notes=(why, "fallback: letterbox"))
+    w, h = crop_size(an.frame_w, an.frame_h, aspect)
+    box = CropBox(0.0, round((an.frame_w - w) / 2), round((an.frame_h - h) / 2), round(w), round(h))
+    return CropPlan(clip_index, "crop", (box,), confidence=conf, notes=(why, "fallback: centre crop"))
+
+
+def build_plan(
+    an: ClipAnalysis,
+    clip_index: int,
+    profile: ProfileConfig,
+    cfg: FrameConfig,
+    turns: Sequence[SpeakerTurn] = (),
+) -> CropPlan:
+    """The crop plan for an analysed clip (cheap: no decoding; one analysis serves every profile)."""
+    aspect = parse_aspect(profile.aspect)
+    fps = profile.fps or an.fps or 30.0
+    grid = _grid(an.duration, fps)
+    frame = Frame(
+        an.frame_w, an.frame_h, *crop_size(an.frame_w, an.frame_h, aspect, cfg.zoom), headroom=cfg.headroom
+    )
+    clip_turns = _clip_turns(turns, an.start, an.duration)
+    runs = speaking_runs(
+        an.tracks,
+        an.times,
+        an.duration,
+        turns=clip_turns,
+        speech=an.speech,
+        min_hold=cfg.speaker_min_hold_seconds,
+    )
+    scene_cuts = [max(0.0, c - 0.5 / an.fps) for c in an.cut_times]
+    people = sorted({t.identity for t in an.tracks})
+    notes = [
+        f"detector {an.detector}: {len(an.tracks)} face tracks, {len(people)} people, "
+        f"{len(an.cut_times)} scene cuts",
+        f"speaker runs: {len(runs)} from "
+        + ("diarization" if clip_turns else "voice activity" if an.speech else "mouth motion"),
+    ]
+    pane_aspect = profile.width / (profile.height / 2)
+    pair = None
+    if cfg.split_screen and pane_aspect <= MAX_PANE_ASPECT and len(people) >= 2:
+        pair = _split_pair(an, runs, frame, cfg)
+    if pair is not None:
+        paths, confs = [], []
+        for who in pair:
+            heights = [o.det.box[3] for t in an.tracks if t.identity == who for o in t.obs]
+            pw, ph = face_crop_size(
+                float(np.median(heights)), an.frame_w, an.frame_h, pane_aspect, cfg.split_face_share
+            )
+            pane = Frame(an.frame_w, an.frame_h, pw, ph, headroom=cfg.headroom)
+            own = [SpeakerRun(0.0, an.duration, who)]
+            tg = sample_targets(pane, an.times, [t for t in an.tracks if t.identity == who], own, [],
+                                max_gap=an.max_gap, motion_min_energy=np.inf)  # fmt: skip
+            paths.append(_follow(an, pane, cfg, tg.cx, tg.cy, grid, scene_cuts, scene_cuts))
+            confs.append(float(tg.confidence.mean()))
+        conf = float(np.mean(confs))
+        if conf >= cfg.min_confidence:
+            notes.append(f"split: people {pair[0]} (top) and {pair[1]} (bottom)")
+            return CropPlan(
+                clip_index, "split", paths[0], paths[1], confidence=round(conf, 3), notes=tuple(notes)
+            )
+    tg = sample_targets(
+        frame,
+        an.times,
+        an.tracks,
+        runs,
+        an.motion,
+        max_gap=an.max_gap,
+        motion_min_energy=cfg.motion_min_energy,
+    )
+    conf = float(tg.confidence.mean()) if len(tg.confidence) else 0.0
+    if conf < cfg.min_confidence:
+        why = f"confidence {conf:.2f} < frame.min_confidence {cfg.min_confidence:.2f}"
+        return _fallback(an, clip_index, aspect, cfg, why, round(conf, 3))
+    speaker_cuts = _speaker_cuts(runs, an.times, tg.cx, tg.identity, cfg.cut_distance * frame.crop_w)
+    cuts = sorted(scene_cuts + [c for c in speaker_cuts if all(abs(c - s) > 0.2 for s in scene_cuts)])
+    bounds = sorted(set(cuts) | {r.start for r in runs[1:]})
+    path = _follow(an, frame, cfg, tg.cx, tg.cy, grid, cuts, bounds)
+    notes.append(
+        f"crop {frame.crop_w:.0f}x{frame.crop_h:.0f}: {len(path)} knots, {len(speaker_cuts)} speaker cuts"
+    )
+    return CropPlan(clip_index, "crop", path, confidence=round(conf, 3), notes=tuple(notes))
+
+
+def centre_plan(info: MediaInfo, clip_index: int, profile: ProfileConfig, why: str) -> CropPlan:
+    """A static centre crop (framing disabled, or nothing to analyse)."""
+    dw, dh = info.display_size
+    w, h = crop_size(dw, dh, parse_aspect(profile.aspect))
+    box = CropBox(0.0, round((dw - w) / 2), round((dh - h) / 2), round(w), round(h))
+    return CropPlan(clip_index, "crop", (box,), confidence=0.0, notes=(why,))
+
+
+def plan_crop(
+    source: Path,
+    info: MediaInfo,
+    clip: ClipPlan,
+    profile: ProfileConfig,
+    cfg: FrameConfig,
+    turns: Sequence[SpeakerTurn] = (),
+) -> CropPlan:
+    """Frame one clip (sync, CPU-bound: run it in a worker process, see worker.py).
+
+    Decodes only ``[clip.start, clip.end)`` of ``source``; ``turns`` are diarization turns in
+    media time (any range: those outside the clip are ignored).
+    """
+    if not cfg.enabled:
+        return centre_plan(info, clip.index, profile, "framing disabled (frame.enabled = false)")
+    an = analyse_clip(source, info, clip.start, clip.end, cfg)
+    plan = build_plan(an, clip.index, profile, cfg, turns)
+    log.info(
+        "crop planned", clip=clip.index, layout=plan.layout, knots=len(plan.path), confidence=plan.confidence,
+        vision_s=round(sum(an.timings.values()), 3), clip_s=round(an.duration, 2),
+    )  # fmt: skip
+    return plan
