@@ -1,9 +1,9 @@
 """Where the crop wants to be at each sample: the active speaker, framed by the rule of thirds.
 
 - Crop size: the largest box of the output aspect that fits the source, divided by ``zoom``.
-- Horizontal: the speaker's face centre. Other faces on screen pull the crop towards them with a
-  small weight (a listener's reaction is worth showing) but never so far that the speaker's face
-  leaves the crop's inner ``margin``.
+- Horizontal: the speaker's face centre. Other faces that fit in the crop beside the speaker pull
+  it towards them with a small weight (a listener's reaction is worth showing), never so far that
+  the speaker's face leaves the crop's inner ``margin``.
 - Vertical: the eye line one third from the top of the crop (``headroom``); with a full-height crop
   (9:16 from 16:9 at zoom 1) there is nothing to choose and the crop stays put.
 - No speaker face at a sample: a face left on screen, else the motion centre when motion is
@@ -88,6 +88,9 @@ class Frame:
         """Crop centre that frames ``det``; ``others`` pull it a little without losing ``det``."""
         x, _y, w, _h = det.box
         cx = x + w / 2
+        # Only faces that fit in the crop beside the speaker are worth leaning towards.
+        room = self.crop_w * (1 - 2 * self.margin)
+        others = [o for o in others if max(x + w, o.box[0] + o.box[2]) - min(x, o.box[0]) <= room]
         if others:
             weights = [1.0] + [OTHER_FACE_WEIGHT * o.score for o in others]
             centres = [cx] + [o.centre[0] for o in others]

@@ -63,7 +63,8 @@ class Track:
         prev = self.obs[-2]
         span = max(1, last.sample - prev.sample)
         k = (sample - last.sample) / span
-        return tuple(b + (b - a) * k for a, b in zip(prev.det.box, last.det.box, strict=True))  # type: ignore[return-value]
+        x, y, w, h = (b + (b - a) * k for a, b in zip(prev.det.box, last.det.box, strict=True))
+        return x, y, max(w, 1.0), max(h, 1.0)
 
     def at(self, sample: int, max_gap: int) -> FaceObs | Detection | None:
         """The observation at ``sample``, an interpolated detection inside a gap of at most

@@ -1,0 +1,162 @@
+"""Run :func:`~montaged.frame.plan.plan_crop` in worker processes, off the event loop.
+
+Vision is CPU-bound and holds the GIL in places (PyAV frame conversion, numpy glue), so it runs in
+a ``spawn`` process pool: a fresh interpreter per worker (no forked locks or threads), each loading
+OpenCV and the detector once. Each worker gets ``threads`` threads for OpenCV and OpenMP
+(libfacedetection uses libgomp, whose idle threads spin; on a 2-core machine shared with
+Whisper, one busy thread per worker is what keeps the other stages moving).
+
+Use :class:`FrameWorkers` as an async context manager to keep one pool for the daemon's life, or
+call :func:`plan_crops_in_process` with none and it makes (and closes) its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+import structlog
+
+from montaged.config import FrameConfig, ProfileConfig
+from montaged.model import ClipPlan, CropPlan, MediaInfo, SpeakerTurn
+
+log = structlog.get_logger(__name__)
+
+
+def _init_worker(threads: int) -> None:
+    """Pool initializer: cap threads before OpenCV or libgomp start theirs."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import cv2
+
+    cv2.setNumThreads(threads)
+
+
+def _plan_one(
+    source: Path,
+    info: MediaInfo,
+    clip: ClipPlan,
+    profile: ProfileConfig,
+    cfg: FrameConfig,
+    turns: Sequence[SpeakerTurn],
+) -> tuple[CropPlan, float]:
+    """Worker-side: the plan and the CPU seconds it took (for the vision-cost metric)."""
+    from montaged.frame.plan import plan_crop
+
+    t0 = time.process_time()
+    plan = plan_crop(source, info, clip, profile, cfg, turns)
+    return plan, time.process_time() - t0
+
+
+def default_workers(cfg: FrameConfig) -> int:
+    """``cfg.workers``, or one per two cores (at least one)."""
+    return cfg.workers or max(1, (os.cpu_count() or 2) // 2)
+
+
+class FrameWorkers:
+    """A pool of framing processes.
+
+    Args:
+        workers: processes in the pool (see :func:`default_workers`).
+        threads: OpenCV/OpenMP threads per process; default: cores // workers, at least 1.
+    """
+
+    def __init__(self, workers: int = 1, threads: int | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"frame workers must be at least 1 (got {workers})")
+        self.workers = workers
+        self.threads = threads or max(1, (os.cpu_count() or 2) // workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def __aenter__(self) -> FrameWorkers:
+        ctx = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # Queued clips are dropped; running ones finish their clip (seconds) and the workers exit.
+        with anyio.move_on_after(30, shield=True):
+            await anyio.to_thread.run_sync(lambda: pool.shutdown(wait=True, cancel_futures=True))
+
+    async def plan(
+        self,
+        source: Path,
+        info: MediaInfo,
+        clip: ClipPlan,
+        profile: ProfileConfig,
+        cfg: FrameConfig,
+        turns: Sequence[SpeakerTurn] = (),
+    ) -> tuple[CropPlan, float]:
+        """Plan one clip in a worker; returns the plan and the worker's CPU seconds."""
+        if self._pool is None:
+            raise RuntimeError("FrameWorkers used outside 'async with'")
+        fut = self._pool.submit(_plan_one, source, info, clip, profile, cfg, tuple(turns))
+        return await asyncio.wrap_future(fut)
+
+
+async def plan_crops_in_process(
+    source: Path,
+    info: MediaInfo,
+    clips: Sequence[ClipPlan],
+    profile: ProfileConfig,
+    cfg: FrameConfig,
+    turns: Sequence[SpeakerTurn] = (),
+    *,
+    workers: FrameWorkers | None = None,
+    job_id: str | None = None,
+) -> list[CropPlan]:
+    """Crop plans for ``clips`` (same order), computed in parallel worker processes.
+
+    Args:
+        source: the input file; only the clips' ranges are decoded.
+        info: its probe result (size, rotation, fps).
+        clips: the selected clips.
+        profile: output aspect and size.
+        cfg: framing settings.
+        turns: diarization turns in media time (may be empty).
+        workers: a pool to use; None makes one for this call (spawn start-up: about a second).
+        job_id: bound to the log lines.
+    """
+    bound = log.bind(job_id=job_id, stage="frame")
+    if not clips:
+        return []
+    if workers is None:
+        async with FrameWorkers(min(default_workers(cfg), len(clips))) as pool:
+            return await plan_crops_in_process(
+                source, info, clips, profile, cfg, turns, workers=pool, job_id=job_id
+            )
+    results: list[CropPlan | None] = [None] * len(clips)
+    cpu = [0.0] * len(clips)
+    t0 = time.perf_counter()
+
+    async def one(i: int, clip: ClipPlan) -> None:
+        results[i], cpu[i] = await workers.plan(source, info, clip, profile, cfg, turns)
+
+    async with anyio.create_task_group() as tg:
+        for i, clip in enumerate(clips):
+            tg.start_soon(one, i, clip)
+    out = [r for r in results if r is not None]
+    seconds = sum(c.end - c.start for c in clips)
+    bound.info(
+        "clips framed",
+        clips=len(out),
+        layouts=[p.layout for p in out],
+        wall_s=round(time.perf_counter() - t0, 2),
+        cpu_s=round(sum(cpu), 2),
+        ms_per_output_s=round(1000 * sum(cpu) / max(seconds, 1e-9), 1),
+    )
+    return out
