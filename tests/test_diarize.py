@@ -8,6 +8,8 @@ Bounds were measured on this machine (2 cores, Nov 2026); each says what it rest
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +65,8 @@ def test_pyannote_sample(diarizer: SenkoDiarizer, media_dir: Path) -> None:
     ref = read_rttm(audio / "pyannote_sample.rttm")
     started = time.perf_counter()
     hyp = diarizer.diarize(decode(audio / "pyannote_sample.wav"))
-    print(f"\n30 s diarized in {time.perf_counter() - started:.2f} s; overlap {overlap_share(ref):.1%} of speech")
+    took = time.perf_counter() - started
+    print(f"\n30 s diarized in {took:.2f} s; overlap {overlap_share(ref):.1%} of speech")
     r = report("pyannote_sample.wav (2 speakers, phone call)", ref, hyp)
     assert {t.speaker for t in hyp} == {"S1", "S2"}
     # Measured: DER 16.6 % (missed 8.3 %, of which 6.3 points are overlapped speech no
@@ -163,7 +166,7 @@ def test_fixed_speaker_counts(diarizer: SenkoDiarizer, media_dir: Path) -> None:
     for n in (1, 2, 3):
         turns = diarizer.diarize(samples, speakers=n)
         assert {t.speaker for t in turns} == {f"S{i + 1}" for i in range(n)}
-        assert all(a.end <= b.start + 1e-6 for a, b in zip(turns, turns[1:], strict=False))  # exclusive
+        assert all(a.end <= b.start + 1e-6 for a, b in itertools.pairwise(turns))  # exclusive
     assert diarizer.diarize(samples, speakers=1)[0].start == pytest.approx(6.75, abs=0.2)  # media time
 
 
@@ -207,7 +210,7 @@ async def test_worker_process_on_the_spool(
 ) -> None:
     wav = media_dir / "audio" / "pyannote_sample.wav"
     pcm = await spool(wav, tmp_path / "audio.pcm")
-    cfg = DiarizeConfig(threads=1)
+    cfg = DiarizeConfig.model_validate({"threads": 1})
     ticks = 0
 
     async def ticker() -> None:  # the event loop stays free while the worker diarizes
@@ -225,12 +228,15 @@ async def test_worker_process_on_the_spool(
         tg.cancel_scope.cancel()
     assert ticks >= elapsed / 0.05 / 2  # at least half the expected ticks: never blocked for long
     stats = await worker.pool_stats()
-    assert stats["loads"] == 1 and stats["pid"] != __import__("os").getpid()  # loaded once, elsewhere
+    assert stats["loads"] == 1 and stats["pid"] != os.getpid()  # loaded once, elsewhere
     ref = read_rttm(media_dir / "audio" / "pyannote_sample.rttm")
     # Same audio as test_pyannote_sample through int16: same bound.
     assert diarization_error(ref, first).der <= 0.20
     assert {t.speaker for t in second} == {"S1", "S2"}
-    assert await worker.diarize_in_process(str(pcm), DiarizeConfig(backend="none"), None) == []
+    assert (
+        await worker.diarize_in_process(str(pcm), DiarizeConfig.model_validate({"backend": "none"}), None)
+        == []
+    )
 
 
 def test_worker_rejects_bad_spools(tmp_path: Path) -> None:

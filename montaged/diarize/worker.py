@@ -43,7 +43,7 @@ def _get(backend: str, options: dict[str, Any]) -> Diarizer:
     key = (backend, tuple(sorted(options.items())))
     if key not in _diarizers:
         _diarizers.clear()  # settings changed: free the old models before loading new ones
-        _diarizers[key] = create_diarizer(DiarizeConfig(backend=backend, **options))  # type: ignore[arg-type]
+        _diarizers[key] = create_diarizer(DiarizeConfig.model_validate({**options, "backend": backend}))
         _loads += 1
     return _diarizers[key]
 
