@@ -260,9 +260,10 @@ class FrameConfig(Section):
     (OpenCV's frontal-face cascade; slower, no landmarks)."""
     sample_fps: float = Field(5.0, gt=0, le=30)
     """Frames analysed per second of clip."""
-    analysis_width: int = Field(640, ge=160)
+    analysis_width: int = Field(480, ge=160, le=960)
     """Longer side, in pixels, of the frames faces are searched in (a 1080p source is analysed at
-    640x360)."""
+    480x270: faces down to about 60 px tall in 1080p are found; 640 finds smaller ones and costs
+    about 1.5x the detection time, see bench/vision.py)."""
     split_screen: bool = True
     """Allow stacking two speakers (see the split_* rule below); off = always one crop."""
     min_face_score: float = Field(0.6, ge=0, le=1)

@@ -3,13 +3,15 @@
 For each scene, three crops are scored on the same frames and printed side by side:
 Montage's plan, a naive per-frame face-centring crop, and a static centre crop.
 
-Bounds and what they rest on (measured on this machine, 9:16 from 1920x1080, 25 fps):
-- inside >= 95%: the issue's bar. Montage measured 100% on all scenes, with and without turns.
-- jerk: the renderer snaps crops to even pixels, so a pan at a steady 4-16 px/frame already
-  shows third differences of up to 8 px/frame³ (the even-pixel rounding), and a still crop shows 0.
-  Montage measured mean <= 2.2 and p99 = 8.0 (the moving scene); bound: mean <= 4, p99 <= 12
-  (rounding plus half again). The naive crop measured p99 of 20-60 on the same scenes, from
-  detector jitter; we assert Montage's p99 is at most half the naive one where the naive crop moves.
+Bounds and what they rest on (measured on this machine, 1920x1080 at 25 fps):
+- inside >= 95%: the issue's bar. Montage measured 100% on every scene, with and without
+  diarization turns, split or not (the naive crop 50% on the dialogue, the centre crop 0-20%).
+- jerk (third difference of the crop centre, px/frame³): the renderer snaps crops to even pixels,
+  which alone gives up to 8 on a steady pan; the follower's own acceleration switch adds at most
+  2 * max_accel * crop_w / fps² (3.9 for 9:16, 6.9 for 1:1). Montage measured mean 0-2.0 and p99
+  0-10 (the moving scene; 10 at 1:1); the naive crop mean 3.7-8.7 and p99 17-40.
+  Bounds: mean <= 4 (twice the measured worst), p99 <= 16 (8 + 6.9 + 1 px of path tolerance,
+  rounded up), and at most half the naive p99 wherever the naive crop exceeds that bound.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from montaged.model import CropPlan, SpeakerTurn
 
 INSIDE_MIN = 0.95
 JERK_MEAN_MAX = 4.0
-JERK_P99_MAX = 12.0
+JERK_P99_MAX = 16.0
 
 
 @pytest.fixture(scope="session")
