@@ -54,8 +54,9 @@ def build_talk(media: Path, work: Path, seconds: float) -> Path:
     listing.write_text("".join(f"file '{p}'\n" for p in parts))
     base = work / "talk-base.mp4"
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
-         "-vf", "fps=30", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", "60",
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "concat", "-safe", "0", "-i", str(listing), "-vf", "fps=30",
+         "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", "60",
          "-c:a", "aac", "-b:a", "96k", str(base)],
         check=True,
     )  # fmt: skip
@@ -69,14 +70,21 @@ def build_talk(media: Path, work: Path, seconds: float) -> Path:
 
 def clips_for(duration: float, n: int, length: float) -> list[ClipPlan]:
     gap = (duration - n * length) / (n + 1)
-    return [ClipPlan(i, gap + i * (length + gap), gap + i * (length + gap) + length, 1.0, {}, "bench", "") for i in range(n)]
+    return [
+        ClipPlan(i, gap + i * (length + gap), gap + i * (length + gap) + length, 1.0, {}, "bench", "")
+        for i in range(n)
+    ]
 
 
-async def run_pool(talk: Path, info: MediaInfo, clips: list[ClipPlan], cfg: FrameConfig, workers: int) -> tuple[float, float]:
+async def run_pool(
+    talk: Path, info: MediaInfo, clips: list[ClipPlan], cfg: FrameConfig, workers: int
+) -> tuple[float, float]:
     """Wall seconds and summed worker CPU seconds to frame ``clips`` with ``workers`` processes."""
     profile = ProfileConfig.model_validate({})
     async with FrameWorkers(workers, threads=max(1, (os.cpu_count() or 2) // workers)) as pool:
-        await pool.plan(talk, info, ClipPlan(99, 0.0, 0.5, 1.0, {}, "warm-up", ""), profile, cfg)  # spawn + imports
+        await pool.plan(
+            talk, info, ClipPlan(99, 0.0, 0.5, 1.0, {}, "warm-up", ""), profile, cfg
+        )  # spawn + imports
         cpu = 0.0
         t0 = time.perf_counter()
 
@@ -111,8 +119,9 @@ def main() -> None:
     out_s = sum(c.end - c.start for c in clips)
     print(f"talk: {talk.name} {info.width}x{info.height}@{info.fps:g} {info.duration:.0f} s; "
           f"{len(clips)} clips x {args.clip_seconds:g} s = {out_s:.0f} s of output")  # fmt: skip
-    print(f"frame config: detector={cfg.detector} sample_fps={cfg.sample_fps:g} analysis_width={cfg.analysis_width} "
-          f"skip_nonref={cfg.skip_nonref}; cores={os.cpu_count()} load={os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"frame config: detector={cfg.detector} sample_fps={cfg.sample_fps:g} "
+          f"analysis_width={cfg.analysis_width} skip_nonref={cfg.skip_nonref}; "
+          f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f}")  # fmt: skip
 
     import cv2
 

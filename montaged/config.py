@@ -257,7 +257,8 @@ class FrameConfig(Section):
     """Follow faces and motion; off = centre crop."""
     detector: Literal["yunet", "haar"] = "yunet"
     """Face detector: ``yunet`` (libfacedetection CNN from the ``yuface`` wheel) or ``haar``
-    (OpenCV's frontal-face cascade; slower, no landmarks)."""
+    (OpenCV's frontal-face cascade; slower, no landmarks, needs faces of 40+ px in the analysis
+    frame: use it with analysis_width = 640 or more)."""
     sample_fps: float = Field(5.0, gt=0, le=30)
     """Frames analysed per second of clip."""
     analysis_width: int = Field(480, ge=160, le=960)

@@ -182,6 +182,8 @@ def analyse_clip(source: Path, info: MediaInfo, start: float, end: float, cfg: F
                 sig = scenes.signature(img)
                 cut_scores.append(scenes.distance(prev_sig, sig) if prev_sig is not None else 0.0)
                 prev_sig = sig
+                if cut_scores[-1] >= cfg.scene_cut_threshold:
+                    motion_an.reset()  # maybe a cut (confirmed later): a new background to learn
                 t1 = time.perf_counter()
                 dets = detector.detect(img)
                 t2 = time.perf_counter()

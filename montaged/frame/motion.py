@@ -47,12 +47,16 @@ class MotionAnalyser:
 
     def __init__(self, source_width: int, history: int = 50) -> None:
         self._prev: np.ndarray | None = None
+        self._history = history
         self._mog = cv2.createBackgroundSubtractorMOG2(history=history, varThreshold=16, detectShadows=False)
         self._scale = source_width / MOTION_WIDTH
 
     def reset(self) -> None:
         """Forget the past (after a scene cut: the old background is meaningless)."""
         self._prev = None
+        self._mog = cv2.createBackgroundSubtractorMOG2(
+            history=self._history, varThreshold=16, detectShadows=False
+        )
 
     def update(self, gray: np.ndarray, dt: float) -> MotionSample:
         """Motion between the previous frame and ``gray`` (any size; resized here), ``dt`` apart."""

@@ -95,22 +95,24 @@ def _motion(cfg: FrameConfig, frame: Frame) -> tuple[Motion, Motion]:
 
 
 def _speaker_cuts(
-    runs: Sequence[SpeakerRun], times: np.ndarray, cx: np.ndarray, who: np.ndarray, far: float
+    runs: Sequence[SpeakerRun],
+    times: np.ndarray,
+    cx: np.ndarray,
+    who: np.ndarray,
+    far: float,
+    scene_cuts: Sequence[float],
 ) -> list[float]:
-    """Run boundaries where the crop would have to pan further than ``far`` pixels."""
+    """Run boundaries where the crop would have to pan further than ``far`` pixels. Targets are
+    compared within the shot of the boundary: across a scene cut the picture jumps anyway."""
     cuts = []
+    ok = np.isfinite(cx)
     for a, b in itertools.pairwise(runs):
         if a.identity < 0 or b.identity < 0 or a.identity == b.identity:
             continue
-        before = [
-            i for i in range(len(times)) if times[i] < b.start and who[i] == a.identity and np.isfinite(cx[i])
-        ]
-        after = [
-            i
-            for i in range(len(times))
-            if times[i] >= b.start and who[i] == b.identity and np.isfinite(cx[i])
-        ]
-        if before and after and abs(cx[after[0]] - cx[before[-1]]) > far:
+        shot = max([c for c in scene_cuts if c <= b.start], default=-np.inf)
+        before = np.flatnonzero((times >= shot) & (times < b.start) & (who == a.identity) & ok)
+        after = np.flatnonzero((times >= b.start) & (who == b.identity) & ok)
+        if before.size and after.size and abs(cx[after[0]] - cx[before[-1]]) > far:
             cuts.append(b.start)
     return cuts
 
@@ -264,12 +266,14 @@ def build_plan(
         an.motion,
         max_gap=an.max_gap,
         motion_min_energy=cfg.motion_min_energy,
+        shot_starts=an.shot_starts,
     )
     conf = float(tg.confidence.mean()) if len(tg.confidence) else 0.0
     if conf < cfg.min_confidence:
         why = f"confidence {conf:.2f} < frame.min_confidence {cfg.min_confidence:.2f}"
         return _fallback(an, clip_index, aspect, cfg, why, round(conf, 3))
-    speaker_cuts = _speaker_cuts(runs, an.times, tg.cx, tg.identity, cfg.cut_distance * frame.crop_w)
+    far = cfg.cut_distance * frame.crop_w
+    speaker_cuts = _speaker_cuts(runs, an.times, tg.cx, tg.identity, far, scene_cuts)
     cuts = sorted(scene_cuts + [c for c in speaker_cuts if all(abs(c - s) > 0.2 for s in scene_cuts)])
     bounds = sorted(set(cuts) | {r.start for r in runs[1:]})
     path = _follow(an, frame, cfg, tg.cx, tg.cy, grid, cuts, bounds)

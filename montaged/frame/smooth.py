@@ -95,7 +95,8 @@ def smooth_axis(
     bounds = [0, *sorted(c for c in set(cuts) if 0 < c < n), n]
     out = np.empty(n)
     for a, b in itertools.pairwise(bounds):
-        seg = fill_gaps(goal[a:b], default)
+        # A shot with no target at all holds where the previous one ended.
+        seg = fill_gaps(goal[a:b], float(out[a - 1]) if a > 0 else default)
         sigma = m.presmooth / dt
         if sigma > 0.5 and len(seg) > 1:
             seg = gaussian_filter1d(seg, sigma, mode="nearest")

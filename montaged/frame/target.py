@@ -7,7 +7,9 @@
 - Vertical: the eye line one third from the top of the crop (``headroom``); with a full-height crop
   (9:16 from 16:9 at zoom 1) there is nothing to choose and the crop stays put.
 - No speaker face at a sample: a face left on screen, else the motion centre when motion is
-  concentrated (confidence falls with its spread), else no target (the path holds).
+  concentrated (confidence falls with its spread) and no face was seen within ``MOTION_AFTER_FACE``
+  seconds in the same shot (a face lost for a moment is better held than swapped for whatever
+  moves), else no target (the path holds).
 
 Confidence per sample: the face detector's score for a face, ``MOTION_CONFIDENCE`` scaled by how
 concentrated motion is for a motion target, 0 for nothing.
@@ -27,6 +29,8 @@ from montaged.frame.tracks import Track
 
 MOTION_CONFIDENCE = 0.5
 """Confidence of a crop that follows motion with no face: usable, never as good as a face."""
+MOTION_AFTER_FACE = 2.0
+"""Seconds around a face sighting (same shot) in which motion does not replace the face."""
 OTHER_FACE_WEIGHT = 0.3
 """Pull of each non-speaking face on the horizontal target (the speaker weighs 1)."""
 
@@ -144,11 +148,15 @@ def sample_targets(
     *,
     max_gap: int,
     motion_min_energy: float,
+    shot_starts: Sequence[int] = (),
 ) -> SampleTargets:
-    """A target crop centre for every sample."""
+    """A target crop centre for every sample (``shot_starts``: samples that begin a shot)."""
     n = len(times)
+    t_arr = np.asarray(times, dtype=np.float64)
     cx, cy = np.full(n, np.nan), np.full(n, np.nan)
     conf, who = np.zeros(n), np.full(n, -1)
+    shot = np.searchsorted(np.asarray(sorted(shot_starts), dtype=np.int64), np.arange(n), side="right")
+    seen = np.array([bool(faces_at(tracks, i, max_gap)) for i in range(n)], dtype=bool)
     for i, t in enumerate(times):
         faces = faces_at(tracks, i, max_gap)
         speaker = run_at(runs, t).identity
@@ -162,7 +170,8 @@ def sample_targets(
             conf[i], who[i] = det.score, speaker
             continue
         m = motion[i] if i < len(motion) else None
-        if m is not None and m.centre is not None and m.energy >= motion_min_energy:
+        near = (np.abs(t_arr - t) <= MOTION_AFTER_FACE) & (shot == shot[i]) & seen
+        if m is not None and m.centre is not None and m.energy >= motion_min_energy and not near.any():
             concentration = max(0.0, 1.0 - m.spread / 0.3)
             if concentration > 0.2:
                 cx[i], cy[i] = frame.clamp(m.centre[0], m.centre[1])
