@@ -308,7 +308,7 @@ def plan_crop(
         return centre_plan(info, clip.index, profile, "framing disabled (frame.enabled = false)")
     an = analyse_clip(source, info, clip.start, clip.end, cfg)
     plan = build_plan(an, clip.index, profile, cfg, turns)
-    log.info(
+    log.debug(
         "crop planned", clip=clip.index, layout=plan.layout, knots=len(plan.path), confidence=plan.confidence,
         vision_s=round(sum(an.timings.values()), 3), clip_s=round(an.duration, 2),
     )  # fmt: skip

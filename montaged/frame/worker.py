@@ -145,6 +145,12 @@ async def plan_crops_in_process(
 
     async def one(i: int, clip: ClipPlan) -> None:
         results[i], cpu[i] = await workers.plan(source, info, clip, profile, cfg, turns)
+        plan = results[i]
+        assert plan is not None
+        bound.debug(
+            "clip framed", clip=clip.index, layout=plan.layout, knots=len(plan.path), confidence=plan.confidence,
+            cpu_s=round(cpu[i], 2), notes=list(plan.notes),
+        )  # fmt: skip
 
     async with anyio.create_task_group() as tg:
         for i, clip in enumerate(clips):
