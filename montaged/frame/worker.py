@@ -148,8 +148,8 @@ async def plan_crops_in_process(
         plan = results[i]
         assert plan is not None
         bound.debug(
-            "clip framed", clip=clip.index, layout=plan.layout, knots=len(plan.path), confidence=plan.confidence,
-            cpu_s=round(cpu[i], 2), notes=list(plan.notes),
+            "clip framed", clip=clip.index, layout=plan.layout, knots=len(plan.path),
+            confidence=plan.confidence, cpu_s=round(cpu[i], 2), notes=list(plan.notes),
         )  # fmt: skip
 
     async with anyio.create_task_group() as tg:
