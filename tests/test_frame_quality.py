@@ -146,3 +146,23 @@ def test_any_aspect_keeps_the_moving_face(
     print(f"\nmoving at {aspect}: {s.row()}")
     assert s.inside >= INSIDE_MIN
     assert s.jerk_p99 <= JERK_P99_MAX
+
+
+def test_renderer_reads_the_path_as_planned(
+    scenes: dict[str, Scenario], analyses: dict[str, ClipAnalysis]
+) -> None:
+    """The renderer's own interpolation (render/croppath.py) gives the boxes scored above."""
+    from montaged.render.croppath import box_at, fit_box
+
+    for name, split in (("moving", True), ("cut", True), ("dialogue", False)):
+        sc = scenes[name]
+        plan = build_plan(
+            analyses[name],
+            0,
+            ProfileConfig.model_validate({}),
+            FrameConfig.model_validate({"split_screen": split}),
+        )
+        ours = _panes(plan, sc)[0]
+        for i, f in enumerate(sc.frames):
+            theirs = fit_box(box_at(plan.path, f.t), 1080 / 1920, 1920, 1080)
+            assert np.abs(np.array(theirs) - ours[i]).max() <= 2, (name, f.t, theirs, ours[i])
