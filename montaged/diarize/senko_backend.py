@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from montaged.diarize import SAMPLE_RATE
+from montaged.diarize import SAMPLE_RATE, default_threads
 from montaged.diarize.turns import relabel, runs_to_turns, vote_frames
 from montaged.errors import ModelError
 from montaged.model import SpeakerTurn
@@ -118,7 +118,7 @@ class SenkoDiarizer:
 
         self._torch = torch
         self._spectral_cls = SpectralCluster
-        self.threads = threads or min(2, _cores())
+        self.threads = default_threads(threads)
         torch.set_num_threads(self.threads)
         if device == "cuda" and not torch.cuda.is_available():
             raise ModelError("diarize.device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
@@ -217,15 +217,6 @@ class SenkoDiarizer:
         sub = np.asarray(spectral(emb[pick].copy()))
         ids, cents = _centroids(emb[pick], sub)
         return _nearest(emb, cents, ids)
-
-
-def _cores() -> int:
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def _prepare(samples: np.ndarray) -> np.ndarray:
