@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,10 +51,15 @@ class JobStore(Protocol):
     # jobs
     async def submit(self, spec: JobSpec, *, content_hash: str | None = None) -> Job: ...
     async def get(self, job_id: str) -> Job | None: ...
-    async def list(self, state: JobState | None = None, limit: int = 200) -> list[Job]: ...
+    async def list(self, state: JobState | None = None, limit: int = 200) -> builtins.list[Job]: ...
     async def count_by_state(self) -> dict[JobState, int]: ...
-    async def claim(self, worker: str, lease_seconds: float) -> Job | None:
-        """Atomically move the oldest queued job (or one whose lease expired) to running."""
+    async def claim(
+        self, worker: str, lease_seconds: float, *, only: Sequence[str] | None = None
+    ) -> Job | None:
+        """Atomically move the oldest queued job (or one whose lease expired) to running.
+
+        ``only`` restricts the claim to these job ids (the one-shot ``process`` command).
+        """
         ...
 
     async def heartbeat(self, job_id: str, worker: str, lease_seconds: float) -> bool:
@@ -78,7 +85,7 @@ class JobStore(Protocol):
 
     # events
     async def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> JobEvent: ...
-    async def events(self, job_id: str, limit: int = 500) -> list[JobEvent]: ...
+    async def events(self, job_id: str, limit: int = 500) -> builtins.list[JobEvent]: ...
 
     # cost ledger (budget)
     async def reserve(
@@ -88,7 +95,13 @@ class JobStore(Protocol):
         ...
 
     async def settle(self, reservation_id: str, actual: float) -> None: ...
-    async def spend(self, caps: Caps, *, job_id: str | None = None, now: float | None = None) -> list[SpendSummary]: ...
+    async def release_reservation(self, reservation_id: str) -> bool:
+        """Drop an unsettled reservation (the stream never started); False if already gone."""
+        ...
+
+    async def spend(
+        self, caps: Caps, *, job_id: str | None = None, now: float | None = None
+    ) -> builtins.list[SpendSummary]: ...
 
 
 def open_store(url: str, *, password: str | None = None, connect_timeout: float = 10.0) -> JobStore:

@@ -13,7 +13,7 @@ import builtins
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -41,6 +41,9 @@ _UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+    # a connection the server dropped can fail with asyncpg's own state error on its next use
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -292,14 +295,19 @@ class PostgresStore(c.Transitions):
         counts.update({JobState(r["state"]): int(r["n"]) for r in await self._fetch(c.SQL_COUNT)})
         return counts
 
-    async def claim(self, worker: str, lease_seconds: float) -> Job | None:
+    async def claim(
+        self, worker: str, lease_seconds: float, *, only: Sequence[str] | None = None
+    ) -> Job | None:
         now = time.time()
+        among = " AND id = ANY($1::text[])" if only is not None else ""
+        args = (list(only),) if only is not None else ()
         async with self._tx() as conn:
             # SKIP LOCKED: a row another daemon is claiming right now is passed over, not waited on
             old = await conn.fetchrow(
-                "SELECT id, state, worker FROM jobs WHERE state = 'queued' "
-                f"OR (state = 'running' AND lease_until < {_DB_NOW}) "
-                "ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                "SELECT id, state, worker FROM jobs WHERE (state = 'queued' "
+                f"OR (state = 'running' AND lease_until < {_DB_NOW})){among} "
+                "ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                *args,
             )
             if old is None:
                 return None

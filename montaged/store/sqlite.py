@@ -12,7 +12,7 @@ import builtins
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -247,14 +247,19 @@ class SqliteStore(c.Transitions):
         counts.update({JobState(r["state"]): r["n"] for r in await self._exec(c.SQL_COUNT, rows=True)})
         return counts
 
-    async def claim(self, worker: str, lease_seconds: float) -> Job | None:
+    async def claim(
+        self, worker: str, lease_seconds: float, *, only: Sequence[str] | None = None
+    ) -> Job | None:
+        ids = list(only) if only is not None else None
+
         def run(conn: sqlite3.Connection) -> Job | None:
             now = time.time()
+            among = f" AND id IN ({','.join('?' * len(ids))})" if ids is not None else ""
             with _immediate(conn):  # the file's write lock: no other process claims meanwhile
                 old = conn.execute(
-                    "SELECT id, state, worker FROM jobs WHERE state = 'queued' "
-                    "OR (state = 'running' AND lease_until < ?) ORDER BY created_at, id LIMIT 1",
-                    (now,),
+                    "SELECT id, state, worker FROM jobs WHERE (state = 'queued' "
+                    f"OR (state = 'running' AND lease_until < ?)){among} ORDER BY created_at, id LIMIT 1",
+                    (now, *(ids or ())),
                 ).fetchone()
                 if old is None:
                     return None
