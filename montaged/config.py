@@ -11,9 +11,17 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from montaged.errors import ConfigError
@@ -35,6 +43,13 @@ def _default_runtime_dir() -> Path:
     if xdg := os.environ.get("XDG_RUNTIME_DIR"):
         return Path(xdg) / "montage"
     return Path("/tmp") / f"montage-{os.getuid()}"
+
+
+def _none_if_blank(value: Any) -> Any:
+    """TOML and environment variables cannot say null: "auto", "source", "none" or "" mean it."""
+    if isinstance(value, str) and value.strip().lower() in ("", "auto", "none", "null", "source"):
+        return None
+    return value
 
 
 class Section(BaseModel):
@@ -109,13 +124,34 @@ class LogConfig(Section):
 
 class DaemonConfig(Section):
     concurrent_jobs: int = Field(0, ge=0)
-    """Jobs in flight at once; 0 = one per CPU core, at least 2."""
+    """Jobs held at once (in stages or their queues); 0 = enough for every stage worker (at least
+    one per stage plus two)."""
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     """On SIGTERM, running stages get this long to finish before they are cancelled."""
     poll_seconds: float = Field(1.0, gt=0)
     """How often an idle daemon looks for queued jobs another process stored."""
     stage_queue_size: int = Field(2, ge=1)
     """Items buffered between two stages; a slow stage pushes back beyond this."""
+    stage_workers: dict[str, int] = Field(default_factory=dict)
+    """Jobs each stage works on at once, e.g. ``{render = 2}``. Unset stages: transcribe, frame and
+    render take one job per slot of their pool (whisper.workers, frame.workers, render.workers,
+    sized from the cores); probe, diarize and select take 2."""
+    stats_seconds: float = Field(2.0, gt=0)
+    """How often a stats snapshot is pushed to subscribers (the TUI) and gauges are refreshed."""
+    worker_name: str | None = None
+    """Name this daemon claims jobs under (default ``host:pid``); shown in ``montagectl show``."""
+
+    @field_validator("stage_workers")
+    @classmethod
+    def _known_stages(cls, v: dict[str, int]) -> dict[str, int]:
+        from montaged.model import STAGES
+
+        for stage, n in v.items():
+            if stage not in STAGES:
+                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+            if n < 1:
+                raise ValueError(f"{stage}: needs at least 1 worker")
+        return v
 
 
 class AudioConfig(Section):
@@ -139,8 +175,8 @@ class WhisperConfig(Section):
     """Threads per worker; 0 = 2 or fewer on small machines."""
     beam_size: int = Field(1, ge=1, le=10)
     """Beam width; 1 is greedy (fast), 5 is the reference decoder."""
-    language: str | None = "en"
-    """Spoken language, or null to detect it per file."""
+    language: Annotated[str | None, BeforeValidator(_none_if_blank)] = "en"
+    """Spoken language code, or ``"auto"`` to detect it per file."""
     window_seconds: float = Field(30.0, gt=5, le=30)
     """Longest window handed to one worker; windows are cut at silences."""
 
@@ -149,19 +185,26 @@ class DeepgramConfig(Section):
     enabled: bool = False
     """Stream audio to Deepgram beside Whisper (needs the ``deepgram_api_key`` secret)."""
     model: str = "nova-3"
+    """Deepgram model; its price must be in ``budget.prices_per_minute`` as ``deepgram/<model>``."""
     language: str = "en"
+    """Language code sent to Deepgram."""
     smart_format: bool = True
+    """Punctuation, casing and number formatting by Deepgram (fused words keep their text)."""
     diarize: bool = False
+    """Ask Deepgram for speaker labels too (Montage's own diarizer labels the words either way)."""
     utterance_end_ms: int = Field(1000, ge=1000)
+    """Gap (ms) after which Deepgram sends ``UtteranceEnd``; at least 1000."""
     base_url: str = "wss://api.deepgram.com"
     """WebSocket root; REST root is derived (wss→https). Point at a test server in tests."""
     timeout_seconds: float = Field(30.0, gt=0)
+    """Give up on a connect or a silent socket after this long; the job goes on with Whisper."""
     max_retries: int = Field(3, ge=0)
     """Reconnects after a dropped socket before the job goes on with Whisper alone."""
     keepalive_seconds: float = Field(4.0, gt=0, lt=10)
+    """Send ``KeepAlive`` when no audio went out for this long (Deepgram closes idle sockets at 10 s)."""
     vad_events: bool = False
     """Ask for ``SpeechStarted`` events (logged; the transcript does not need them)."""
-    endpointing_ms: int | None = Field(None, ge=10)
+    endpointing_ms: Annotated[int | None, BeforeValidator(_none_if_blank)] = Field(None, ge=10)
     """Silence (ms) that ends an utterance (``speech_final``); null keeps Deepgram's default."""
     resend_buffer_seconds: float = Field(120.0, gt=0)
     """Audio kept after the last final result so a dropped socket can resend it; older audio is
@@ -195,6 +238,7 @@ class CacheConfig(Section):
     key_prefix: str = "montage:"
     """Prefix of every Redis key, so several deployments can share one server."""
     ttl_days: float = Field(30.0, gt=0)
+    """Cached transcripts expire from Redis after this many days (the store keeps its copy)."""
     redis_timeout_seconds: float = Field(2.0, gt=0)
     """Give up one Redis cache call after this long and answer from the job store instead."""
 
@@ -203,8 +247,11 @@ class BudgetConfig(Section):
     prices_per_minute: dict[str, float] = Field(default_factory=lambda: {"deepgram/nova-3": 0.0077})
     """USD per audio minute by ``engine/model``."""
     per_job: float = Field(1.0, ge=0)
+    """Hard cap (USD) on one job's cloud spend; 0 blocks the cloud ear."""
     per_day: float = Field(10.0, ge=0)
+    """Hard cap (USD) per UTC day, across every daemon sharing the store."""
     per_month: float = Field(100.0, ge=0)
+    """Hard cap (USD) per UTC calendar month, across every daemon sharing the store."""
     top_up_share: float = Field(0.1, ge=0, le=1)
     """Audio resent after a dropped socket is billed again: the job then reserves more, at least
     this share of the media's duration at a time, each top-up a new reservation under the same
@@ -217,8 +264,10 @@ class DiarizeConfig(Section):
     pyannote_pipeline: str | None = None
     """Directory or config.yaml of a pyannote pipeline (e.g. a clone of community-1)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` runs the diarizer on CUDA when torch sees a card."""
     threads: int = Field(0, ge=0)
-    """Torch threads in the diarizer process; 0 = up to 2 (it runs beside the Whisper workers)."""
+    """Torch threads in the diarizer process; 0 = half the cores, 1 to 2 (it runs beside the
+    Whisper workers)."""
     max_speakers: int = Field(10, ge=1, le=50)
     """Most speakers an estimated count may reach; a job's ``speakers`` option fixes the count."""
     min_turn_seconds: float = Field(0.3, ge=0, le=5)
@@ -234,8 +283,8 @@ class SelectConfig(Section):
     """Most clips per input (fewer when the talk is short)."""
     prefer_whole_exchanges: bool = True
     """Favour clips that hold a complete question→answer between speakers."""
-    target_seconds: float | None = Field(None, gt=0)
-    """Preferred clip length, a mild tie-breaker; null = midway between min and max."""
+    target_seconds: Annotated[float | None, BeforeValidator(_none_if_blank)] = Field(None, gt=0)
+    """Preferred clip length, a mild tie-breaker; ``"auto"`` = midway between min and max."""
     seconds_per_clip: float = Field(90.0, gt=0)
     """At most one clip per this many seconds of talk, so a short talk is not cut into all its parts."""
     lead_in_seconds: float = Field(0.25, ge=0, le=2)
@@ -273,7 +322,9 @@ class FrameConfig(Section):
     """Let the decoder drop frames nothing refers to (most B-frames): about a third less decoding;
     samples then land on the nearest reference frame."""
     workers: int = Field(0, ge=0)
-    """Framing worker processes; 0 = one per 2 cores (at least 1)."""
+    """Framing worker processes (clips analysed in parallel); 0 = one per core, at most 4. The
+    stage runs alone within a job, so it may use every core (bench/pipeline.py: on 2 cores, 2
+    workers took framing from 0.046 to 0.034 of the talk)."""
     zoom: float = Field(1.0, ge=1.0, le=4.0)
     """The crop is the largest box of the output aspect divided by this (1 = no zoom)."""
     headroom: float = Field(1 / 3, gt=0, lt=1)
@@ -319,11 +370,15 @@ class ProfileConfig(Section):
     aspect: str = "9:16"
     """Output aspect ratio ``W:H``."""
     width: int = Field(1080, ge=16)
+    """Output width in pixels (rounded down to even)."""
     height: int = Field(1920, ge=16)
-    fps: float | None = None
-    """Output frame rate; null keeps the source's."""
+    """Output height in pixels (rounded down to even)."""
+    fps: Annotated[float | None, BeforeValidator(_none_if_blank)] = Field(None, gt=0)
+    """Output frame rate; ``"source"`` keeps the source's."""
     crf: int = Field(23, ge=0, le=51)
+    """Constant quality (x264 ``-crf``, NVENC ``-cq``); lower is better and bigger."""
     audio_bitrate: str = "128k"
+    """AAC bitrate of the clips' sound."""
 
     @field_validator("aspect")
     @classmethod
@@ -346,8 +401,10 @@ def _default_profiles() -> dict[str, ProfileConfig]:
 class RenderConfig(Section):
     encoder: Literal["auto", "h264_nvenc", "hevc_nvenc", "libx264"] = "auto"
     """``auto`` really opens NVENC at start-up and falls back to libx264."""
-    preset: str = "veryfast"
-    """libx264 preset; NVENC uses its own named preset (p4)."""
+    preset: str = "ultrafast-deblock"
+    """libx264 preset (ultrafast ... veryslow), or ``ultrafast-deblock``: ultrafast with CABAC and
+    deblocking back on, veryfast's quality for 0.4x its CPU at about 1.75x the bytes
+    (docs/performance.md). NVENC uses its own named preset (p4)."""
     workers: int = Field(0, ge=0)
     """Clips rendered at once; 0 = 1 per 2 cores."""
     ffmpeg: str = "ffmpeg"
@@ -356,21 +413,72 @@ class RenderConfig(Section):
 
 class HotFolderConfig(Section):
     paths: list[Path] = Field(default_factory=list)
-    """Folders watched for new media; empty = no hot folder."""
+    """Folders watched for new media (only files directly inside; sub-folders are not watched);
+    empty = no hot folder. Each must exist and lie inside ``paths.input_roots``."""
     settle_seconds: float = Field(2.0, gt=0)
-    """A file is taken once its size and mtime stayed the same this long."""
+    """A file is taken once its size and mtime stayed the same this long (and it opens). Make it
+    longer than the longest pause of the slowest writer (network copies stall)."""
     after: Literal["leave", "move"] = "leave"
-    """``move`` puts originals into processing/, done/ and failed/ beside them."""
+    """``leave``: originals stay where they were dropped. ``move``: a settled file is renamed into
+    ``processing_dir`` (which also claims it when several daemons watch one shared folder), then
+    into ``done_dir`` or ``failed_dir`` when its job ends."""
+    profile: str = "vertical"
+    """Output profile (a key of ``[profiles]``) of jobs from the hot folder."""
+    ignore_patterns: list[str] = Field(
+        default_factory=lambda: [".*", "*.part", "*.crdownload", "*.download", "*.partial", "*.tmp",
+                                 "*~", "Thumbs.db", "desktop.ini"]
+    )
+    """Shell patterns (``fnmatch``) of names never taken: partial downloads, editor and OS files.
+    A download that is renamed to its final name when complete is taken under that name."""
+    processing_dir: Path = Path("processing")
+    """With ``after = "move"``: where files wait while their job runs; relative to each watched
+    folder, or absolute. Must be on the same filesystem (the move is a rename)."""
+    done_dir: Path = Path("done")
+    """With ``after = "move"``: where originals go when their job is done (or when the same
+    content was already submitted)."""
+    failed_dir: Path = Path("failed")
+    """With ``after = "move"``: where originals go when their job failed, was cancelled or was
+    refused; a ``<name>.error.txt`` beside it says why."""
+    force_polling: bool = False
+    """Poll instead of using inotify: needed on NFS/SMB/FUSE mounts, where changes made by other
+    machines raise no events."""
+    poll_delay_ms: int = Field(300, ge=10)
+    """With ``force_polling``: milliseconds between two polls."""
+    rescan_seconds: float = Field(10.0, gt=0)
+    """List every folder this often as well, so a lost event (inotify queue overflow) cannot lose
+    a drop."""
 
 
 class RedisIntakeConfig(Section):
     enabled: bool = False
+    """Take jobs from a Redis stream through a consumer group (several daemons may share it)."""
+    url: str | None = None
+    """``redis://host:6379/0`` of the job streams; unset = ``cache.redis_url``. The password
+    comes from the ``redis_password`` secret, never from here."""
     stream: str = "montage:jobs"
+    """Stream the jobs are read from (``XADD montage:jobs * path /media/talk.mp4``)."""
     group: str = "montaged"
+    """Consumer group; every daemon of one deployment uses the same, so each entry is taken once."""
+    consumer: str | None = None
+    """This daemon's name in the group; default ``host:pid``. A fixed name lets a restarted
+    daemon take back its own unacknowledged entries at once instead of after
+    ``claim_idle_seconds``; never give two running daemons the same name."""
+    profile: str = "vertical"
+    """Profile of entries that name none."""
     results_stream: str = "montage:results"
+    """Where the outcome of every job from the stream (and every refused entry) is published."""
     dead_letter_stream: str = "montage:dead"
+    """Where entries go that were refused or delivered too often, with the reason."""
     max_deliveries: int = Field(5, ge=1)
+    """An entry delivered more often than this without being acknowledged is dead-lettered."""
     claim_idle_seconds: float = Field(60.0, gt=0)
+    """Entries left unacknowledged this long by a consumer (a daemon that died) are taken over."""
+    block_ms: int = Field(2000, ge=10, le=60_000)
+    """Longest wait of one read for new entries; also bounds how late a pause takes effect."""
+    batch: int = Field(10, ge=1, le=1000)
+    """Entries read (or reclaimed) at once."""
+    results_maxlen: int = Field(100_000, ge=100)
+    """The results and dead-letter streams are trimmed to about this many entries."""
 
 
 class Settings(BaseSettings):
@@ -400,6 +508,19 @@ class Settings(BaseSettings):
     hotfolder: HotFolderConfig = Field(default_factory=HotFolderConfig)
     redis_intake: RedisIntakeConfig = Field(default_factory=RedisIntakeConfig)
 
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _merge_profiles(cls, v: Any) -> Any:
+        """A ``[profiles.X]`` table changes only the keys it sets; built-in profiles stay defined."""
+        if not isinstance(v, dict):
+            return v
+        merged: dict[str, Any] = {k: p.model_dump() for k, p in _default_profiles().items()}
+        for name, given in v.items():
+            if isinstance(given, ProfileConfig):
+                given = given.model_dump(exclude_unset=True)
+            merged[name] = merged[name] | given if isinstance(given, dict) and name in merged else given
+        return merged
+
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.paths.state_dir / 'montage.db'}"
 
@@ -425,11 +546,13 @@ class Secrets:
             candidates.append(Path(cred_dir) / name)
         for path in candidates:
             try:
-                return SecretStr(path.read_text().strip())
+                text = path.read_text().strip()
             except FileNotFoundError:
                 continue
             except OSError as e:
                 raise ConfigError(f"secret {name}: cannot read {path}: {e.strerror}") from e
+            if text:  # an empty placeholder file (tmpfiles creates one) means "no key"
+                return SecretStr(text)
         return None
 
 
@@ -483,7 +606,8 @@ def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **ov
         if secrets := _find_secrets(file_data):
             raise ConfigError(
                 "\n".join(
-                    f"{s}: secrets are not read from the config file; set MONTAGE_{s.rsplit('.', 1)[-1].upper()}"
+                    f"{s}: secrets are not read from the config file;"
+                    f" set MONTAGE_{s.rsplit('.', 1)[-1].upper()}"
                     " or put it in $CREDENTIALS_DIRECTORY (got <hidden>)"
                     for s in secrets
                 )
@@ -494,9 +618,11 @@ def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **ov
         environ.pop(name, None)
     sections = set(Settings.model_fields)
     unknown = [
-        f"{k.removeprefix('MONTAGE_').lower().replace('__', '.')}: unknown key from environment {k} (got {v!r})"
+        f"{k.removeprefix('MONTAGE_').lower().replace('__', '.')}: unknown key from environment {k}"
+        f" (got {v!r})"
         for k, v in environ.items()
-        if k.startswith("MONTAGE_") and k.removeprefix("MONTAGE_").split("__")[0].lower() not in sections
+        if k.startswith("MONTAGE_") and not k.startswith("MONTAGE_TEST_")  # the test suite's own
+        and k.removeprefix("MONTAGE_").split("__")[0].lower() not in sections
     ]
     if unknown:
         raise ConfigError("\n".join(unknown))
