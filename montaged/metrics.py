@@ -7,7 +7,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS = Gauge("montage_jobs", "Jobs in the store by state", ["state"], registry=REGISTRY)
-JOBS_FINISHED = Counter("montage_jobs_finished_total", "Jobs that ended, by outcome", ["outcome"], registry=REGISTRY)
+JOBS_FINISHED = Counter(
+    "montage_jobs_finished_total", "Jobs that ended, by outcome", ["outcome"], registry=REGISTRY
+)
 STAGE_SECONDS = Histogram(
     "montage_stage_seconds",
     "Wall time of one stage of one job",
@@ -15,11 +17,15 @@ STAGE_SECONDS = Histogram(
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
     registry=REGISTRY,
 )
-STAGE_ITEMS = Counter("montage_stage_items_total", "Items that left a stage", ["stage", "outcome"], registry=REGISTRY)
+STAGE_ITEMS = Counter(
+    "montage_stage_items_total", "Items that left a stage", ["stage", "outcome"], registry=REGISTRY
+)
 QUEUE_DEPTH = Gauge("montage_queue_depth", "Items waiting in front of a stage", ["stage"], registry=REGISTRY)
 IN_FLIGHT = Gauge("montage_in_flight", "Jobs being worked on by a stage", ["stage"], registry=REGISTRY)
 WORKERS_BUSY = Gauge("montage_workers_busy", "Busy workers in a process pool", ["pool"], registry=REGISTRY)
-MEDIA_SECONDS = Counter("montage_media_seconds_total", "Seconds of media processed to the end", registry=REGISTRY)
+MEDIA_SECONDS = Counter(
+    "montage_media_seconds_total", "Seconds of media processed to the end", registry=REGISTRY
+)
 PROCESSING_RATIO = Gauge(
     "montage_processing_ratio", "Wall time over media duration of the last finished job", registry=REGISTRY
 )
@@ -29,12 +35,15 @@ CACHE_REQUESTS = Counter(
     "montage_cache_requests_total", "Transcript/stage cache look-ups", ["cache", "result"], registry=REGISTRY
 )
 CLOUD_ASR = Counter(
-    "montage_cloud_asr_total", "Cloud transcription attempts by outcome", ["engine", "outcome"], registry=REGISTRY
+    "montage_cloud_asr_total",
+    "Cloud transcription attempts by outcome",
+    ["engine", "outcome"],
+    registry=REGISTRY,
 )
 BUDGET = Gauge("montage_budget_usd", "Cloud budget per period", ["period", "kind"], registry=REGISTRY)
 STORE_UP = Gauge("montage_store_up", "1 when the job store answers", registry=REGISTRY)
 REDIS_UP = Gauge("montage_redis_up", "1 when Redis answers (when configured)", registry=REGISTRY)
 INTAKE_PAUSED = Gauge("montage_intake_paused", "1 while intake is paused", registry=REGISTRY)
 CONTROL_REQUESTS = Counter(
-    "montage_control_requests_total", "Control socket requests", ["op", "ok"], registry=REGISTRY
+    "montage_control_requests_total", "Control socket requests", ["op", "outcome"], registry=REGISTRY
 )

@@ -30,7 +30,7 @@ class Record:
     """Mixin: plain-JSON round trip for frozen dataclasses (nested records and tuples included)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

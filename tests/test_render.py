@@ -111,6 +111,7 @@ async def test_render_vertical(
     assert [w["text"] for w in doc["words"]] == ["Hello", "there."]  # only words inside the range
     box = doc["crop"]["path"][0]  # no crop plan: the centred 9:16 box, in source pixels
     assert doc["crop"]["layout"] == "crop" and (box["t"], box["y"], box["w"], box["h"]) == (0.0, 0, 202, 360)
+    assert doc["crop_path"] == doc["crop"]["path"]
     assert box["x"] + box["w"] / 2 == pytest.approx(320, abs=2)  # even-pixel snapping moves it ≤ 2 px
     assert doc["encoder"] == {"name": "libx264", "hardware": False} and doc["montage_version"]
     srt = (out / "clip-000.srt").read_text()

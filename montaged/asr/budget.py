@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
@@ -129,8 +129,7 @@ class Budget:
         return rows
 
     async def _spend(self, job_id: str | None, now: float | None) -> list[SpendSummary]:
-        # cast: JobStore's own ``list`` method shadows the builtin in its annotations (mypy).
-        return cast("list[SpendSummary]", await self.store.spend(self.caps, job_id=job_id, now=now))
+        return await self.store.spend(self.caps, job_id=job_id, now=now)
 
     async def _why(
         self, job_id: str, engine_model: str, amount: float, seconds: float, now: float | None

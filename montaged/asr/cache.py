@@ -117,10 +117,14 @@ class TranscriptCache:
 
     async def get(self, key: str) -> Transcript | None:
         found = await self._lookup(key)
-        self.hits += found is not None
-        self.misses += found is None
-        CACHE_REQUESTS.labels(cache=STAGE, result="hit" if found is not None else "miss").inc()
+        self.count(found is not None)
         return found
+
+    def count(self, hit: bool) -> None:
+        """Record a look-up; also used when a stored stage result (a superset) answered it."""
+        self.hits += hit
+        self.misses += not hit
+        CACHE_REQUESTS.labels(cache=STAGE, result="hit" if hit else "miss").inc()
 
     async def _lookup(self, key: str) -> Transcript | None:
         from redis.exceptions import RedisError

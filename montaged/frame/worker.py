@@ -36,6 +36,10 @@ def _init_worker(threads: int) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import cv2
 
+    from montaged.logging import setup_worker
+
+    setup_worker()
+
     cv2.setNumThreads(threads)
 
 
@@ -56,8 +60,8 @@ def _plan_one(
 
 
 def default_workers(cfg: FrameConfig) -> int:
-    """``cfg.workers``, or one per two cores (at least one)."""
-    return cfg.workers or max(1, (os.cpu_count() or 2) // 2)
+    """``cfg.workers``, or one per core (at most 4: a job rarely has more clips in flight)."""
+    return cfg.workers or max(1, min(4, os.cpu_count() or 2))
 
 
 class FrameWorkers:

@@ -94,6 +94,9 @@ def sidecar_dict(
             "path": [b.to_dict() for b in crop.path] if crop is not None else [],
             "second_path": [b.to_dict() for b in crop.second_path] if crop is not None else [],
         },
+        # the path the frames were cut along: t from the clip start, boxes in source pixels, linear
+        # interpolation between entries (docs/framing.md); the lower pane's path is in crop.second_path
+        "crop_path": [b.to_dict() for b in crop.path] if crop is not None else [],
         "output": {"width": width, "height": height, "fps": fps, "frames": frames},
         "encoder": {"name": encoder, "hardware": hardware},
         "timings": timings,
