@@ -1,0 +1,232 @@
+"""The daemon: wires config → store → resources → pipeline, control socket, intake and metrics.
+
+Shutdown has two steps (uvicorn's ``handle_exit``): the first SIGTERM/SIGINT stops intake and
+claims, lets running stages finish for up to ``daemon.shutdown_grace_seconds``, releases every job
+with the stage it stopped at and exits 0; a second signal cancels at once (jobs are still released,
+under a short shielded timeout).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import structlog
+from anyio.abc import TaskGroup
+
+from montaged import metrics
+from montaged.config import Secrets, Settings
+from montaged.control.handlers import ControlOps, Stats
+from montaged.control.server import ControlServer
+from montaged.events import EventBus
+from montaged.health import ServiceProbe, serve_http
+from montaged.intake import Submitter
+from montaged.model import JobEvent
+from montaged.pipeline import Pipeline
+from montaged.runtime import connect_store, open_resources
+from montaged.stages.context import Resources
+from montaged.store import JobStore
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    """``await Daemon(settings).run()`` serves until a signal (or ``stop()``) ends it.
+
+    Build it inside the event loop (it owns anyio events and cancel scopes).
+
+    Args:
+        settings: the validated configuration.
+        secrets: where credentials are read (default: environment and $CREDENTIALS_DIRECTORY).
+        handle_signals: install SIGTERM/SIGINT handlers (off when embedded in tests).
+    """
+
+    def __init__(
+        self, settings: Settings, *, secrets: Secrets | None = None, handle_signals: bool = True
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets or Secrets()
+        self.handle_signals = handle_signals
+        self.bus = EventBus()
+        self.ready = anyio.Event()
+        self.stopped = anyio.Event()
+        self.metrics_port: int | None = None
+        self.store: JobStore | None = None
+        self.pipeline: Pipeline | None = None
+        self.stats: Stats | None = None
+        self.submitter: Submitter | None = None
+        self._stopping = 0
+        self._tg: TaskGroup | None = None
+        self._intake_scope = anyio.CancelScope()
+        self._pipeline_scope = anyio.CancelScope()
+        self._store_ok = False
+        self.probe: ServiceProbe | None = None
+
+    # ---- health ------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        store_ok = self.probe.store_ok if self.probe is not None else self._store_ok
+        redis_ok = self.probe.redis_ok if self.probe is not None else None
+        ready = self.ready.is_set()
+        status = "ok" if ready and store_ok and redis_ok is not False and not self._stopping else "degraded"
+        return {"status": status, "ready": ready, "store": store_ok, "redis": redis_ok,
+                "stopping": bool(self._stopping),
+                "in_flight": len(self.pipeline.inflight) if self.pipeline else 0}
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """First call: graceful drain. Second call: force."""
+        self._stopping += 1
+        if self._stopping == 1:
+            log.info("shutting down: intake stopped, running stages may finish",
+                     grace_seconds=self.settings.daemon.shutdown_grace_seconds)
+            self._intake_scope.cancel()
+            if self.pipeline is not None:
+                self.pipeline.drain()
+            if self._tg is not None:
+                self._tg.start_soon(self._grace_timer)
+            else:
+                self._pipeline_scope.cancel()
+        else:
+            log.warning("second signal: stopping now")
+            self._pipeline_scope.cancel()
+
+    async def _grace_timer(self) -> None:
+        await anyio.sleep(self.settings.daemon.shutdown_grace_seconds)
+        if self.pipeline is not None and self.pipeline.inflight:
+            log.warning("grace period over; interrupting running stages", jobs=sorted(self.pipeline.inflight))
+        self._pipeline_scope.cancel()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("signal received", signal=signal.Signals(signum).name)
+                self.stop()
+
+    async def run(self) -> None:
+        s = self.settings
+        async with anyio.create_task_group() as outer:
+            self._tg = outer
+            if self.handle_signals:
+                outer.start_soon(self._signals)
+            if s.metrics.enabled:
+                self.metrics_port = await outer.start(serve_http, s.metrics.host, s.metrics.port, self.health)
+            with self._pipeline_scope:
+                self.store = await connect_store(s, self.secrets, wait=True)
+                self._store_ok = True
+                try:
+                    async with open_resources(s, self.store, self.secrets) as res:
+                        await self._serve(res)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.store.close()
+            outer.cancel_scope.cancel()
+        self.stopped.set()
+        log.info("montaged stopped")
+
+    async def _serve(self, res: Resources) -> None:
+        s = self.settings
+        assert self.store is not None
+        self.submitter = Submitter(self.store, self.bus, input_roots=s.paths.input_roots, profiles=s.profiles)
+        self.pipeline = Pipeline(s, self.store, self.bus, res, worker=s.daemon.worker_name)
+        self.submitter.set_wake(self.pipeline.wake)
+        self.submitter.poke = self.pipeline.poke  # type: ignore[method-assign]
+        self.stats = Stats(s, self.store, self.pipeline, res, self.submitter)
+        ops = ControlOps(s, self.store, self.submitter, self.pipeline, self.stats)
+        server = ControlServer(s.control.socket(), ops, self.bus, mode=s.control.socket_mode,
+                               max_line=s.control.max_line_bytes)
+        self.probe = ServiceProbe(self.store, self._redis_urls(), redis_password=self._redis_password())
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            tg.start_soon(self.probe.run, s.daemon.stats_seconds, self._probed)
+            tg.start_soon(self._stats_loop)
+            await self._start_intake(tg)
+            if self._stopping:
+                self.pipeline.drain()
+            await tg.start(self.pipeline.run)
+            self.ready.set()
+            log.info("montaged ready", socket=str(s.control.socket()), store=s.store_url().split("@")[-1],
+                     worker=self.pipeline.worker, encoder=res.encoder.name, whisper=res.whisper.model_name,
+                     stage_workers=self.pipeline.workers)
+            await self._wait_pipeline_done()
+            tg.cancel_scope.cancel()
+
+    def _redis_urls(self) -> list[str]:
+        s = self.settings
+        urls = [s.cache.redis_url] if s.cache.redis_url else []
+        if s.redis_intake.enabled:
+            urls.append(s.redis_intake.url or s.cache.redis_url or "")
+        return [u for u in urls if u]
+
+    def _redis_password(self) -> str | None:
+        value = self.secrets.get("redis_password")
+        return value.get_secret_value() if value is not None else None
+
+    def _probed(self, probe: ServiceProbe) -> None:
+        """The ``stats`` op reports the same health as /healthz."""
+        if self.stats is not None:
+            self.stats.store_ok, self.stats.redis_ok = probe.store_ok, probe.redis_ok
+
+    async def _wait_pipeline_done(self) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.done.wait()
+
+    async def _start_intake(self, tg: TaskGroup) -> None:
+        s = self.settings
+        assert self.submitter is not None and self.pipeline is not None
+        pipeline, submitter = self.pipeline, self.submitter
+
+        def paused() -> bool:
+            return pipeline.paused
+
+        async def run_sources(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            with self._intake_scope:
+                async with anyio.create_task_group() as sources:
+                    if s.hotfolder.paths:
+                        from montaged.sources.hotfolder import run_hotfolder
+
+                        await sources.start(lambda task_status: run_hotfolder(
+                            s.hotfolder, submitter, paused=paused, task_status=task_status))
+                        sources.start_soon(self._hotfolder_results)
+                    if s.redis_intake.enabled:
+                        from montaged.sources.redis_stream import run_redis_intake
+
+                        url = s.redis_intake.url or s.cache.redis_url or ""
+                        await sources.start(lambda task_status: run_redis_intake(
+                            s.redis_intake, url, submitter, self.bus, paused=paused,
+                            password=self._redis_password(), task_status=task_status))
+                    task_status.started()
+                    await anyio.sleep_forever()
+
+        await tg.start(run_sources)
+
+    async def _hotfolder_results(self) -> None:
+        """Move hot-folder originals to done/failed folders when their jobs end (if configured)."""
+        from montaged.sources.hotfolder import on_job_finished
+
+        assert self.store is not None
+        async with self.bus.subscribe() as events:
+            async for event in events:
+                if event.kind in ("job.done", "job.failed", "job.cancelled"):
+                    job = await self.store.get(event.job_id)
+                    if job is not None and job.spec.origin == "hotfolder":
+                        await on_job_finished(self.settings.hotfolder, job)
+
+    async def _stats_loop(self) -> None:
+        assert self.stats is not None
+        while True:
+            self.stats.sample()
+            if self.bus.subscribers:
+                snapshot = await self.stats.snapshot()
+                self.bus.publish(JobEvent(job_id="", kind="daemon.stats", at=time.time(), data=snapshot))
+            else:
+                await self.stats.snapshot()  # keeps gauges and health fresh for /metrics
+            metrics.QUEUE_DEPTH.clear()
+            assert self.pipeline is not None
+            for stage, q in self.pipeline.queue_depths().items():
+                metrics.QUEUE_DEPTH.labels(stage=stage).set(q["depth"])
+            await anyio.sleep(self.settings.daemon.stats_seconds)

@@ -1,0 +1,103 @@
+"""``montaged --check-config`` and ``montaged check``: find configuration and set-up problems early."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import anyio
+
+from montaged.config import Secrets, Settings, find_config_file, load
+from montaged.errors import ConfigError, MontageError
+
+
+def check_config(path: Path | None) -> int:
+    """Print every configuration error as ``key.path: problem (got value)``; 1 if any."""
+    try:
+        settings = load(path)
+    except ConfigError as e:
+        where = find_config_file(path)
+        print(f"configuration errors ({where or 'defaults + environment'}):", file=sys.stderr)
+        for line in str(e).splitlines():
+            print(line)
+        return 1
+    where = find_config_file(path)
+    print(f"configuration OK ({where or 'built-in defaults'}; store {_safe_url(settings.store_url())},"
+          f" socket {settings.control.socket()})")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    """Hide a password embedded in a database URL."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="check config, ffmpeg, encoder, models and the store",
+                       description="Check that this machine can run Montage: config, ffmpeg, the encoder"
+                       " that will be used, Whisper model files and the job store.")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if check_config(args.config) != 0:
+        return 1
+    settings = load(args.config)
+    problems = 0
+
+    def line(ok: bool, what: str, detail: str) -> None:
+        nonlocal problems
+        problems += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
+
+    ffmpeg = shutil.which(settings.render.ffmpeg)
+    line(ffmpeg is not None, "ffmpeg", ffmpeg or f"{settings.render.ffmpeg!r} not found; install ffmpeg")
+    if ffmpeg:
+        from montaged.media.encoders import select_encoder
+
+        try:
+            choice = select_encoder(settings.render.encoder, settings.render.ffmpeg,
+                                    x264_preset=settings.render.preset)
+            line(True, "encoder", f"{choice.name} ({'hardware' if choice.hardware else 'software'})")
+        except MontageError as e:
+            line(False, "encoder", str(e))
+    from montaged.asr.models import resolve
+
+    try:
+        line(True, "whisper model", str(resolve(settings.whisper.model, settings.paths.models())))
+    except MontageError as e:
+        line(False, "whisper model", str(e))
+    line(True, "deepgram", "enabled, key present" if settings.deepgram.enabled and Secrets().get(
+        "deepgram_api_key") else ("enabled but no key: Whisper only" if settings.deepgram.enabled else "off"))
+
+    async def ping_store() -> None:
+        from montaged.store import open_store
+
+        store = open_store(settings.store_url(), password=_password(),
+                           connect_timeout=settings.store.connect_timeout_seconds)
+        try:
+            await store.migrate()
+            await store.ping()
+        finally:
+            await store.close()
+
+    def _password() -> str | None:
+        secret = Secrets().get("database_password")
+        return secret.get_secret_value() if secret else None
+
+    try:
+        settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        anyio.run(ping_store)
+        line(True, "store", _safe_url(settings.store_url()))
+    except (MontageError, OSError) as e:
+        line(False, "store", str(e))
+    return 1 if problems else 0
+
+
+__all__ = ["Settings", "add_parser", "check_config", "run"]

@@ -1,0 +1,205 @@
+"""``montaged process FILE… -o DIR``: the daemon's pipeline, once, in the foreground.
+
+The same stages and store records as daemon jobs (origin ``cli``), with a progress bar per file
+showing its current stage, and a summary of the clips at the end. Ctrl-C cancels the jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from montaged.config import Secrets, Settings, load
+from montaged.errors import ConfigError, MontageError
+from montaged.events import EventBus
+from montaged.intake import Submitter
+from montaged.logging import setup
+from montaged.model import Job, JobSpec, JobState
+from montaged.pipeline import Pipeline
+from montaged.runtime import connect_store, open_resources
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "process", help="process files now, in the foreground, and print where the clips are",
+        description="Run the whole pipeline (probe, transcribe, diarize, select, frame, render) on each"
+        " FILE and write the clips, sidecar JSON and SRT captions to DIR.",
+    )
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="folder for the clips")
+    p.add_argument("--profile", "-p", default="vertical", help="output profile (default vertical)")
+    p.add_argument("--max-clips", type=int, metavar="N", help="at most N clips per file")
+    p.add_argument("--speakers", type=int, metavar="N", help="number of speakers, when known")
+    p.add_argument("--model", help="Whisper model for this run (default: whisper.model)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.add_argument("--verbose", "-v", action="store_true", help="log every stage (stderr)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load(args.config)
+        if args.model:
+            whisper = settings.whisper.model_dump() | {"model": args.model}
+            settings.whisper = settings.whisper.model_validate(whisper)
+    except ConfigError as e:
+        print(f"montaged process: configuration errors:\n{e}", file=sys.stderr)
+        return 1
+    if args.profile not in settings.profiles:
+        print(f"montaged process: unknown profile {args.profile!r}; configured: "
+              f"{', '.join(sorted(settings.profiles))}", file=sys.stderr)
+        return 2
+    setup(settings.log.model_copy(update={"level": "info" if args.verbose else "warning"}))
+    options: dict[str, Any] = {}
+    if args.max_clips is not None:
+        options["max_clips"] = args.max_clips
+    if args.speakers is not None:
+        options["speakers"] = args.speakers
+    out = args.output.expanduser().resolve()
+    try:
+        jobs, refused = anyio.run(_process, settings, [f.expanduser().absolute() for f in args.files], out,
+                         args.profile, options, args.json)
+    except KeyboardInterrupt:
+        print("montaged process: interrupted; the jobs were cancelled", file=sys.stderr)
+        return 130
+    except BaseException as e:
+        from montaged.cli.run import expected_failure
+
+        known = expected_failure(e)
+        if known is None:
+            raise
+        print(f"montaged process: {known}", file=sys.stderr)
+        return 1
+    return 0 if jobs and not refused and all(j.state == JobState.DONE for j in jobs) else 1
+
+
+async def _process(settings: Settings, files: list[Path], out: Path, profile: str,
+                   options: dict[str, Any], as_json: bool) -> tuple[list[Job], int]:
+    secrets = Secrets()
+    store = await connect_store(settings, secrets, wait=False)
+    bus = EventBus()
+    console = Console(stderr=True)
+    try:
+        submitter = Submitter(store, bus, input_roots=[Path("/")], profiles=settings.profiles)
+        ids: list[str] = []
+        failed_submit = 0
+        for f in files:
+            try:
+                job = await submitter.submit(JobSpec(source=str(f), profile=profile, origin="cli",
+                                                     options=options, output_dir=str(out)))
+                ids.append(job.id)
+            except MontageError as e:
+                failed_submit += 1
+                console.print(f"[red]✗[/] {e}")
+        if not ids:
+            return [], failed_submit
+        console.print(f"[dim]starting: loading models (whisper {settings.whisper.model})…[/]")
+        async with open_resources(settings, store, secrets) as res:
+            pipeline = Pipeline(settings, store, bus, res, only=ids)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_signal, store, pipeline, ids, tg.cancel_scope)
+                with _Bars(console, ids, files) as bars:
+                    tg.start_soon(bars.follow, bus)
+                    await anyio.lowlevel.checkpoint()
+                    await pipeline.run()
+                tg.cancel_scope.cancel()
+        jobs = [j for j in [await store.get(i) for i in ids] if j is not None]
+        _summary(console, jobs, as_json)
+        return jobs, failed_submit
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+
+
+async def _cancel_on_signal(store: Any, pipeline: Pipeline, ids: list[str], scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            for job_id in ids:
+                await store.cancel(job_id)
+                pipeline.cancel_job(job_id)
+            scope.cancel()
+            raise KeyboardInterrupt
+
+
+class _Bars:
+    """One progress bar per file: its current stage and overall progress; a line per finished stage."""
+
+    def __init__(self, console: Console, ids: list[str], files: list[Path]) -> None:
+        self.console = console
+        self.names = {i: f.name for i, f in zip(ids, files, strict=False)}
+        self.progress = Progress(
+            TextColumn("{task.fields[name]}", justify="left"),
+            TextColumn("[cyan]{task.fields[stage]:<10}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self.stage_started: dict[str, tuple[str, float]] = {}
+
+    def __enter__(self) -> _Bars:
+        self.progress.start()
+        for job_id, name in self.names.items():
+            self.tasks[job_id] = self.progress.add_task("", total=1.0, name=name[:40], stage="queued")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    async def follow(self, bus: EventBus) -> None:
+        async with bus.subscribe() as events:
+            async for event in events:
+                task = self.tasks.get(event.job_id)
+                if task is None:
+                    continue
+                data = event.data
+                if event.kind == "job.stage":
+                    self._stage_done(event.job_id)
+                    self.stage_started[event.job_id] = (data["stage"], time.monotonic())
+                    self.progress.update(task, stage=data["stage"], completed=data.get("progress", 0))
+                elif event.kind == "job.progress":
+                    self.progress.update(task, completed=data["progress"])
+                elif event.kind == "job.done":
+                    self._stage_done(event.job_id)
+                    self.progress.update(task, stage="done", completed=1.0)
+                elif event.kind == "job.failed":
+                    self.progress.update(task, stage="[red]failed")
+                    self.progress.console.print(f"[red]✗ {self.names[event.job_id]}: {data['stage']}: "
+                                                f"{data['message']}")
+
+    def _stage_done(self, job_id: str) -> None:
+        if job_id in self.stage_started:
+            stage, t0 = self.stage_started.pop(job_id)
+            self.progress.console.print(
+                f"  [green]✓[/] {self.names[job_id][:40]}: {stage} {time.monotonic() - t0:.1f} s")
+
+
+def _summary(console: Console, jobs: list[Job], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([j.to_dict() for j in jobs], indent=2, default=str))
+        return
+    for job in jobs:
+        name = Path(job.spec.source).name
+        if job.state != JobState.DONE:
+            console.print(f"[red]✗ {name}[/]: {job.state} in {job.error_stage}: {job.error_message}")
+            continue
+        result = job.result
+        ratio = result.get("processing_ratio")
+        console.print(f"[green]✓ {name}[/]: {len(result.get('clips', []))} clips in "
+                      f"{result.get('wall_seconds', 0):.1f} s (ratio {ratio}), job {job.id}")
+        for clip in result.get("clips", []):
+            print(clip["path"])
+            console.print(f"    {clip['end'] - clip['start']:.1f} s, score {clip['score']:.2f}: "
+                          f"{clip['reason']}", highlight=False)

@@ -1,0 +1,489 @@
+"""The pipeline: claims jobs and moves them through the stages over bounded streams.
+
+    claim ─▶ [probe] ─▶ [transcribe] ─▶ [diarize] ─▶ [select] ─▶ [frame] ─▶ [render] ─▶ done
+
+Each arrow is an anyio memory stream of ``daemon.stage_queue_size`` items; each stage has its own
+workers (``daemon.stage_workers``), so different jobs are in different stages at once and a slow
+stage makes the ones before it wait instead of piling work up in memory. The claim loop only
+takes a job from the store when it can hand it to the first stage.
+
+Shutdown (``drain``): no new claims; a job that finishes its current stage is released to the
+store with the stage it stopped before, and a job still running when the grace period ends is
+released with the stage it was in. A restarted daemon resumes each job at its first stage without
+a stored result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from montaged import metrics
+from montaged.config import Settings
+from montaged.errors import DiskFullError, MontageError, StoreUnavailable
+from montaged.events import EventBus
+from montaged.model import STAGES, Job, JobEvent, JobState
+from montaged.stages import STAGE_FUNCS, STAGE_WEIGHTS
+from montaged.stages.context import JobContext, Resources
+from montaged.store import JobStore
+
+log = structlog.get_logger(__name__)
+
+PROGRESS_EVENT_SECONDS = 0.25  # at most this often per job on the socket
+PROGRESS_STORE_SECONDS = 2.0  # the store keeps the latest progress, not every tick
+LIGHT_STAGE_WORKERS = 2  # probe, diarize, select: short, a thread each
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def stage_workers(settings: Settings, resources: Resources) -> dict[str, int]:
+    """Jobs each stage works on at once: ``daemon.stage_workers``, else sized to the machine.
+
+    transcribe, frame and render hand their work to pools sized from the cores (whisper.workers,
+    frame.workers, render.workers): they take one job per pool slot, so a short job never leaves
+    slots idle while the next one waits in the queue; the pool still caps the CPU they use. A long
+    job spreads over the whole pool by itself. probe, diarize and select are short: two each.
+    """
+    frame_pool = resources.frame_workers.workers if resources.frame_workers is not None else 1
+    defaults = {
+        "probe": LIGHT_STAGE_WORKERS, "transcribe": resources.whisper.workers,
+        "diarize": LIGHT_STAGE_WORKERS, "select": LIGHT_STAGE_WORKERS, "frame": frame_pool,
+        "render": int(resources.render_slots.total_tokens),
+    }  # fmt: skip
+    configured = settings.daemon.stage_workers
+    return {s: max(1, int(configured.get(s, defaults[s]))) for s in STAGES}
+
+
+def concurrent_jobs(settings: Settings, workers: dict[str, int]) -> int:
+    """Jobs held at once: ``daemon.concurrent_jobs``, else enough for every stage worker (and at
+    least one per stage plus two). Queues beyond that stay in the store, not in memory."""
+    if settings.daemon.concurrent_jobs:
+        return settings.daemon.concurrent_jobs
+    return max(len(STAGES) + 2, sum(workers.values()))
+
+
+def overall_progress(stage: str, fraction: float) -> float:
+    done = sum(STAGE_WEIGHTS[s] for s in STAGES[: STAGES.index(stage)])
+    return min(1.0, done + STAGE_WEIGHTS[stage] * max(0.0, min(1.0, fraction)))
+
+
+class Pipeline:
+    """Runs jobs from ``store`` through every stage with ``resources``; events go to ``bus``.
+
+    Args:
+        settings: daemon (queue size, workers, concurrency), store (lease) sections are read here.
+        store: the job store; jobs are claimed atomically, so several pipelines may share it.
+        bus: live events for the control socket and the Redis results stream.
+        resources: pools, caches and the encoder shared by every job.
+        only: claim only these job ids (the one-shot ``process`` command); None = any job.
+        worker: name recorded as the job's worker (default host:pid).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        bus: EventBus,
+        resources: Resources,
+        *,
+        only: Sequence[str] | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.res = resources
+        self.only = list(only) if only is not None else None
+        self.worker = worker or worker_name()
+        self.inflight: dict[str, JobContext] = {}
+        self.draining = False  # shutting down: jobs leave at their next stage boundary
+        self.claiming = True  # taking new jobs from the store
+        self.paused = False  # operator pause: running jobs go on, queued ones wait
+        self.finished = 0
+        self.wake = anyio.Event()
+        self.left = anyio.Event()  # set whenever a job leaves the pipeline
+        self.done = anyio.Event()  # set when run() has drained and every job has left
+        self.workers = stage_workers(settings, resources)
+        self._capacity = anyio.Semaphore(concurrent_jobs(settings, self.workers))
+        self._last_event: dict[str, float] = {}
+        self._queues: dict[str, MemoryObjectSendStream[JobContext]] = {}
+        self._busy: dict[str, int] = dict.fromkeys(STAGES, 0)
+        self.media_seconds_done = 0.0
+        self.history: list[tuple[float, float, float]] = []  # (finished_at, media s, wall s)
+        resources.progress = self._progress
+
+    # ---- control -----------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def drain(self) -> None:
+        """Stop claiming; jobs leave at their next stage boundary (see module docstring)."""
+        if not self.draining:
+            log.info("draining", in_flight=len(self.inflight))
+        self.draining = True
+        self.claiming = False
+        self.wake.set()
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Stop a job this process is running (the store already marked it cancelled)."""
+        ctx = self.inflight.get(job_id)
+        if ctx is None:
+            return False
+        ctx.cancelled = True
+        if ctx.scope is not None:
+            ctx.scope.cancel()
+        return True
+
+    def queue_depths(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for stage, send in self._queues.items():
+            st = send.statistics()
+            out[stage] = {"depth": st.current_buffer_used, "capacity": int(st.max_buffer_size),
+                          "busy": self._busy[stage], "workers": self.workers[stage]}
+        return out
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Claim and process jobs until cancelled, or until drained and every job has left."""
+        size = self.settings.daemon.stage_queue_size
+        workers = self.workers
+        streams = [anyio.create_memory_object_stream[JobContext](size) for _ in STAGES]
+        self._queues = {stage: streams[i][0] for i, stage in enumerate(STAGES)}
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeats)
+            tg.start_soon(self._flush_progress)
+            for i, stage in enumerate(STAGES):
+                inbox = streams[i][1]
+                outbox = streams[i + 1][0] if i + 1 < len(STAGES) else None
+                for _ in range(workers[stage]):
+                    tg.start_soon(self._stage_worker, i, inbox.clone(), outbox.clone() if outbox else None)
+                inbox.close()
+                if outbox is not None:
+                    outbox.close()
+            task_status.started()
+            await self._claim_loop(streams[0][0])
+            # drained: the claim loop closed the first stream; stages finish and close in turn.
+            await self._wait_idle()
+            tg.cancel_scope.cancel()
+        self.done.set()
+
+    async def _wait_idle(self) -> None:
+        while self.inflight:
+            await self.left.wait()
+            self.left = anyio.Event()
+
+    async def _claim_loop(self, first: MemoryObjectSendStream[JobContext]) -> None:
+        backoff = 0.5
+        async with first:
+            while self.claiming:
+                await self._capacity.acquire()
+                job: Job | None = None
+                while job is None and self.claiming:
+                    if self.paused:
+                        with anyio.move_on_after(self.settings.daemon.poll_seconds):
+                            await self.wake.wait()
+                        self.wake = anyio.Event()
+                        continue
+                    try:
+                        job = await self.store.claim(self.worker, self.settings.store.lease_seconds,
+                                                     only=self.only)
+                        metrics.STORE_UP.set(1)
+                        backoff = 0.5
+                    except StoreUnavailable as e:
+                        metrics.STORE_UP.set(0)
+                        log.warning("store unavailable; retrying", error=str(e), retry_in=backoff)
+                        await anyio.sleep(backoff)
+                        backoff = min(backoff * 2, 15.0)
+                        continue
+                    if job is None:
+                        if self.only is not None and not await self._any_left():
+                            self.claiming = False  # one-shot: ours are all taken; finish them
+                            break
+                        with anyio.move_on_after(self.settings.daemon.poll_seconds):
+                            await self.wake.wait()
+                        self.wake = anyio.Event()
+                if job is None:
+                    self._capacity.release()
+                    break
+                if job.id in self.inflight:
+                    # Our own job, still running here: its lease lapsed while the store was away
+                    # and the claim renewed it. A second copy would render the same clips twice.
+                    log.info("claimed a job already running here; keeping the running copy", job_id=job.id)
+                    self._capacity.release()
+                    continue
+                ctx = JobContext(job)
+                self.inflight[job.id] = ctx
+                metrics.IN_FLIGHT.labels(stage="pipeline").set(len(self.inflight))
+                log.info("job claimed", job_id=job.id, source=job.spec.source, attempt=job.attempts,
+                         resume_from=job.stopped_at)
+                self._announce(job.id, "job.claimed", {"worker": self.worker, "attempt": job.attempts})
+                await first.send(ctx)  # waits while the first stage is full: backpressure
+
+    async def _any_left(self) -> bool:
+        """For ``only``: is any of our jobs still queued or running elsewhere?"""
+        assert self.only is not None
+        for job_id in self.only:
+            job = await self.store.get(job_id)
+            if job is not None and job.state in (JobState.QUEUED, JobState.RUNNING) and (
+                job_id not in self.inflight
+            ):
+                return True
+        return False
+
+    async def _stage_worker(
+        self,
+        index: int,
+        inbox: MemoryObjectReceiveStream[JobContext],
+        outbox: MemoryObjectSendStream[JobContext] | None,
+    ) -> None:
+        stage = STAGES[index]
+        async with inbox:
+            try:
+                async for ctx in inbox:
+                    metrics.QUEUE_DEPTH.labels(stage=stage).set(inbox.statistics().current_buffer_used)
+                    if ctx.cancelled:
+                        self._leave(ctx)
+                        continue
+                    if self.draining:
+                        await self._release(ctx, stopped_at=stage)
+                        continue
+                    if not await self._run_stage(ctx, stage):
+                        self._leave(ctx)
+                        continue
+                    if outbox is None:
+                        await self._finish(ctx)
+                        continue
+                    if self.draining:
+                        await self._release(ctx, stopped_at=STAGES[index + 1])
+                        continue
+                    await outbox.send(ctx)  # blocks while the next stage is full
+            finally:
+                if outbox is not None:
+                    outbox.close()
+
+    async def _run_stage(self, ctx: JobContext, stage: str) -> bool:
+        """Run one stage; False when the job ended here (failed or cancelled)."""
+        bound = log.bind(job_id=ctx.id, stage=stage)
+        self._busy[stage] += 1
+        metrics.IN_FLIGHT.labels(stage=stage).inc()
+        started = time.perf_counter()
+        try:
+            with anyio.CancelScope() as scope:
+                ctx.scope = scope
+                await self.store.set_stage(ctx.id, stage, overall_progress(stage, 0.0))
+                self._announce(ctx.id, "job.stage", {"stage": stage, "progress": overall_progress(stage, 0)})
+                await self._call_stage(ctx, stage)
+            ctx.scope = None
+            if scope.cancelled_caught or ctx.cancelled:
+                bound.info("job cancelled")
+                metrics.STAGE_ITEMS.labels(stage=stage, outcome="cancelled").inc()
+                return False
+        except MontageError as e:
+            if isinstance(e, StoreUnavailable):
+                # the job is still ours in the store; its lease lapses and it is claimed again
+                bound.warning("store unavailable mid-stage; job left to its lease", error=str(e))
+                metrics.STAGE_ITEMS.labels(stage=stage, outcome="store_down").inc()
+                return False
+            await self._fail(ctx, stage, e.code, str(e))
+            metrics.STAGE_ITEMS.labels(stage=stage, outcome="failed").inc()
+            return False
+        except anyio.get_cancelled_exc_class():
+            with anyio.move_on_after(5, shield=True):
+                await self._release(ctx, stopped_at=stage)
+            raise
+        except Exception as e:  # a bug on one input must not take every other job down with it
+            bound.exception("stage crashed")
+            await self._fail(ctx, stage, "internal", f"{type(e).__name__}: {e} (a bug; please report it)")
+            metrics.STAGE_ITEMS.labels(stage=stage, outcome="failed").inc()
+            return False
+        finally:
+            self._busy[stage] -= 1
+            metrics.IN_FLIGHT.labels(stage=stage).dec()
+        seconds = time.perf_counter() - started
+        ctx.stage_seconds[stage] = round(seconds, 3)
+        metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
+        metrics.STAGE_ITEMS.labels(stage=stage, outcome="ok").inc()
+        bound.info("stage done", seconds=round(seconds, 3), cached=stage in ctx.cached)
+        return True
+
+    async def _call_stage(self, ctx: JobContext, stage: str) -> None:
+        try:
+            await STAGE_FUNCS[stage](ctx, self.res)
+        except BaseExceptionGroup as eg:
+            # Stages run their parts in task groups. Inside the group a disk-full render or a
+            # store outage would read as a crash (job failed "internal"); the error decides.
+            found = decisive_error(eg)
+            if found is None:
+                raise
+            raise found from None
+
+    # ---- endings -----------------------------------------------------------------------------
+
+    def _leave(self, ctx: JobContext) -> None:
+        if self.inflight.pop(ctx.id, None) is not None:
+            self._capacity.release()
+            self.left.set()
+        self._last_event.pop(ctx.id, None)
+        metrics.IN_FLIGHT.labels(stage="pipeline").set(len(self.inflight))
+
+    async def _fail(self, ctx: JobContext, stage: str, error_class: str, message: str) -> None:
+        log.warning("job failed", job_id=ctx.id, stage=stage, error_class=error_class, error=message)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.store.fail(ctx.id, stage=stage, error_class=error_class, message=message)
+        except StoreUnavailable as e:
+            # not recorded: the job stays ours until its lease lapses, then runs (and fails) again
+            log.warning("could not record the failure; its lease will lapse", job_id=ctx.id, error=str(e))
+            return
+        metrics.JOBS_FINISHED.labels(outcome="failed").inc()
+        self._announce(ctx.id, "job.failed", {"stage": stage, "error_class": error_class, "message": message})
+
+    async def _release(self, ctx: JobContext, *, stopped_at: str) -> None:
+        try:
+            await self.store.release(ctx.id, stopped_at=stopped_at)
+            log.info("job released", job_id=ctx.id, stopped_at=stopped_at)
+            self._announce(ctx.id, "job.released", {"stopped_at": stopped_at})
+        except StoreUnavailable as e:
+            log.warning("could not release job; its lease will lapse", job_id=ctx.id, error=str(e))
+        finally:
+            self._leave(ctx)
+
+    async def _finish(self, ctx: JobContext) -> None:
+        media = ctx.need_media()
+        wall = time.time() - ctx.started_at
+        try:
+            rows = await self.store.spend(self.res.budget.caps, job_id=ctx.id)
+            ctx.cost = sum(r.spent for r in rows if r.period.startswith("job:"))
+        except StoreUnavailable:
+            pass
+        result = job_result(ctx, wall)
+        try:
+            await self.store.finish(ctx.id, result)
+        except StoreUnavailable as e:
+            # the clips are complete on disk; the next attempt finds them and finishes the job
+            log.warning("could not record the finish; its lease will lapse", job_id=ctx.id, error=str(e))
+            self._leave(ctx)
+            return
+        self.finished += 1
+        self.media_seconds_done += media.duration
+        self.history.append((time.time(), media.duration, wall))
+        del self.history[:-500]
+        metrics.JOBS_FINISHED.labels(outcome="done").inc()
+        metrics.MEDIA_SECONDS.inc(media.duration)
+        if media.duration > 0:
+            metrics.PROCESSING_RATIO.set(wall / media.duration)
+        log.info("job done", job_id=ctx.id, clips=len(ctx.rendered), seconds=round(wall, 2),
+                 ratio=round(wall / max(media.duration, 1e-9), 3))
+        self._announce(ctx.id, "job.done", {"clips": [c.path for c in ctx.rendered], "result": result})
+        self._leave(ctx)
+
+    # ---- progress and leases -----------------------------------------------------------------
+
+    def _announce(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        self.bus.publish(JobEvent(job_id=job_id, kind=kind, at=time.time(), data=data))
+
+    def _progress(self, ctx: JobContext, stage: str, fraction: float) -> None:
+        total = overall_progress(stage, fraction)
+        ctx.job = dataclasses.replace(ctx.job, progress=total, stage=stage)
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last_event.get(ctx.id, 0.0) < PROGRESS_EVENT_SECONDS:
+            return
+        self._last_event[ctx.id] = now
+        self._announce(ctx.id, "job.progress", {"stage": stage, "stage_progress": round(fraction, 4),
+                                                "progress": round(total, 4)})
+
+    async def _flush_progress(self) -> None:
+        written: dict[str, float] = {}
+        while True:
+            await anyio.sleep(PROGRESS_STORE_SECONDS)
+            for job_id, ctx in list(self.inflight.items()):
+                if written.get(job_id) != ctx.job.progress:
+                    try:
+                        await self.store.set_progress(job_id, ctx.job.progress)
+                        written[job_id] = ctx.job.progress
+                    except StoreUnavailable:
+                        break
+            for job_id in set(written) - set(self.inflight):
+                written.pop(job_id)
+
+    async def _heartbeats(self) -> None:
+        """Keep our leases alive; a job we no longer own (cancelled, taken over) is stopped."""
+        cfg = self.settings.store
+        while True:
+            await anyio.sleep(cfg.heartbeat_seconds)
+            for job_id in list(self.inflight):
+                try:
+                    ours = await self.store.heartbeat(job_id, self.worker, cfg.lease_seconds)
+                    metrics.STORE_UP.set(1)
+                except StoreUnavailable as e:
+                    metrics.STORE_UP.set(0)
+                    log.warning("heartbeat failed: store unavailable", error=str(e))
+                    break
+                if not ours and job_id in self.inflight:
+                    log.info("job no longer ours; stopping it", job_id=job_id)
+                    self.cancel_job(job_id)
+
+
+def decisive_error(group: BaseExceptionGroup[BaseException]) -> MontageError | None:
+    """The error that decides a job's outcome among a group's: the store being away (the job
+    waits for its lease), then disk full, then any other user-facing error; None = a bug."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        e = pending.pop()
+        if isinstance(e, BaseExceptionGroup):
+            pending.extend(e.exceptions)
+        else:
+            leaves.append(e)
+    for kind in (StoreUnavailable, DiskFullError, MontageError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return None
+
+
+def job_result(ctx: JobContext, wall: float) -> dict[str, Any]:
+    """What the store keeps about a finished job (shown by ``montagectl show`` and the TUI)."""
+    media = ctx.need_media()
+    transcript = ctx.need_transcript()
+    clips = []
+    for clip in ctx.rendered:
+        plan = next((c for c in ctx.clips if c.index == clip.index), None)
+        clips.append({
+            **clip.to_dict(),
+            "score": plan.score if plan else None,
+            "reason": plan.reason if plan else "",
+            "features": plan.features if plan else {},
+            "text": plan.text if plan else "",
+            "speakers": list(plan.speakers) if plan else [],
+        })
+    excerpt = " ".join(w.text for w in transcript.words[:80])
+    return {
+        "clips": clips,
+        "media": {"duration": media.duration, "width": media.width, "height": media.height,
+                  "fps": media.fps, "content_hash": media.content_hash},
+        "stage_seconds": ctx.stage_seconds,
+        "timeline": ctx.timeline,
+        "cached_stages": sorted(ctx.cached),
+        "wall_seconds": round(wall, 3),
+        "processing_ratio": round(wall / media.duration, 4) if media.duration else None,
+        "transcript": {"engine": transcript.engine, "model": transcript.model, "words": len(transcript.words),
+                       "language": transcript.language, "excerpt": excerpt},
+        "speakers": sorted({t.speaker for t in ctx.turns}),
+        "notes": list(dict.fromkeys(ctx.notes)),
+        "encoder": ctx.rendered[0].encoder if ctx.rendered else None,
+        "cost": round(ctx.cost, 6),
+    }

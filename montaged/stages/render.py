@@ -1,0 +1,116 @@
+"""render: each clip decoded, cropped along its path, piped through a FIFO into the encoder.
+
+Clips appear under their final names only when complete (the renderer writes ``.stem.part.mp4``
+and renames). A resumed job skips clips already finished and removes what an interrupted render
+left behind, so the output folder never holds a duplicate or a truncated clip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import anyio
+import structlog
+
+from montaged.model import RenderedClip
+from montaged.render.encode import render_clip
+from montaged.stages.context import JobContext, Resources
+
+log = structlog.get_logger(__name__)
+
+
+def output_dir(ctx: JobContext, res: Resources) -> Path:
+    return Path(ctx.job.spec.output_dir) if ctx.job.spec.output_dir else res.settings.paths.outputs()
+
+
+def clip_stem(ctx: JobContext, index: int) -> str:
+    base = re.sub(r"[^\w.-]+", "_", ctx.source.stem)[:60].strip("._") or "clip"
+    return f"{base}-{ctx.id[:8]}-{index + 1:02d}"
+
+
+def _finished(out: Path, stem: str, job_id: str) -> RenderedClip | None:
+    """The clip a previous attempt of this job completed, if its files are all there."""
+    video, sidecar, srt = out / f"{stem}.mp4", out / f"{stem}.json", out / f"{stem}.srt"
+    if not (video.exists() and sidecar.exists() and srt.exists()):
+        return None
+    try:
+        doc = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    if doc.get("job_id") != job_id:
+        return None
+    rendered = doc.get("rendered")
+    return RenderedClip.from_dict(rendered) if isinstance(rendered, dict) else None
+
+
+def _clean_leftovers(out: Path, stem: str) -> None:
+    # The clip goes first: a crash halfway through this never leaves a clip without its sidecar.
+    # The .tmp names are what write_atomic leaves when the process dies mid-write.
+    for name in (f"{stem}.mp4", f".{stem}.part.mp4", f"{stem}.json", f"{stem}.srt",
+                 f".{stem}.json.tmp", f".{stem}.srt.tmp"):
+        (out / name).unlink(missing_ok=True)
+
+
+async def render_stage(ctx: JobContext, res: Resources) -> None:
+    s = res.settings
+    media = ctx.need_media()
+    transcript = ctx.need_transcript()
+    profile = s.profiles[ctx.job.spec.profile]
+    out = output_dir(ctx, res)
+    done: dict[int, float] = {}
+    results: dict[int, RenderedClip] = {}
+    total = max(1, len(ctx.clips))
+
+    def report() -> None:
+        res.progress(ctx, "render", sum(done.values()) / total)
+
+    async def one(i: int) -> None:
+        plan = ctx.clips[i]
+        stem = clip_stem(ctx, i)
+        if (prior := await anyio.to_thread.run_sync(_finished, out, stem, ctx.id)) is not None:
+            results[i] = prior
+            done[i] = 1.0
+            report()
+            return
+        await anyio.to_thread.run_sync(_clean_leftovers, out, stem)
+
+        def on_progress(fraction: float) -> None:
+            done[i] = fraction
+            report()
+
+        crop = ctx.crops[i] if i < len(ctx.crops) else None
+        async with res.render_slots:
+            clip = await render_clip(
+                source=ctx.source, info=media, plan=plan, crop=crop, profile=profile, encoder=res.encoder,
+                out_dir=out, stem=stem, words=transcript.words, ffmpeg=s.render.ffmpeg,
+                extra_sidecar=_sidecar_extra(ctx, plan.index, stem, out),
+                on_progress=on_progress,
+            )
+        await anyio.to_thread.run_sync(_record_rendered, out / f"{stem}.json", clip)
+        results[i] = clip
+        done[i] = 1.0
+        report()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(ctx.clips)):
+            tg.start_soon(one, i)
+    ctx.rendered = [results[i] for i in sorted(results)]
+
+
+def _sidecar_extra(ctx: JobContext, index: int, stem: str, out: Path) -> dict[str, object]:
+    return {
+        "job_id": ctx.id,
+        "profile": ctx.job.spec.profile,
+        "notes": list(dict.fromkeys(ctx.notes)),
+    }
+
+
+def _record_rendered(sidecar: Path, clip: RenderedClip) -> None:
+    """Add the render record to the sidecar so a resumed job can trust the finished clip."""
+    from montaged.render.sidecar import write_atomic
+
+    doc = json.loads(sidecar.read_text())
+    doc["rendered"] = clip.to_dict()
+    write_atomic(sidecar, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,44 @@
+"""select: the best non-overlapping moments of the talk, each with its score breakdown and reason."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+
+from montaged.errors import MediaError
+from montaged.model import ClipPlan
+from montaged.select import select_clips
+from montaged.stages.context import JobContext, Resources, param_key
+
+
+class NothingToClipError(MediaError):
+    """The media holds no speech to cut clips from."""
+
+    code = "no_speech"
+
+
+def _max_clips(ctx: JobContext, default: int) -> int:
+    value = ctx.option("max_clips", default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100:
+        raise MediaError(f"options.max_clips: must be a whole number from 1 to 100 (got {value!r})")
+    return value
+
+
+async def select_stage(ctx: JobContext, res: Resources) -> None:
+    cfg = res.settings.select
+    max_clips = _max_clips(ctx, cfg.max_clips)
+    key = ctx.keys["select"] = param_key(ctx.keys["transcribe"], cfg.model_dump(), max_clips)
+    if (hit := await res.store.get_result("select", key)) is not None:
+        ctx.clips = [ClipPlan.from_dict(c) for c in hit["clips"]]
+        ctx.cached.add("select")
+    else:
+        transcript = ctx.need_transcript()
+        if not transcript.words:
+            raise NothingToClipError(
+                f"{ctx.source}: no speech was recognised, so there is nothing to clip; check that the"
+                " audio track holds speech in the configured language (whisper.language)"
+            )
+        ctx.clips = await anyio.to_thread.run_sync(
+            lambda: select_clips(transcript, ctx.features, cfg, turns=ctx.turns, max_clips=max_clips)
+        )
+        await res.store.put_result("select", key, {"clips": [c.to_dict() for c in ctx.clips]})
+    res.progress(ctx, "select", 1.0)
