@@ -1,0 +1,1 @@
+"""The control socket: JSON lines between the daemon and montagectl / montage-tui."""

@@ -1,0 +1,152 @@
+"""One function per montagectl command: send the request(s), print the reply, return the exit code.
+
+Every command prints either a human view (rich, on stdout) or, with ``--json``, exactly one JSON
+document on stdout. Progress bars and problems go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from montaged.control.client import ControlClient, ControlError
+from montaged.ctl import exits, render
+from montaged.ctl.watch import Board, wait_for_jobs, watch
+
+Command = Callable[[ControlClient, argparse.Namespace, Console], Awaitable[int]]
+
+
+def _absolute(path: Path) -> str:
+    """Absolute, not resolved: the daemon resolves symlinks itself to check its input roots."""
+    return str(path.expanduser().absolute())
+
+
+async def submit(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    """Queue every file; one refused file does not stop the others (exit 1 at the end)."""
+    options: dict[str, Any] = {}
+    if args.max_clips is not None:
+        options["max_clips"] = args.max_clips
+    if args.speakers is not None:
+        options["speakers"] = args.speakers
+    output_dir = _absolute(args.output_dir) if args.output_dir is not None else None
+    if args.wait:
+        await client.request("subscribe")  # first, so no event of the new jobs can be missed
+    err = Console(stderr=True, soft_wrap=True)
+    jobs: list[dict[str, Any]] = []
+    refused: list[dict[str, str]] = []
+    for f in args.files:
+        path = _absolute(f)
+        try:
+            jobs.append(await client.request("submit", path=path, profile=args.profile,
+                                             options=options or None, output_dir=output_dir))
+        except ControlError as e:
+            refused.append({"path": path, "code": e.code, "message": e.message})
+            err.print(escape(f"montagectl: {e.message} [{e.code}]"), highlight=False)
+    if jobs and args.wait:
+        if args.json:
+            jobs = await wait_for_jobs(client, [j["id"] for j in jobs], None)
+        else:
+            for job in jobs:
+                out.print(f"submitted {job['id']}  {escape(job['spec']['source'])}", highlight=False)
+            with Board(Console(stderr=True, soft_wrap=True), follow_all=False) as board:
+                for job in jobs:
+                    board.add(job)
+                jobs = await wait_for_jobs(client, [j["id"] for j in jobs], board)
+            for job in jobs:
+                render.print_outcome(out, job)
+    if args.json:
+        render.emit_json({"jobs": jobs, "refused": refused})
+    elif not args.wait:
+        for job in jobs:
+            out.print(f"{job['id']}  {render.state_text(job['state'])}  {escape(job['spec']['source'])}",
+                      highlight=False)
+    if args.wait and any(j["state"] != "done" for j in jobs):
+        return exits.JOB_FAILED
+    return exits.REFUSED if refused else exits.OK
+
+
+async def list_jobs(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    result = await client.request("list", state=args.state, limit=args.limit)
+    if args.json:
+        render.emit_json(result)
+    else:
+        render.print_list(out, result["jobs"])
+    return exits.OK
+
+
+async def show(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    result = await client.request("show", job_id=args.job_id)
+    if args.json:
+        render.emit_json(result)
+    else:
+        render.print_job(out, result)
+    return exits.OK
+
+
+async def cancel(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    job = await client.request("cancel", job_id=args.job_id)
+    if args.json:
+        render.emit_json({"job": job})
+    else:
+        out.print(f"job {job['id']} cancelled ({escape(render.name(job))})", highlight=False)
+    return exits.OK
+
+
+async def retry(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    job = await client.request("retry", job_id=args.job_id)
+    if args.json:
+        render.emit_json({"job": job})
+    else:
+        out.print(f"job {job['id']} queued again ({escape(render.name(job))}); it resumes at its first stage"
+                  " without a stored result", highlight=False)
+    return exits.OK
+
+
+async def pause(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    result = await client.request("pause")
+    if args.json:
+        render.emit_json(result)
+    else:
+        out.print("intake paused: queued jobs wait, running jobs go on (`montagectl resume` to go on)")
+    return exits.OK
+
+
+async def resume(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    result = await client.request("resume")
+    if args.json:
+        render.emit_json(result)
+    else:
+        out.print("intake resumed")
+    return exits.OK
+
+
+async def stats(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    result = await client.request("stats")
+    if args.json:
+        render.emit_json(result)
+    else:
+        render.print_stats(out, result)
+    return exits.OK
+
+
+async def watch_command(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    # the live view is this command's output (stdout); with --json the events are
+    return await watch(client, args.job_id, out, args.json)
+
+
+COMMANDS: dict[str, Command] = {
+    "submit": submit,
+    "list": list_jobs,
+    "show": show,
+    "cancel": cancel,
+    "retry": retry,
+    "watch": watch_command,
+    "pause": pause,
+    "resume": resume,
+    "stats": stats,
+}

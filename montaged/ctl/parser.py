@@ -1,0 +1,106 @@
+"""montagectl's command line: global options, one sub-command per control op, exit codes in --help.
+
+Global options are accepted before or after the command (``montagectl --json list`` and
+``montagectl list --json``): sub-commands repeat them with ``SUPPRESS`` defaults, so a value given
+before the command is not reset by the sub-command's parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from montaged.ctl.exits import EPILOG
+from montaged.model import JobState
+
+DEFAULT_TIMEOUT = 10.0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
+    return value
+
+
+def _globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    g = parser.add_argument_group("global options")
+    g.add_argument("--socket", "-s", type=Path, metavar="PATH", default=default(None),
+                   help="control socket (default: control.socket_path from the config, "
+                        "$MONTAGE_CONTROL__SOCKET_PATH, else $RUNTIME_DIRECTORY/montaged.sock)")
+    g.add_argument("--config", "-c", type=Path, metavar="FILE", default=default(None),
+                   help="TOML config to read the socket path from (default: $MONTAGE_CONFIG, "
+                        "else /etc/montage/montage.toml if present)")
+    g.add_argument("--json", action="store_true", default=default(False),
+                   help="machine-readable output: one JSON document on stdout (watch: one event per line)")
+    g.add_argument("--timeout", type=positive_float, metavar="SECONDS", default=default(DEFAULT_TIMEOUT),
+                   help=f"give up when montaged does not answer a request within this (default "
+                        f"{DEFAULT_TIMEOUT:g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="montagectl",
+        description="Control a running montaged over its Unix socket: submit files, follow and steer jobs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _globals(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description or help, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _globals(p, suppress=True)
+        return p
+
+    p = command("submit", "queue files as jobs (optionally wait for them, with progress bars)",
+                "Queue each FILE as a job. Paths are made absolute here; montaged checks that each one is"
+                " a readable regular file inside its input roots.")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--profile", "-p", metavar="P", help="output profile (default: the daemon's, vertical)")
+    p.add_argument("--max-clips", type=positive_int, metavar="N", help="at most N clips per file")
+    p.add_argument("--speakers", type=positive_int, metavar="N", help="number of speakers, when known")
+    p.add_argument("--output-dir", "-o", type=Path, metavar="DIR",
+                   help="where the clips go (under the daemon's output folder or an input root)")
+    p.add_argument("--wait", "-w", action="store_true",
+                   help="show progress until every job is done, failed or cancelled; exit 4 if any did not"
+                        " finish")
+
+    states = [s.value for s in JobState]
+    p = command("list", "list jobs, newest first")
+    p.add_argument("--state", choices=states, help="only jobs in this state")
+    p.add_argument("--limit", "-n", type=positive_int, default=50, metavar="N", help="at most N (default 50)")
+
+    p = command("show", "one job: stages and their timings, clips, error, events")
+    p.add_argument("job_id", metavar="ID")
+    p = command("cancel", "cancel a queued or running job")
+    p.add_argument("job_id", metavar="ID")
+    p = command("retry", "queue a failed or cancelled job again")
+    p.add_argument("job_id", metavar="ID")
+
+    p = command("watch", "live progress bars from the event stream (Ctrl-C stops watching)",
+                "Follow jobs live from montaged's event stream. With ID, follow that job and end when it"
+                " ends (exit 0 done, 4 failed or cancelled); without, follow every job until Ctrl-C.")
+    p.add_argument("job_id", nargs="?", metavar="ID")
+
+    command("pause", "pause intake: queued jobs wait, running jobs go on")
+    command("resume", "resume intake")
+    command("stats", "jobs by state, queues, encoder, cache, throughput, budget")
+    return parser
