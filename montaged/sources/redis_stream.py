@@ -1,0 +1,474 @@
+"""Redis Streams intake: jobs from a stream through a consumer group, outcomes to a results stream.
+
+An entry (``XADD montage:jobs * path /media/talk.mp4 profile square options '{"max_clips":3}'
+request_id r-17``) becomes a job through :class:`~montaged.intake.Submitter` and is acknowledged
+(XACK) only after ``submit`` returned, i.e. once the job is durably in the store. Entries left
+unacknowledged by a daemon that died are taken over (XAUTOCLAIM) after ``claim_idle_seconds``;
+before submitting a re-delivered entry the store is asked whether it was stored already, so a
+crash between storing and acknowledging makes no second job. An entry delivered more than
+``max_deliveries`` times, or one the Submitter refuses, goes to the dead-letter stream with the
+reason (and a ``rejected`` result), then is acknowledged.
+
+When a job from the stream ends, its outcome goes to ``results_stream`` exactly once per outcome:
+a Lua script sets a marker key and appends in one step, so the live path (job events on the bus)
+and the catch-up pass (recent ended jobs in the store, for events missed while Redis was down or
+jobs finished by a daemon without Redis intake) never both publish it.
+
+Redis being down never ends the task: every loop waits with back-off (capped at 10 s), sets the
+``montage_redis_up`` gauge to 0 and carries on where it was; nothing is acknowledged early, so no
+entry is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from montaged.config import RedisIntakeConfig
+from montaged.errors import ConfigError, StoreUnavailable
+from montaged.events import EventBus
+from montaged.intake import SubmitError, Submitter
+from montaged.metrics import REDIS_UP
+from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
+from montaged.sources import Backoff
+
+log = structlog.get_logger(__name__)
+
+ENTRY_FIELDS = ("path", "profile", "options", "request_id", "output_dir")
+"""Fields an entry may have; ``path`` is required."""
+RESULT_MARKER_SECONDS = 7 * 86_400
+"""How long the "outcome published" marker of a job is kept (longer than the catch-up window)."""
+CATCHUP_SECONDS = 30.0
+"""How often ended jobs in the store are checked for an outcome not yet published."""
+CATCHUP_WINDOW_SECONDS = 86_400
+"""Only jobs that ended within this window are caught up."""
+CATCHUP_LIMIT = 200
+"""Most recent jobs per ended state looked at by one catch-up pass."""
+STORED_LOOKBACK = 2000
+"""Recent jobs searched for a re-delivered entry that may have been stored before a crash."""
+CONSUMER_FORGET_SECONDS = 3600.0
+"""Consumers with nothing pending and idle this long (old host:pid names) are removed."""
+DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# KEYS: marker, results stream. ARGV: marker ttl, maxlen, field, value, ...
+_PUBLISH_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+end
+return false
+"""
+
+
+class EntryError(Exception):
+    """An entry that can never become a job as it is; the message says what to send instead."""
+
+
+def parse_entry(fields: dict[str, str], default_profile: str) -> JobSpec:
+    """The job an entry asks for (the Submitter checks path and profile), or EntryError."""
+    unknown = sorted(set(fields) - set(ENTRY_FIELDS))
+    if unknown:
+        raise EntryError(f"unknown field(s) {', '.join(unknown)};"
+                         f" an entry may have: {', '.join(ENTRY_FIELDS)}")
+    path = (fields.get("path") or "").strip()
+    if not path:
+        raise EntryError("field 'path' is missing or empty; give the absolute path of a media file")
+    options: Any = {}
+    if raw := fields.get("options"):
+        try:
+            options = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise EntryError(f"field 'options' is not JSON ({e.msg} at character {e.pos});"
+                             ' send an object like {"max_clips": 3}') from None
+        if not isinstance(options, dict):
+            raise EntryError("field 'options' must be a JSON object like {\"max_clips\": 3}"
+                             f" (got {raw[:80]!r})")
+    return JobSpec(source=path, profile=fields.get("profile") or default_profile, origin="redis",
+                   options=options, output_dir=fields.get("output_dir") or None)
+
+
+def result_fields(job: Job) -> dict[str, str]:
+    """The results-stream entry of an ended job."""
+    info = job.spec.options.get("redis") or {}
+    clips = [c["path"] for c in job.result.get("clips", []) if isinstance(c, dict) and "path" in c]
+    if job.state == JobState.FAILED:
+        error = f"{job.error_class}: {job.error_message} (stage {job.error_stage})"
+    elif job.state == JobState.CANCELLED:
+        error = "cancelled"
+    else:
+        error = ""
+    return {"job_id": job.id, "request_id": str(info.get("request_id", "")),
+            "entry_id": str(info.get("entry", "")), "state": str(job.state), "clips": json.dumps(clips),
+            "error": error, "error_class": job.error_class or "", "source": job.spec.source}
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RedisIntake:
+    """Consumes ``cfg.stream`` in ``cfg.group`` and publishes outcomes (see the module docstring).
+
+    Args:
+        cfg: the ``[redis_intake]`` settings.
+        redis_url: ``redis://host:port/db`` (``redis_intake.url`` or ``cache.redis_url``).
+        submitter: the daemon's front door; its store answers "was this entry stored already?".
+        bus: job events; ended jobs from the stream get their outcome published.
+        paused: true while intake is paused: no new entries are read or taken over.
+        password: the ``redis_password`` secret, when the server needs one.
+    """
+
+    def __init__(self, cfg: RedisIntakeConfig, redis_url: str, submitter: Submitter, bus: EventBus, *,
+                 paused: Callable[[], bool], password: str | None = None) -> None:
+        if not redis_url:
+            raise ConfigError("redis_intake.enabled: no Redis to read from;"
+                              " set redis_intake.url or cache.redis_url")
+        self.cfg = cfg
+        self.submitter = submitter
+        self.store = submitter.store
+        self.bus = bus
+        self.paused = paused
+        self.consumer = cfg.consumer or default_consumer()
+        try:
+            self.redis = aioredis.Redis.from_url(
+                redis_url, password=password, decode_responses=True, encoding_errors="replace",
+                socket_connect_timeout=5, socket_timeout=cfg.block_ms / 1000 + 5, health_check_interval=30)
+        except ValueError as e:
+            raise ConfigError(f"redis_intake.url: {e} (got {redis_url.split('@')[-1]!r})") from None
+        self._publish_once = self.redis.register_script(_PUBLISH_ONCE)
+        self._handling: set[str] = set()
+        self._sent: dict[str, float] = {}  # outcome markers known to be published
+        self._unsent: set[str] = set()  # job ids whose outcome could not be published yet
+        self._forgot_at = 0.0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with anyio.move_on_after(5):  # Redis down at start-up: come up anyway, loops retry
+                try:
+                    await self._ensure_group()
+                except RedisError as e:
+                    REDIS_UP.set(0)
+                    log.warning("redis unavailable at start-up; intake will retry", error=str(e))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._forever, "consume", self._consume)
+                tg.start_soon(self._forever, "reclaim", self._reclaim_loop)
+                await tg.start(self._results)
+                tg.start_soon(self._forever, "catch-up", self._catch_up_loop)
+                log.info("redis intake started", stream=self.cfg.stream, group=self.cfg.group,
+                         consumer=self.consumer)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self.redis.aclose()
+
+    async def _forever(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop``; when Redis fails, wait (exponential back-off) and run it again."""
+        backoff = Backoff()
+        while True:
+            began = time.monotonic()
+            try:
+                await loop()
+            except DOWN as e:
+                REDIS_UP.set(0)
+                if time.monotonic() - began > backoff.cap:
+                    backoff.reset()
+                delay = backoff.next()
+                log.warning("redis unavailable; retrying", loop=name, retry_in=delay, error=str(e))
+                await anyio.sleep(delay)
+            except RedisError as e:  # e.g. NOGROUP after Redis restarted empty, WRONGTYPE
+                delay = backoff.next()
+                log.error("redis refused a command; retrying", loop=name, retry_in=delay, error=str(e))
+                await anyio.sleep(delay)
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """One command that must happen (an ack): retried until Redis answers."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await call()
+            except DOWN as e:
+                REDIS_UP.set(0)
+                delay = backoff.next()
+                log.warning("redis unavailable; retrying", what=what, retry_in=delay, error=str(e))
+                await anyio.sleep(delay)
+
+    async def _ensure_group(self) -> None:
+        try:
+            # from "0": entries pushed before the first daemon started are jobs too
+            await self.redis.xgroup_create(self.cfg.stream, self.cfg.group, id="0", mkstream=True)
+            log.info("consumer group created", stream=self.cfg.stream, group=self.cfg.group)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+        REDIS_UP.set(1)
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    async def _read(self, start: str, block: int | None) -> list[tuple[str, dict[str, str] | None]]:
+        resp: Any = await self.redis.xreadgroup(self.cfg.group, self.consumer, {self.cfg.stream: start},
+                                           count=self.cfg.batch, block=block)
+        REDIS_UP.set(1)
+        return [(eid, fields) for _stream, entries in resp or [] for eid, fields in entries]
+
+    async def _consume(self) -> None:
+        await self._ensure_group()
+        # our own unacknowledged entries first (a restart under a fixed consumer name)
+        cursor = "0"
+        while entries := await self._read(cursor, None):
+            for eid, fields in entries:
+                await self._handle(eid, fields, await self._deliveries(eid))
+            cursor = entries[-1][0]
+        while True:
+            if self.paused():
+                await anyio.sleep(0.25)
+                continue
+            for eid, fields in await self._read(">", self.cfg.block_ms):
+                await self._handle(eid, fields, 1)
+
+    async def _deliveries(self, eid: str) -> int:
+        info = await self.redis.xpending_range(self.cfg.stream, self.cfg.group, min=eid, max=eid, count=1)
+        return int(info[0]["times_delivered"]) if info else 1
+
+    async def _reclaim_loop(self) -> None:
+        await self._ensure_group()
+        idle_ms = int(self.cfg.claim_idle_seconds * 1000)
+        while True:
+            await anyio.sleep(min(self.cfg.claim_idle_seconds / 2, 30.0))
+            if self.paused():
+                continue
+            start = "0-0"
+            while True:
+                resp: Any = await self.redis.xautoclaim(
+                    self.cfg.stream, self.cfg.group, self.consumer, min_idle_time=idle_ms, start_id=start,
+                    count=self.cfg.batch)
+                start, entries = resp[0], resp[1]
+                if len(resp) > 2 and resp[2]:
+                    log.warning("pending entries were deleted from the stream before being handled",
+                                entries=resp[2])
+                for eid, fields in entries:
+                    if eid in self._handling:
+                        continue  # ours, still being handled (kept claimed by _keep_claimed)
+                    n = await self._deliveries(eid)
+                    log.info("took over an entry left unacknowledged", entry=eid, deliveries=n)
+                    await self._handle(eid, fields, n)
+                if start == "0-0":
+                    break
+            await self._forget_idle_consumers()
+
+    async def _forget_idle_consumers(self) -> None:
+        now = time.monotonic()
+        if now - self._forgot_at < CONSUMER_FORGET_SECONDS / 6:
+            return
+        self._forgot_at = now
+        for c in await self.redis.xinfo_consumers(self.cfg.stream, self.cfg.group):
+            forgotten = c["pending"] == 0 and c["idle"] > CONSUMER_FORGET_SECONDS * 1000
+            if forgotten and c["name"] != self.consumer:
+                await self.redis.xgroup_delconsumer(self.cfg.stream, self.cfg.group, c["name"])
+                log.info("removed an idle consumer", consumer=c["name"])
+
+    # ---- one entry ---------------------------------------------------------------------------
+
+    async def _handle(self, eid: str, fields: dict[str, str] | None, deliveries: int) -> None:
+        if eid in self._handling:
+            return
+        self._handling.add(eid)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_claimed, eid)
+                await self._handle_owned(eid, fields, deliveries)
+                tg.cancel_scope.cancel()
+        finally:
+            self._handling.discard(eid)
+
+    async def _keep_claimed(self, eid: str) -> None:
+        """While the store is slow or down, keep the entry ours so no other daemon takes it over."""
+        while True:
+            await anyio.sleep(self.cfg.claim_idle_seconds / 3)
+            try:
+                info = await self.redis.xpending_range(self.cfg.stream, self.cfg.group, min=eid, max=eid,
+                                                       count=1)
+                if not info or info[0]["consumer"] != self.consumer:
+                    log.warning("entry was taken over by another consumer meanwhile", entry=eid)
+                    return
+                await self.redis.xclaim(self.cfg.stream, self.cfg.group, self.consumer, min_idle_time=0,
+                                        message_ids=[eid], justid=True)
+            except RedisError as e:
+                log.debug("could not refresh the claim on an entry", entry=eid, error=str(e))
+
+    async def _handle_owned(self, eid: str, fields: dict[str, str] | None, deliveries: int) -> None:
+        bound = log.bind(entry=eid, deliveries=deliveries)
+        if not fields:
+            await self._ack(eid)  # deleted from the stream meanwhile: nothing to do
+            return
+        if deliveries > self.cfg.max_deliveries:
+            await self._dead_letter(eid, fields, "too_many_deliveries", deliveries,
+                                    f"delivered {deliveries} times without being acknowledged"
+                                    f" (max_deliveries {self.cfg.max_deliveries}); the daemons handling it"
+                                    " stopped each time: look for crashes in their logs")
+            return
+        try:
+            spec = parse_entry(fields, self.cfg.profile)
+        except EntryError as e:
+            await self._dead_letter(eid, fields, "bad_entry", deliveries, str(e))
+            return
+        info = {"stream": self.cfg.stream, "entry": eid, "request_id": fields.get("request_id", ""),
+                "consumer": self.consumer, "deliveries": deliveries}
+        spec = dataclasses.replace(spec, options={**spec.options, "redis": info})
+        backoff = Backoff()
+        while True:
+            try:
+                job = await self._stored_job(eid) if deliveries > 1 else None
+                if job is not None:
+                    bound.info("entry was stored before it could be acknowledged", job_id=job.id)
+                else:
+                    job = await self.submitter.submit(spec)
+                break
+            except SubmitError as e:
+                await self._dead_letter(eid, fields, e.code, deliveries, str(e))
+                return
+            except StoreUnavailable as e:
+                delay = backoff.next()
+                bound.warning("store unavailable; the entry stays pending", retry_in=delay, error=str(e))
+                await anyio.sleep(delay)
+        await self._ack(eid)
+        bound.info("redis entry submitted", job_id=job.id, request_id=info["request_id"])
+
+    async def _stored_job(self, eid: str) -> Job | None:
+        """The job of a re-delivered entry, if it was stored before the ack was lost."""
+        for job in await self.store.list(limit=STORED_LOOKBACK):
+            info = job.spec.options.get("redis") or {}
+            if info.get("entry") == eid and info.get("stream") == self.cfg.stream:
+                return job
+        return None
+
+    async def _ack(self, eid: str) -> None:
+        await self._retrying("xack", lambda: self.redis.xack(self.cfg.stream, self.cfg.group, eid))
+
+    async def _dead_letter(self, eid: str, fields: dict[str, str], error_class: str, deliveries: int,
+                           reason: str) -> None:
+        """Dead-letter entry and ``rejected`` result, then ack: all or nothing (MULTI)."""
+        log.warning("redis entry dead-lettered", entry=eid, error_class=error_class, reason=reason)
+        request_id = fields.get("request_id", "")
+        dead: dict[Any, Any] = {
+            "entry_id": eid, "stream": self.cfg.stream, "request_id": request_id, "error_class": error_class,
+            "reason": reason, "deliveries": str(deliveries), "consumer": self.consumer,
+            "at": f"{time.time():.3f}", "fields": json.dumps(fields)}
+        result: dict[Any, Any] = {
+            "job_id": "", "request_id": request_id, "entry_id": eid, "state": "rejected", "clips": "[]",
+            "error": reason, "error_class": error_class, "source": fields.get("path", "")}
+
+        async def move() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(self.cfg.dead_letter_stream, dead, maxlen=self.cfg.results_maxlen, approximate=True)
+                pipe.xadd(self.cfg.results_stream, result, maxlen=self.cfg.results_maxlen, approximate=True)
+                pipe.xack(self.cfg.stream, self.cfg.group, eid)
+                await pipe.execute()
+
+        await self._retrying("dead-letter", move)
+
+    # ---- results -----------------------------------------------------------------------------
+
+    async def _results(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with self.bus.subscribe() as events:
+            task_status.started()
+            async for event in events:
+                if event.kind in ("job.done", "job.failed", "job.cancelled"):
+                    await self._publish_id(event.job_id)
+
+    async def _publish_id(self, job_id: str) -> None:
+        try:
+            job = await self.store.get(job_id)
+        except StoreUnavailable:
+            self._unsent.add(job_id)
+            return
+        if job is None:
+            return
+        try:
+            await self._publish(job)
+        except DOWN as e:
+            REDIS_UP.set(0)
+            self._unsent.add(job_id)
+            log.warning("outcome not published yet: redis unavailable", job_id=job_id, error=str(e))
+
+    async def _publish(self, job: Job) -> None:
+        info = job.spec.options.get("redis") or {}
+        if job.spec.origin != "redis" or info.get("stream") != self.cfg.stream:
+            return
+        if job.state not in TERMINAL_STATES:
+            return
+        marker = f"{self.cfg.results_stream}:sent:{job.id}:{job.state}:{job.attempts}"
+        if marker in self._sent:
+            return
+        args: list[str | int] = [RESULT_MARKER_SECONDS, self.cfg.results_maxlen]
+        for k, v in result_fields(job).items():
+            args += [k, v]
+        added = await self._publish_once(keys=[marker, self.cfg.results_stream], args=args)
+        self._sent[marker] = time.time()
+        if len(self._sent) > 20_000:
+            for key in sorted(self._sent, key=self._sent.__getitem__)[:10_000]:
+                del self._sent[key]
+        if added:
+            log.info("job outcome published", job_id=job.id, state=str(job.state),
+                     request_id=info.get("request_id", ""))
+
+    async def _catch_up_loop(self) -> None:
+        while True:
+            await self._catch_up(full=True)
+            next_full = time.monotonic() + CATCHUP_SECONDS
+            while time.monotonic() < next_full:
+                await anyio.sleep(1.0)
+                if self._unsent:  # Redis came back: publish what waited without a full pass
+                    await self._catch_up(full=False)
+
+    async def _catch_up(self, *, full: bool) -> None:
+        """Publish outcomes the live path missed (events dropped, Redis down, another daemon)."""
+        pending, self._unsent = self._unsent, set()
+        horizon = time.time() - CATCHUP_WINDOW_SECONDS
+        try:
+            jobs: dict[str, Job] = {}
+            for state in TERMINAL_STATES if full else ():
+                for j in await self.store.list(state, limit=CATCHUP_LIMIT):
+                    if j.spec.origin == "redis" and j.updated_at >= horizon:
+                        jobs[j.id] = j
+            for job_id in pending - set(jobs):
+                if (job := await self.store.get(job_id)) is not None:
+                    jobs[job_id] = job
+        except StoreUnavailable as e:
+            self._unsent |= pending
+            log.warning("outcome catch-up skipped: store unavailable", error=str(e))
+            return
+        for n, job in enumerate(jobs.values()):
+            try:
+                await self._publish(job)
+            except DOWN:
+                self._unsent |= {j.id for j in list(jobs.values())[n:]}
+                raise
+
+
+async def run_redis_intake(
+    cfg: RedisIntakeConfig,
+    redis_url: str,
+    submitter: Submitter,
+    bus: EventBus,
+    *,
+    paused: Callable[[], bool],
+    password: str | None = None,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Consume the job stream until cancelled; ``task_status.started()`` once consuming."""
+    intake = RedisIntake(cfg, redis_url, submitter, bus, paused=paused, password=password)
+    await intake.run(task_status=task_status)
