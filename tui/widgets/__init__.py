@@ -1,0 +1,1 @@
+"""Widgets and screens of montage-tui; each draws daemon data it is handed and never reads the socket."""
