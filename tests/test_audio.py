@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from montaged.media.audio import iter_audio_chunks, stream_audio
-from montaged.media.fanout import fan_out, open_pcm, spool_pcm
+from montaged.media.fanout import FLOAT_DTYPE, PCM_DTYPE, PcmSpool, fan_out, open_pcm, spool_pcm
 from montaged.media.probe import NoAudioStreamError
 from montaged.model import AudioChunk
 
@@ -170,6 +170,71 @@ async def test_spool_pcm(tmp_path: Path) -> None:
     back = pcm[RATE:].astype(np.float32) / 32767
     assert np.abs(back - np.concatenate([c.samples for c in chunks])).max() < 1 / 32767  # int16 rounding
     assert not (tmp_path / "audio.pcm.part").exists()
+
+
+@pytest.mark.parametrize("dtype", [PCM_DTYPE, FLOAT_DTYPE], ids=["int16", "float32"])
+async def test_spool_followed_while_written(tmp_path: Path, dtype: np.dtype) -> None:
+    """A reader that follows the spool gets every sample, in media time, while the writer is
+    still writing: it starts before the first chunk, waits when it catches up, and ends exactly
+    at the end of the spool. float32 is bit-exact (Whisper reads what the decoder made); int16
+    within its rounding step."""
+    rng = np.random.default_rng(1)
+    chunks = [
+        AudioChunk(start=0.5 + i / 4, samples=rng.uniform(-1, 1, 4000).astype(np.float32)) for i in range(12)
+    ]
+    expect = np.concatenate([np.zeros(RATE // 2, np.float32), *[c.samples for c in chunks]])
+    send, recv = anyio.create_memory_object_stream[AudioChunk](2)
+    out_send, out_recv = anyio.create_memory_object_stream[AudioChunk](1)
+    got: list[AudioChunk] = []
+    written_when_read: list[int] = []
+
+    async def slow_writer() -> None:
+        async with send:
+            for c in chunks:
+                await send.send(c)
+                await anyio.sleep(0.01)
+
+    async def reader() -> None:
+        async with out_recv:
+            async for c in out_recv:
+                got.append(c)
+                written_when_read.append(spool.written)
+
+    async with anyio.create_task_group() as tg, await PcmSpool.create(tmp_path / "a.pcm", dtype) as spool:
+        tg.start_soon(spool.follow, out_send, 0.3)  # opened before anything is written
+        tg.start_soon(reader)
+        tg.start_soon(slow_writer)
+        assert await spool.write_from(recv) == tmp_path / "a.pcm"
+        assert await spool.complete() == tmp_path / "a.pcm"
+    samples = np.concatenate([c.samples for c in got])
+    assert len(samples) == len(expect)
+    # contiguous media time
+    assert [c.start for c in got] == pytest.approx([i * 0.3 for i in range(len(got))])
+    tol = 0.0 if dtype == FLOAT_DTYPE else 1 / 32767
+    assert np.abs(samples - expect).max() <= tol
+    assert min(written_when_read) < len(expect), "the reader should have read before the writer finished"
+    assert not (tmp_path / "a.pcm.part").exists()
+
+
+async def test_spool_follow_after_completion_and_abandoned_part(tmp_path: Path) -> None:
+    """A reader that starts after the spool is complete reads the renamed file; a spool whose
+    writer fails leaves no .part behind (nothing half-written survives)."""
+    send, recv = anyio.create_memory_object_stream[AudioChunk](2)
+    async with send:
+        await send.send(AudioChunk(start=0.0, samples=np.full(1600, 0.5, np.float32)))
+    async with await PcmSpool.create(tmp_path / "b.pcm", FLOAT_DTYPE) as spool:
+        await spool.write_from(recv)
+        out_send, out_recv = anyio.create_memory_object_stream[AudioChunk](8)
+        await spool.follow(out_send, 1.0)
+        got = [c async for c in out_recv]
+    assert len(got) == 1 and np.all(got[0].samples == np.float32(0.5))
+
+    with pytest.raises(RuntimeError):
+        async with await PcmSpool.create(tmp_path / "c.pcm") as spool:
+            raise RuntimeError("decoder died")
+    assert not (tmp_path / "c.pcm.part").exists() and not (tmp_path / "c.pcm").exists()
+    with pytest.raises(ValueError, match="int16 or float32"):
+        await PcmSpool.create(tmp_path / "d.pcm", np.dtype("<f8"))
 
 
 _CHILD = textwrap.dedent(

@@ -170,7 +170,9 @@ async def test_submit_with_completion_runs_to_done_and_shows_details(
             clip = job["result"]["clips"][0]
             text = await until(
                 pilot,
-                shows_all("── clips (1)", f"score {clip['score']:.2f}", f"encoder {clip['encoder']}", clip["reason"]),
+                shows_all(
+                    "── clips (1)", f"score {clip['score']:.2f}", f"encoder {clip['encoder']}", clip["reason"]
+                ),
                 "the job detail with its clip",
             )
             assert f"Job {job['id']}" in text and "done" in text

@@ -112,8 +112,7 @@ class PcmSpool:
     """
 
     def __init__(self, path: Path, write_fd: int, dtype: np.dtype = PCM_DTYPE) -> None:
-        if dtype not in (PCM_DTYPE, FLOAT_DTYPE):
-            raise ValueError(f"spool dtype must be int16 or float32 little-endian (got {dtype})")
+        _check_dtype(dtype)
         self.path = path
         self.dtype = dtype
         self.part = path.with_name(path.name + ".part")
@@ -125,6 +124,7 @@ class PcmSpool:
 
     @classmethod
     async def create(cls, path: Path, dtype: np.dtype = PCM_DTYPE) -> PcmSpool:
+        _check_dtype(dtype)  # before the file exists: a refused spool leaves nothing behind
         part = path.with_name(path.name + ".part")
         fd = await anyio.to_thread.run_sync(
             lambda: os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -220,6 +220,11 @@ class PcmSpool:
                         await changed.wait()
         finally:
             os.close(fd)
+
+
+def _check_dtype(dtype: np.dtype) -> None:
+    if dtype not in (PCM_DTYPE, FLOAT_DTYPE):
+        raise ValueError(f"spool dtype must be int16 or float32 little-endian (got {dtype})")
 
 
 def _write_all(fd: int, data: bytes) -> None:
