@@ -166,6 +166,8 @@ async def test_submit_with_completion_runs_to_done_and_shows_details(
             assert row[7] == "1" and row[8] == "$0.00", f"one clip, no cloud cost: {row}"
             job = (await request(daemon.settings.control.socket(), "show", job_id=job["id"]))["job"]
             # the detail view: timings, transcript, each clip, no error
+            pilot.app.clear_notifications()  # the "submitted" toast would cover the clip lines
+            await pilot.pause()
             await pilot.press("enter")
             clip = job["result"]["clips"][0]
             clip_lines = shows_all(
