@@ -178,6 +178,12 @@ def _dict_of_models(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+_KIND_WORDS: dict[Any, str] = {
+    Path: "a path", str: "a string", int: "an integer", float: "a number", bool: "true or false",
+    list: "a list", dict: "a table",
+}
+
+
 def _kind(annotation: Any) -> str:
     """A few words for a value's type, for keys shown without a value."""
     names = []
@@ -185,22 +191,8 @@ def _kind(annotation: Any) -> str:
         origin = typing.get_origin(a)
         if origin is Literal:
             names.append("one of " + ", ".join(json.dumps(v) for v in typing.get_args(a)))
-        elif a is Path:
-            names.append("a path")
-        elif a is str:
-            names.append("a string")
-        elif a is int:
-            names.append("an integer")
-        elif a is float:
-            names.append("a number")
-        elif a is bool:
-            names.append("true or false")
-        elif origin is list:
-            names.append("a list")
-        elif origin is dict:
-            names.append("a table")
         else:
-            names.append(getattr(a, "__name__", str(a)))
+            names.append(_KIND_WORDS.get(origin or a, getattr(a, "__name__", str(a))))
     return " or ".join(names)
 
 

@@ -159,17 +159,22 @@ async def test_two_daemons_share_postgres_without_duplicates(tmp_path: Path, pg_
     assert not [n for n in names if n.startswith(".")]
 
 
-def test_check_config_prints_every_error(tmp_path: Path) -> None:
-    cfg = tmp_path / "montage.toml"
-    cfg.write_text('[whisper]\nbeam_size = 99\nmodle = "x"\n[daemon]\nshutdown_grace_seconds = -1\n')
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MONTAGE_CONTROL__MAX_LINE_BYTES": "12"}
-    proc = subprocess.run(
+def _check_config(cfg: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``montaged --config CFG --check-config`` as an operator runs it, in its own process."""
+    return subprocess.run(
         [sys.executable, "-m", "montaged", "--config", str(cfg), "--check-config"],
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
     )
+
+
+def test_check_config_prints_every_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "montage.toml"
+    cfg.write_text('[whisper]\nbeam_size = 99\nmodle = "x"\n[daemon]\nshutdown_grace_seconds = -1\n')
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MONTAGE_CONTROL__MAX_LINE_BYTES": "12"}
+    proc = _check_config(cfg, env)
     assert proc.returncode == 1
     lines = set(proc.stdout.splitlines())
     assert "whisper.beam_size: Input should be less than or equal to 10 (got 99)" in lines
@@ -178,24 +183,12 @@ def test_check_config_prints_every_error(tmp_path: Path) -> None:
     assert "control.max_line_bytes: Input should be greater than or equal to 1024 (got '12')" in lines
 
     cfg.write_text('[deepgram]\napi_key = "sk-live-123"\n')
-    proc = subprocess.run(
-        [sys.executable, "-m", "montaged", "--config", str(cfg), "--check-config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    proc = _check_config(cfg, env)
     assert proc.returncode == 1
     assert "deepgram.api_key: secrets are not read from the config file" in proc.stdout
     assert "sk-live-123" not in proc.stdout + proc.stderr
 
     cfg.write_text("[whisper]\nmodel = 'tiny.en'\n")
     del env["MONTAGE_CONTROL__MAX_LINE_BYTES"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "montaged", "--config", str(cfg), "--check-config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    proc = _check_config(cfg, env)
     assert proc.returncode == 0 and "configuration OK" in proc.stdout

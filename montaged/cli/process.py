@@ -19,6 +19,7 @@ import anyio.lowlevel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from montaged.cli.run import expected_failure
 from montaged.config import Secrets, Settings, load
 from montaged.errors import ConfigError, MontageError
 from montaged.events import EventBus
@@ -73,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
         print("montaged process: interrupted; the jobs were cancelled", file=sys.stderr)
         return 130
     except BaseException as e:
-        from montaged.cli.run import expected_failure
-
         known = expected_failure(e)
         if known is None:
             raise

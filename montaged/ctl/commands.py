@@ -21,6 +21,15 @@ from montaged.ctl.watch import Board, wait_for_jobs, watch
 Command = Callable[[ControlClient, argparse.Namespace, Console], Awaitable[int]]
 
 
+def _answer(args: argparse.Namespace, out: Console, doc: Any, human: Callable[[Console], None]) -> int:
+    """Print ``doc`` as the one JSON document with ``--json``, else the human view; exit OK."""
+    if args.json:
+        render.emit_json(doc)
+    else:
+        human(out)
+    return exits.OK
+
+
 def _absolute(path: Path) -> str:
     """Absolute, not resolved: the daemon resolves symlinks itself to check its input roots."""
     return str(path.expanduser().absolute())
@@ -72,66 +81,41 @@ async def submit(client: ControlClient, args: argparse.Namespace, out: Console) 
 
 async def list_jobs(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
     result = await client.request("list", state=args.state, limit=args.limit)
-    if args.json:
-        render.emit_json(result)
-    else:
-        render.print_list(out, result["jobs"])
-    return exits.OK
+    return _answer(args, out, result, lambda o: render.print_list(o, result["jobs"]))
 
 
 async def show(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
     result = await client.request("show", job_id=args.job_id)
-    if args.json:
-        render.emit_json(result)
-    else:
-        render.print_job(out, result)
-    return exits.OK
+    return _answer(args, out, result, lambda o: render.print_job(o, result))
 
 
 async def cancel(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
     job = await client.request("cancel", job_id=args.job_id)
-    if args.json:
-        render.emit_json({"job": job})
-    else:
-        out.print(f"job {job['id']} cancelled ({escape(render.name(job))})", highlight=False)
-    return exits.OK
+    return _answer(args, out, {"job": job}, lambda o: o.print(
+        f"job {job['id']} cancelled ({escape(render.name(job))})", highlight=False))
 
 
 async def retry(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
     job = await client.request("retry", job_id=args.job_id)
-    if args.json:
-        render.emit_json({"job": job})
-    else:
-        out.print(f"job {job['id']} queued again ({escape(render.name(job))}); it resumes at its first stage"
-                  " without a stored result", highlight=False)
-    return exits.OK
+    return _answer(args, out, {"job": job}, lambda o: o.print(
+        f"job {job['id']} queued again ({escape(render.name(job))}); it resumes at its first stage"
+        " without a stored result", highlight=False))
 
 
 async def pause(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
     result = await client.request("pause")
-    if args.json:
-        render.emit_json(result)
-    else:
-        out.print("intake paused: queued jobs wait, running jobs go on (`montagectl resume` to go on)")
-    return exits.OK
+    return _answer(args, out, result, lambda o: o.print(
+        "intake paused: queued jobs wait, running jobs go on (`montagectl resume` to go on)"))
 
 
 async def resume(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
     result = await client.request("resume")
-    if args.json:
-        render.emit_json(result)
-    else:
-        out.print("intake resumed")
-    return exits.OK
+    return _answer(args, out, result, lambda o: o.print("intake resumed"))
 
 
 async def stats(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
     result = await client.request("stats")
-    if args.json:
-        render.emit_json(result)
-    else:
-        render.print_stats(out, result)
-    return exits.OK
+    return _answer(args, out, result, lambda o: render.print_stats(o, result))
 
 
 async def watch_command(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
