@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -18,9 +19,11 @@ import structlog
 from anyio.abc import TaskGroup
 
 from montaged import metrics
+from montaged.backoff import Backoff
 from montaged.config import Secrets, Settings
 from montaged.control.handlers import ControlOps, Stats
 from montaged.control.server import ControlServer
+from montaged.errors import StoreUnavailable
 from montaged.events import EventBus
 from montaged.health import ServiceProbe, serve_http
 from montaged.intake import Submitter
@@ -29,6 +32,7 @@ from montaged.pipeline import Pipeline
 from montaged.runtime import connect_store, open_resources
 from montaged.stages.context import Resources
 from montaged.store import JobStore
+from montaged.supervise import Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +68,7 @@ class Daemon:
         self._pipeline_scope = anyio.CancelScope()
         self._store_ok = False
         self.probe: ServiceProbe | None = None
+        self.supervisor = Supervisor()
 
     # ---- health ------------------------------------------------------------------------------
 
@@ -71,9 +76,10 @@ class Daemon:
         store_ok = self.probe.store_ok if self.probe is not None else self._store_ok
         redis_ok = self.probe.redis_ok if self.probe is not None else None
         ready = self.ready.is_set()
-        status = "ok" if ready and store_ok and redis_ok is not False and not self._stopping else "degraded"
-        return {"status": status, "ready": ready, "store": store_ok, "redis": redis_ok,
-                "stopping": bool(self._stopping),
+        down = self.supervisor.degraded()
+        healthy = ready and store_ok and redis_ok is not False and not down and not self._stopping
+        return {"status": "ok" if healthy else "degraded", "ready": ready, "store": store_ok,
+                "redis": redis_ok, "stopping": bool(self._stopping), "degraded": down,
                 "in_flight": len(self.pipeline.inflight) if self.pipeline else 0}
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -114,7 +120,8 @@ class Daemon:
             if self.handle_signals:
                 outer.start_soon(self._signals)
             if s.metrics.enabled:
-                self.metrics_port = await outer.start(serve_http, s.metrics.host, s.metrics.port, self.health)
+                self.metrics_port = await self.supervisor.start(
+                    outer, "metrics", partial(serve_http, s.metrics.host, s.metrics.port, self.health))
             with self._pipeline_scope:
                 self.store = await connect_store(s, self.secrets, wait=True)
                 self._store_ok = True
@@ -140,10 +147,12 @@ class Daemon:
         server = ControlServer(s.control.socket(), ops, self.bus, mode=s.control.socket_mode,
                                max_line=s.control.max_line_bytes)
         self.probe = ServiceProbe(self.store, self._redis_urls(), redis_password=self._redis_password())
+        sup = self.supervisor
         async with anyio.create_task_group() as tg:
-            await tg.start(server.serve)
-            tg.start_soon(self.probe.run, s.daemon.stats_seconds, self._probed)
-            tg.start_soon(self._stats_loop)
+            await sup.start(tg, "control", server.serve)
+            probe = partial(self.probe.run, s.daemon.stats_seconds, self._probed)
+            tg.start_soon(sup.run, "health_probe", probe)
+            tg.start_soon(sup.run, "stats", self._stats_loop)
             await self._start_intake(tg)
             if self._stopping:
                 self.pipeline.drain()
@@ -178,7 +187,7 @@ class Daemon:
     async def _start_intake(self, tg: TaskGroup) -> None:
         s = self.settings
         assert self.submitter is not None and self.pipeline is not None
-        pipeline, submitter = self.pipeline, self.submitter
+        pipeline, submitter, sup = self.pipeline, self.submitter, self.supervisor
 
         def paused() -> bool:
             return pipeline.paused
@@ -189,16 +198,16 @@ class Daemon:
                     if s.hotfolder.paths:
                         from montaged.sources.hotfolder import run_hotfolder
 
-                        await sources.start(lambda task_status: run_hotfolder(
-                            s.hotfolder, submitter, paused=paused, task_status=task_status))
-                        sources.start_soon(self._hotfolder_results)
+                        await sup.start(sources, "hotfolder", partial(
+                            run_hotfolder, s.hotfolder, submitter, paused=paused))
+                        sources.start_soon(sup.run, "hotfolder_results", self._hotfolder_results)
                     if s.redis_intake.enabled:
                         from montaged.sources.redis_stream import run_redis_intake
 
                         url = s.redis_intake.url or s.cache.redis_url or ""
-                        await sources.start(lambda task_status: run_redis_intake(
-                            s.redis_intake, url, submitter, self.bus, paused=paused,
-                            password=self._redis_password(), task_status=task_status))
+                        await sup.start(sources, "redis_intake", partial(
+                            run_redis_intake, s.redis_intake, url, submitter, self.bus, paused=paused,
+                            password=self._redis_password()))
                     task_status.started()
                     await anyio.sleep_forever()
 
@@ -209,12 +218,22 @@ class Daemon:
         from montaged.sources.hotfolder import on_job_finished
 
         assert self.store is not None
+        store = self.store
         async with self.bus.subscribe() as events:
             async for event in events:
-                if event.kind in ("job.done", "job.failed", "job.cancelled"):
-                    job = await self.store.get(event.job_id)
-                    if job is not None and job.spec.origin == "hotfolder":
-                        await on_job_finished(self.settings.hotfolder, job)
+                if event.kind not in ("job.done", "job.failed", "job.cancelled"):
+                    continue
+                backoff = Backoff(0.5, 30.0)
+                while True:  # the store may be away for a while: the original is moved once it answers
+                    try:
+                        job = await store.get(event.job_id)
+                        break
+                    except StoreUnavailable as e:
+                        delay = await backoff.sleep()
+                        log.warning("hot folder: store unavailable; will move the original later",
+                                    job_id=event.job_id, error=str(e), waited=round(delay, 2))
+                if job is not None and job.spec.origin == "hotfolder":
+                    await on_job_finished(self.settings.hotfolder, job)
 
     async def _stats_loop(self) -> None:
         assert self.stats is not None

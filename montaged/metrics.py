@@ -47,3 +47,9 @@ INTAKE_PAUSED = Gauge("montage_intake_paused", "1 while intake is paused", regis
 CONTROL_REQUESTS = Counter(
     "montage_control_requests_total", "Control socket requests", ["op", "outcome"], registry=REGISTRY
 )
+TASK_RESTARTS = Counter(
+    "montage_task_restarts_total", "Supervised daemon tasks restarted after a crash", ["task"],
+    registry=REGISTRY,
+)
+TASK_UP = Gauge("montage_task_up", "1 while a supervised daemon task runs, 0 while it waits to restart",
+                ["task"], registry=REGISTRY)
