@@ -28,7 +28,9 @@ PY=$(find_python) || die "Python 3.11 or newer not found; install it (Debian/Ubu
 
 # --- system packages ------------------------------------------------------------------------------
 need_apt=()
-for pair in ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox; do
+# systemd-analyze and promtool (Debian's prometheus package) check the unit and the alert rules;
+# note that on a host run by systemd the prometheus package also enables a local server on :9090.
+for pair in ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox systemd-analyze:systemd promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
 done
 if [ ! -x .venv/bin/python ] && ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then

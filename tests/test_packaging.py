@@ -145,7 +145,7 @@ def unit() -> dict[str, list[str]]:
 
 def test_unit_runs_the_daemon_as_montage(unit: dict[str, list[str]]) -> None:
     s = "Service."
-    assert unit[s + "Type"] == ["exec"]  # montaged does not speak sd_notify
+    assert unit[s + "Type"] == ["notify"]  # READY=1 once the socket is up (montaged/sdnotify.py)
     assert unit[s + "User"] == ["montage"] and unit[s + "Group"] == ["montage"]
     argv = shlex.split(unit[s + "ExecStart"][0])
     assert argv[0] == "/opt/montage/.venv/bin/montaged"
