@@ -1,0 +1,64 @@
+"""A side task that crashes does not stop a real daemon: it is restarted, counted, and /healthz
+says which part is down while it waits. The fault is injected into the stats loop's snapshot
+(the test's only stand-in); everything else is the product's own code path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+from daemon_harness import request, running_daemon
+from test_observability import _get
+
+from montaged.control.handlers import Stats
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.anyio]
+
+
+async def test_a_crashing_side_task_is_restarted_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_snapshot = Stats.snapshot
+    crashes = 0
+    crashing = True
+    three_crashes = anyio.Event()
+
+    async def failing_snapshot(self: Stats) -> dict[str, object]:
+        nonlocal crashes
+        if crashing:
+            crashes += 1
+            if crashes >= 3:
+                three_crashes.set()
+            raise RuntimeError("results key holds a list, not a hash")
+        return await real_snapshot(self)
+
+    async with running_daemon(tmp_path, MONTAGE_FRAME__ENABLED="false") as daemon:
+        assert daemon.metrics_port
+        monkeypatch.setattr(Stats, "snapshot", failing_snapshot)
+        health: dict[str, object] = {}
+        with anyio.fail_after(60):
+            while "stats" not in health.get("degraded", {}):  # type: ignore[operator]
+                status, body = await _get(daemon.metrics_port, "/healthz")
+                health = json.loads(body)
+                await anyio.sleep(0.05)
+        assert status == 503 and health["status"] == "degraded"
+        assert "results key holds a list" in health["degraded"]["stats"]  # type: ignore[index]
+        # the rest of the daemon serves on while the part is down
+        await request(daemon.settings.control.socket(), "ping")
+
+        with anyio.fail_after(60):
+            await three_crashes.wait()
+        crashing = False
+        with anyio.fail_after(90):  # back-off after 3+ crashes is a few seconds at most
+            while health["status"] != "ok":
+                await anyio.sleep(0.2)
+                status, body = await _get(daemon.metrics_port, "/healthz")
+                health = json.loads(body)
+        assert status == 200 and health["degraded"] == {}
+        _, metrics_text = await _get(daemon.metrics_port, "/metrics")
+        restarts = [line for line in metrics_text.splitlines()
+                    if line.startswith('montage_task_restarts_total{task="stats"}')]
+        assert restarts and float(restarts[0].split()[-1]) >= 3
+        assert daemon.supervisor.restarts()["stats"] >= 3
