@@ -33,6 +33,11 @@ need_apt=()
 for pair in ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox systemd-analyze:systemd promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
 done
+# private PostgreSQL and Redis servers (initdb/pg_ctl, redis-server) for the fault drills and the
+# secrets test; Debian keeps the PostgreSQL server binaries off PATH, under /usr/lib/postgresql/N/bin
+command -v redis-server >/dev/null 2>&1 || need_apt+=("redis-server")
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 ||
+  need_apt+=("postgresql")
 if [ ! -x .venv/bin/python ] && ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
   need_apt+=("python3-venv")  # Debian splits venv/ensurepip out of the system python
 fi
