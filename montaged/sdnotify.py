@@ -160,14 +160,15 @@ def format_status(*, running: int, queued: int, paused: bool = False, stopping: 
 def daemon_status(health: Mapping[str, Any], *, paused: bool) -> str:
     """The status line from the daemon's ``/healthz`` body and the queued-jobs gauge.
 
-    A part is degraded when its health value is ``False`` (``store``, ``redis``, and whatever
-    part the health body grows later); ``None`` means not configured. Reading the gauge, not the
+    A part is degraded when its health value is ``False`` (``store``, ``redis``; ``None`` means
+    not configured) or when it is named under ``degraded`` (supervised tasks and pools that are
+    down). Reading the gauge, not the
     store, keeps this call instant, so a slow store can never delay a watchdog ping.
     """
     queued = metrics.REGISTRY.get_sample_value("montage_jobs", {"state": "queued"}) or 0.0
     degraded = [k for k, v in health.items() if v is False and k not in _NOT_PARTS]
-    extra = health.get("degraded")
-    if isinstance(extra, list | tuple):
+    extra = health.get("degraded")  # the supervisor's parts that are down: {name: reason}
+    if isinstance(extra, Mapping | list | tuple | set | frozenset):
         degraded += [str(p) for p in extra if str(p) not in degraded]
     return format_status(running=int(health.get("in_flight", 0)), queued=int(queued), paused=paused,
                          stopping=bool(health.get("stopping")), degraded=degraded)

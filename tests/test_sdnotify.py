@@ -123,7 +123,10 @@ def test_status_line() -> None:
     health = {"status": "degraded", "ready": False, "store": True, "redis": False, "stopping": False,
               "in_flight": 1, "degraded": ["whisper-pool"]}
     assert daemon_status(health, paused=False) == "running 1, queued 3, degraded: redis whisper-pool"
-    health.update(redis=None, degraded=[])
+    health.update(degraded={"whisper-pool": "restarting", "hotfolder": "down"})
+    line = daemon_status(health, paused=False)
+    assert line == "running 1, queued 3, degraded: hotfolder redis whisper-pool"
+    health.update(redis=None, degraded={})
     assert daemon_status(health, paused=True) == "running 1, queued 3, paused"
 
 
