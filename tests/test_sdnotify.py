@@ -15,7 +15,6 @@ from pathlib import Path
 import anyio
 import pytest
 from conftest import ROOT, unavailable
-from daemon_harness import DaemonProcess
 
 from montaged import metrics
 from montaged.sdnotify import Notifier, daemon_status, format_status, watchdog_loop
@@ -180,6 +179,8 @@ async def test_pings_stop_while_the_event_loop_is_stuck(systemd: tuple[str, Fake
 async def test_daemon_reports_ready_status_watchdog_and_stopping(tmp_path: Path) -> None:
     if "sdnotify" not in (ROOT / "montaged" / "app.py").read_text():
         pytest.skip("montaged/app.py does not wire montaged.sdnotify yet")
+    from daemon_harness import DaemonProcess  # here: the protocol tests need no daemon imports
+
     path = str(tmp_path / "notify")
     fake = FakeSystemd(path)
     fake.sock.settimeout(150.0)  # start-up loads the Whisper model
