@@ -53,3 +53,12 @@ TASK_RESTARTS = Counter(
 )
 TASK_UP = Gauge("montage_task_up", "1 while a supervised daemon task runs, 0 while it waits to restart",
                 ["task"], registry=REGISTRY)
+INTAKE_REFUSED = Counter(
+    "montage_intake_refused_total", "Intake entries refused, by source and reason code", ["source", "code"],
+    registry=REGISTRY,
+)
+INTAKE_ERRORS = Counter(
+    "montage_intake_errors_total",
+    "Errors contained by intake tasks (moving originals, publishing outcomes), by task and code",
+    ["task", "code"], registry=REGISTRY,
+)

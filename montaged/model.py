@@ -192,6 +192,26 @@ class RenderedClip(Record):
 
 
 @dataclass(frozen=True)
+class MediaIdentity(Record):
+    """Which file a job was submitted for. A rename keeps all four; a file put in its place (or
+    written to since) changes at least one, so a stage can tell it is not the file that was checked."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def parse(cls, data: Any) -> MediaIdentity | None:
+        """The identity stored in a spec, or None for specs stored before it was recorded."""
+        if not isinstance(data, dict):
+            return None
+        values = [data.get(f.name) for f in dataclasses.fields(cls)]
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        return cls(*ints) if len(ints) == len(values) else None
+
+
+@dataclass(frozen=True)
 class JobSpec(Record):
     """What a client asks for: one input file and how to cut it."""
 
@@ -200,6 +220,13 @@ class JobSpec(Record):
     origin: str = "socket"  # socket | hotfolder | redis | cli
     options: dict[str, Any] = field(default_factory=dict)  # e.g. {"speakers": 2, "max_clips": 3}
     output_dir: str | None = None
+    media: MediaIdentity | None = None  # recorded at submit; stages refuse a file that differs
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        d = dict(data)
+        d["media"] = MediaIdentity.parse(d.get("media"))
+        return super().from_dict(d)
 
 
 @dataclass(frozen=True)

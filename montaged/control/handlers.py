@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from pathlib import Path
@@ -14,7 +15,7 @@ from montaged.asr.budget import Budget, summary_dicts
 from montaged.config import Secrets, Settings
 from montaged.control import protocol as p
 from montaged.errors import MontageError, StoreUnavailable
-from montaged.intake import SubmitError, Submitter
+from montaged.intake import SubmitError, Submitter, screen
 from montaged.model import JobSpec, JobState
 from montaged.pipeline import Pipeline
 from montaged.render.sidecar import montage_version
@@ -170,8 +171,10 @@ class ControlOps:
             profile=request.profile or "vertical",
             origin="socket",
             options=request.options or {},
-            output_dir=self._output_dir(request.output_dir),
+            output_dir=request.output_dir,
         )
+        screen(spec)  # every field's type, encoding and bounds, before anything touches the filesystem
+        spec = dataclasses.replace(spec, output_dir=self._output_dir(spec.output_dir))
         job = await self.submitter.submit(spec)
         return job.to_dict()
 

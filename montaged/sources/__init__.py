@@ -15,6 +15,12 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
+import structlog
+
+from montaged.media.source_file import shown
+
+log = structlog.get_logger(__name__)
+
 HASH_BLOCK = 4 << 20
 """Read size when hashing (into one reused buffer)."""
 HASH_CHECK_BYTES = 64 << 20
@@ -103,7 +109,12 @@ def openable(path: Path) -> bool:
 
 
 def move_into(src: Path, folder: Path, note: str | None = None) -> Path | None:
-    """Rename ``src`` into ``folder`` under a free name; None when ``src`` is gone."""
+    """Rename ``src`` into ``folder`` under a free name; None when ``src`` is gone.
+
+    OSError when it cannot be moved (the folder is not writable, another filesystem...). The
+    note goes to ``<name>.error.txt`` as UTF-8 text (bytes of a name that are not UTF-8 appear
+    as ``\\xNN``); a note that cannot be written is logged, the move stands.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     dst = free_name(folder, src.name)
     try:
@@ -111,5 +122,9 @@ def move_into(src: Path, folder: Path, note: str | None = None) -> Path | None:
     except FileNotFoundError:
         return None
     if note:
-        dst.with_name(dst.name + ".error.txt").write_text(note.rstrip() + "\n")
+        text = note.rstrip().encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
+        try:
+            dst.with_name(dst.name + ".error.txt").write_text(text, encoding="utf-8")
+        except OSError as e:
+            log.error("error note not written", code="note_not_written", path=shown(dst), error=e.strerror)
     return dst

@@ -13,11 +13,12 @@ restart does not read every file again): a second drop is logged and recorded as
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,9 @@ from watchfiles import Change, awatch
 
 from montaged.config import HotFolderConfig
 from montaged.errors import ConfigError, StoreUnavailable
-from montaged.intake import SubmitError, Submitter
+from montaged.intake import SubmitError, Submitter, check_path_text
+from montaged.media.source_file import shown
+from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
 from montaged.sources import Backoff, Sig, hash_file, move_into, openable, stat_regular
 
@@ -241,9 +244,9 @@ class HotFolder:
     async def _rescan_loop(self) -> None:
         while True:
             await anyio.sleep(self.cfg.rescan_seconds)
-            await self._scan(initial=False)
+            await _contained("rescan", None, self._scan(initial=False))
             if self.cfg.after == "move":
-                await self._sweep_processing(startup=False)
+                await _contained("sweep", None, self._sweep_processing(startup=False))
 
     def _consider(self, path: Path, *, initial: bool) -> None:
         if path.parent not in {f.watched for f in self.folders} or not self.eligible(path.name):
@@ -259,7 +262,7 @@ class HotFolder:
 
     async def _follow(self, path: Path, initial: bool) -> None:
         try:
-            await self._settle_then_take(path, initial)
+            await _contained("follow", path, self._settle_then_take(path, initial))
         finally:
             self._waiters.pop(path, None)
 
@@ -328,7 +331,7 @@ class HotFolder:
             folder = next(f for f in self.folders if f.watched == path.parent)
             moved = await anyio.to_thread.run_sync(move_into, path, folder.processing)
             if moved is None:  # another daemon watching the same folder renamed it first
-                log.info("hot folder file taken elsewhere", path=str(path))
+                log.info("hot folder file taken elsewhere", path=shown(path))
                 return
             source = moved
         self._busy.add(source)
@@ -342,13 +345,20 @@ class HotFolder:
         """A file left in processing/ by an earlier run: finish moving it, or submit it."""
         self._busy.add(path)
         try:
-            await self._submit_file(path, dropped=path, initial=True, settled_at=None, settled=None,
-                                    ahead=None)
+            await _contained("recover", path, self._submit_file(
+                path, dropped=path, initial=True, settled_at=None, settled=None, ahead=None))
         finally:
             self._busy.discard(path)
 
     async def _submit_file(self, source: Path, *, dropped: Path, initial: bool, settled_at: float | None,
                            settled: Sig | None, ahead: _Ahead | None) -> None:
+        try:  # a name no job can carry is refused before it is read or stored anywhere
+            check_path_text(str(source))
+            check_path_text(str(dropped))
+        except SubmitError as e:
+            if (now := await anyio.to_thread.run_sync(stat_regular, source)) is not None:
+                await self._refused(source, dropped, now, str(e), code=e.code)
+            return
         sig, digest = await self._stable_hash(source, dropped, settled, ahead)
         if sig is None or digest is None:
             return  # gone, or refused because it cannot be read (reported)
@@ -363,9 +373,16 @@ class HotFolder:
                 return
             except StoreUnavailable as e:
                 delay = backoff.next()
-                log.warning("store unavailable; the dropped file waits", path=str(dropped),
+                log.warning("store unavailable; the dropped file waits", path=shown(dropped),
                             retry_in=delay, error=str(e))
                 await anyio.sleep(delay)
+            except Exception as e:  # anything else the store or a folder raised ends this file alone
+                log.error("hot folder file failed", code="hotfolder_entry_error", path=shown(dropped),
+                          error=f"{type(e).__name__}: {str(e)[:300]}")
+                await self._refused(source, dropped, sig, f"{shown(dropped)}: could not be submitted"
+                                    f" ({type(e).__name__}: {str(e)[:300]}); drop it again to retry",
+                                    code="internal")
+                return
 
     async def _submit_locked(self, source: Path, dropped: Path, sig: Sig, digest: str, initial: bool,
                              settled_at: float | None) -> None:
@@ -377,36 +394,48 @@ class HotFolder:
             self._handled[dropped] = sig
             if existing.state in (JobState.FAILED, JobState.CANCELLED):
                 log.info("left alone: its job ended before the restart; drop it again to retry",
-                         path=str(dropped), job_id=existing.id, state=str(existing.state))
+                         path=shown(dropped), job_id=existing.id, state=str(existing.state))
             if existing.state in TERMINAL_STATES:
                 await on_job_finished(self.cfg, existing)
             return
         if existing is not None:
-            log.info("same content already submitted; not submitted again", path=str(dropped),
+            log.info("same content already submitted; not submitted again", path=shown(dropped),
                      job_id=existing.id, content_hash=digest)
             await self.submitter.emit(existing.id, "hotfolder.duplicate",
                                       {"path": str(dropped), "content_hash": digest})
             self._handled[dropped] = sig
             if self.cfg.after == "move":
-                await anyio.to_thread.run_sync(move_into, source, self._folder_of(source).done)
+                try:
+                    await anyio.to_thread.run_sync(move_into, source, self._folder_of(source).done)
+                except OSError as e:
+                    INTAKE_ERRORS.labels(task="hotfolder", code="move_failed").inc()
+                    log.error("duplicate not moved to done/", code="move_failed", path=shown(source),
+                              error=e.strerror)
             return
         spec = JobSpec(source=str(source), profile=self.cfg.profile, origin="hotfolder",
                        options={"hotfolder": {"dropped": str(dropped), "file": list(sig)}})
         try:
             job = await self.submitter.submit(spec, content_hash=digest)
         except SubmitError as e:
-            await self._refused(source, dropped, sig, str(e))
+            await self._refused(source, dropped, sig, str(e), code=e.code)
             return
         self._handled[dropped] = sig
         pickup = None if settled_at is None else round(time.monotonic() - settled_at, 3)
-        log.info("hot folder file submitted", job_id=job.id, path=str(dropped), pickup_seconds=pickup)
+        log.info("hot folder file submitted", job_id=job.id, path=shown(dropped), pickup_seconds=pickup)
 
-    async def _refused(self, source: Path, dropped: Path, sig: Sig, reason: str) -> None:
-        log.warning("hot folder file refused", path=str(dropped), error=reason)
+    async def _refused(self, source: Path, dropped: Path, sig: Sig, reason: str, *,
+                       code: str = "bad_submission") -> None:
+        log.warning("hot folder file refused", path=shown(dropped), code=code, error=reason)
+        INTAKE_REFUSED.labels(source="hotfolder", code=code).inc()
         self._handled[dropped] = sig
         if self.cfg.after == "move":
             failed = self._folder_of(source).failed
-            await anyio.to_thread.run_sync(move_into, source, failed, f"refused: {reason}")
+            try:
+                await anyio.to_thread.run_sync(move_into, source, failed, f"refused: {reason}")
+            except OSError as e:  # stays in processing/: the next start-up tries it again
+                INTAKE_ERRORS.labels(task="hotfolder", code="move_failed").inc()
+                log.error("refused file not moved to failed/", code="move_failed", path=shown(source),
+                          folder=shown(failed), error=e.strerror)
 
     def _folder_of(self, path: Path) -> Folder:
         return next(f for f in self.folders if path.parent in (f.watched, f.processing))
@@ -434,12 +463,13 @@ class HotFolder:
                 except FileNotFoundError:
                     return None, None
                 except OSError as e:
-                    await self._refused(source, dropped, sig, f"{source}: cannot be read ({e.strerror});"
-                                        " let the montage user read it")
+                    await self._refused(source, dropped, sig, f"{shown(source)}: cannot be read"
+                                        f" ({e.strerror}); let the montage user read it")
                     return sig, None
                 if digest is not None:
                     return sig, digest
-                log.info("file changed while it was hashed; waiting for it to settle again", path=str(source))
+                log.info("file changed while it was hashed; waiting for it to settle again",
+                         path=shown(source))
             expect = sig
             await anyio.sleep(self.cfg.settle_seconds)
 
@@ -448,17 +478,18 @@ class HotFolder:
         key = f"{sig.dev}:{sig.ino}:{sig.size}:{sig.mtime_ns}"
         try:
             cached = await self.store.get_result(HASH_CACHE_STAGE, key)
-        except StoreUnavailable:
+        except Exception as e:  # a cache: unavailable or refusing, the file is hashed instead
+            log.debug("hash cache not read", error=f"{type(e).__name__}: {e}")
             cached = None
-        if cached is not None:
+        if isinstance(cached, dict) and isinstance(cached.get("sha256"), str):
             return str(cached["sha256"])
         digest = await anyio.to_thread.run_sync(hash_file, path, sig, cancel, limiter=self._hash_limiter)
         if digest is None:
             return None
         try:
-            await self.store.put_result(HASH_CACHE_STAGE, key, {"sha256": digest, "path": str(path)})
-        except StoreUnavailable as e:
-            log.debug("hash not cached: store unavailable", error=str(e))
+            await self.store.put_result(HASH_CACHE_STAGE, key, {"sha256": digest, "path": shown(path)})
+        except Exception as e:  # a cache: the file is hashed again next time
+            log.debug("hash not cached", error=f"{type(e).__name__}: {e}")
         return digest
 
     def _own_job(self, source: str, sig: Sig) -> Job | None:
@@ -516,11 +547,26 @@ async def run_hotfolder(
 
 
 async def on_job_finished(cfg: HotFolderConfig, job: Job) -> None:
-    """With ``after = "move"``, move an ended job's file from processing/ to done/ or failed/."""
+    """With ``after = "move"``, move an ended job's file from processing/ to done/ or failed/.
+
+    Never raises for one job's file: a folder that cannot be written, a file system error, a job
+    record of an unexpected shape are logged with a code and counted, and the file stays in
+    processing/, where the next sweep (every ``rescan_seconds``) tries again.
+    """
+    try:
+        await _move_finished(cfg, job)
+    except Exception as e:
+        INTAKE_ERRORS.labels(task="hotfolder_results", code=_code(e)).inc()
+        log.error("hot folder original not moved; the next sweep retries", code=_code(e), job_id=job.id,
+                  source=shown(str(job.spec.source)), error=f"{type(e).__name__}: {str(e)[:300]}")
+
+
+async def _move_finished(cfg: HotFolderConfig, job: Job) -> None:
     if cfg.after != "move" or job.state not in TERMINAL_STATES:
         return
     src = Path(job.spec.source)
-    folder = next((f for f in resolve_folders(cfg) if src.parent == f.processing), None)
+    folders = await anyio.to_thread.run_sync(resolve_folders, cfg)
+    folder = next((f for f in folders if src.parent == f.processing), None)
     if folder is None:
         return  # not a file this hot folder moved
     if job.state == JobState.DONE:
@@ -531,4 +577,22 @@ async def on_job_finished(cfg: HotFolderConfig, job: Job) -> None:
         target, note = folder.failed, f"job {job.id} {job.state}: {why}"
     moved = await anyio.to_thread.run_sync(move_into, src, target, note)
     if moved is not None:
-        log.info("hot folder original moved", job_id=job.id, to=str(moved), state=str(job.state))
+        log.info("hot folder original moved", job_id=job.id, to=shown(moved), state=str(job.state))
+
+
+def _code(e: BaseException) -> str:
+    """A short stable code for a contained error (the errno name for OS errors)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"os_{errno.errorcode.get(e.errno, e.errno)}".lower()
+    return str(getattr(e, "code", "")) or type(e).__name__.lower()
+
+
+async def _contained(task: str, path: Path | None, work: Awaitable[None]) -> None:
+    """Run one file's (or one pass's) work; an error ends that work alone, logged and counted.
+    The next rescan looks at the file again, so a passing fault (a full disk) heals."""
+    try:
+        await work
+    except Exception as e:
+        INTAKE_ERRORS.labels(task=f"hotfolder_{task}", code=_code(e)).inc()
+        log.error("hot folder error contained", code=_code(e), task=task,
+                  path=shown(path) if path is not None else None, error=f"{type(e).__name__}: {str(e)[:300]}")

@@ -41,7 +41,7 @@ from montaged.config import RedisIntakeConfig
 from montaged.errors import ConfigError, StoreUnavailable
 from montaged.events import EventBus
 from montaged.intake import SubmitError, Submitter
-from montaged.metrics import REDIS_UP
+from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED, REDIS_UP
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
 from montaged.sources import Backoff
 
@@ -49,6 +49,10 @@ log = structlog.get_logger(__name__)
 
 ENTRY_FIELDS = ("path", "profile", "options", "request_id", "output_dir")
 """Fields an entry may have; ``path`` is required."""
+FIELD_LIMITS = {"path": 4096, "profile": 128, "options": 64 << 10, "request_id": 256, "output_dir": 4096}
+"""Longest value of each field, in characters (paths: Linux PATH_MAX)."""
+DEAD_FIELD_CHARS = 1024
+"""A dead letter keeps at most this much of each field (the reason says what was wrong)."""
 RESULT_MARKER_SECONDS = 7 * 86_400
 """How long the "outcome published" marker of a job is kept (longer than the catch-up window)."""
 CATCHUP_SECONDS = 30.0
@@ -64,9 +68,19 @@ CONSUMER_FORGET_SECONDS = 3600.0
 DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # KEYS: marker, results stream. ARGV: marker ttl, maxlen, field, value, ...
+# A script is not rolled back when a command in it fails: the marker is only kept when the XADD
+# happened, so a refused XADD (wrong key type, out of memory) is tried again later, not lost.
 _PUBLISH_ONCE = """
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'stream' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE the results stream key holds a ' .. kind .. ', not a stream')
+end
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+  local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+  if type(added) == 'table' and added['err'] then
+    redis.call('DEL', KEYS[1])
+  end
+  return added
 end
 return false
 """
@@ -77,11 +91,26 @@ class EntryError(Exception):
 
 
 def parse_entry(fields: dict[str, str], default_profile: str) -> JobSpec:
-    """The job an entry asks for (the Submitter checks path and profile), or EntryError."""
+    """The job an entry asks for (the Submitter then checks it like any other), or EntryError.
+
+    Fields are bounded before anything is parsed: a binary value (bytes that are not UTF-8 reach
+    us as U+FFFD), an over-long one or deeply nested options end this entry, not the daemon.
+    """
     unknown = sorted(set(fields) - set(ENTRY_FIELDS))
     if unknown:
-        raise EntryError(f"unknown field(s) {', '.join(unknown)};"
-                         f" an entry may have: {', '.join(ENTRY_FIELDS)}")
+        names = [n if n.isprintable() and len(n) <= 40 else _clip(n, 40) for n in unknown[:5]]
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        shown_names = ", ".join(names) + more
+        raise EntryError(f"unknown field(s) {shown_names}; an entry may have: {', '.join(ENTRY_FIELDS)}")
+    for name, value in fields.items():
+        if len(value) > FIELD_LIMITS[name]:
+            raise EntryError(f"field {name!r} is {len(value)} characters long, more than"
+                             f" {FIELD_LIMITS[name]}; send a shorter value")
+        if "\ufffd" in value:
+            raise EntryError(f"field {name!r} is not valid UTF-8 text ({_clip(value, 60)});"
+                             " send paths and ids as UTF-8")
+        if "\0" in value:
+            raise EntryError(f"field {name!r} holds a NUL byte ({_clip(value, 60)})")
     path = (fields.get("path") or "").strip()
     if not path:
         raise EntryError("field 'path' is missing or empty; give the absolute path of a media file")
@@ -92,17 +121,36 @@ def parse_entry(fields: dict[str, str], default_profile: str) -> JobSpec:
         except json.JSONDecodeError as e:
             raise EntryError(f"field 'options' is not JSON ({e.msg} at character {e.pos});"
                              ' send an object like {"max_clips": 3}') from None
+        except (ValueError, RecursionError) as e:  # numbers past the digit limit, nesting past the stack
+            raise EntryError(f"field 'options' cannot be read ({str(e)[:120]});"
+                             ' send a small flat object like {"max_clips": 3}') from None
         if not isinstance(options, dict):
             raise EntryError("field 'options' must be a JSON object like {\"max_clips\": 3}"
-                             f" (got {raw[:80]!r})")
+                             f" (got {_clip(raw, 80)})")
     return JobSpec(source=path, profile=fields.get("profile") or default_profile, origin="redis",
                    options=options, output_dir=fields.get("output_dir") or None)
 
 
+def _clip(text: str, n: int) -> str:
+    return repr(text[:n] + ("…" if len(text) > n else ""))
+
+
+def _bounded(fields: dict[str, str]) -> dict[str, str]:
+    """An entry's fields as kept in a dead letter: at most 16, each name and value cut short."""
+    out = {}
+    for name in list(fields)[:16]:
+        value = fields[name]
+        out[name[:64]] = value if len(value) <= DEAD_FIELD_CHARS else value[:DEAD_FIELD_CHARS] + "…"
+    return out
+
+
 def result_fields(job: Job) -> dict[str, str]:
     """The results-stream entry of an ended job."""
-    info = job.spec.options.get("redis") or {}
-    clips = [c["path"] for c in job.result.get("clips", []) if isinstance(c, dict) and "path" in c]
+    info = job.spec.options.get("redis")
+    info = info if isinstance(info, dict) else {}
+    listed = job.result.get("clips") if isinstance(job.result, dict) else None
+    clips = [str(c["path"]) for c in (listed if isinstance(listed, list) else []) if isinstance(c, dict)
+             and "path" in c]
     if job.state == JobState.FAILED:
         error = f"{job.error_class}: {job.error_message} (stage {job.error_stage})"
     elif job.state == JobState.CANCELLED:
@@ -286,13 +334,23 @@ class RedisIntake:
         if eid in self._handling:
             return
         self._handling.add(eid)
+        down: Exception | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_claimed, eid)
-                await self._handle_owned(eid, fields, deliveries)
+                try:
+                    await self._handle_owned(eid, fields, deliveries)
+                except DOWN as e:  # raised below, unwrapped, so the loop's back-off sees it
+                    down = e
+                except RedisError as e:  # refused (OOM, read-only replica, a key of the wrong type)
+                    INTAKE_ERRORS.labels(task="redis_intake", code="redis_refused").inc()
+                    log.error("redis refused a command for an entry; it stays pending and is taken over"
+                              " later", code="redis_refused", entry=eid, error=str(e)[:300])
                 tg.cancel_scope.cancel()
         finally:
             self._handling.discard(eid)
+        if down is not None:
+            raise down  # Redis went away: the consume loop waits and reads again, the entry stays pending
 
     async def _keep_claimed(self, eid: str) -> None:
         """While the store is slow or down, keep the entry ours so no other daemon takes it over."""
@@ -344,6 +402,13 @@ class RedisIntake:
                 delay = backoff.next()
                 bound.warning("store unavailable; the entry stays pending", retry_in=delay, error=str(e))
                 await anyio.sleep(delay)
+            except Exception as e:  # a fault on this entry alone: it is dead-lettered, the rest go on
+                bound.error("entry could not be submitted", code="internal",
+                            error=f"{type(e).__name__}: {str(e)[:300]}")
+                await self._dead_letter(eid, fields, "internal", deliveries,
+                                        f"could not be submitted ({type(e).__name__}: {str(e)[:300]});"
+                                        " the daemon's log has the details")
+                return
         await self._ack(eid)
         bound.info("redis entry submitted", job_id=job.id, request_id=info["request_id"])
 
@@ -361,15 +426,18 @@ class RedisIntake:
     async def _dead_letter(self, eid: str, fields: dict[str, str], error_class: str, deliveries: int,
                            reason: str) -> None:
         """Dead-letter entry and ``rejected`` result, then ack: all or nothing (MULTI)."""
+        reason = reason[:2000]
         log.warning("redis entry dead-lettered", entry=eid, error_class=error_class, reason=reason)
-        request_id = fields.get("request_id", "")
+        INTAKE_REFUSED.labels(source="redis", code=error_class).inc()
+        kept = _bounded(fields)
+        request_id = kept.get("request_id", "")
         dead: dict[Any, Any] = {
             "entry_id": eid, "stream": self.cfg.stream, "request_id": request_id, "error_class": error_class,
             "reason": reason, "deliveries": str(deliveries), "consumer": self.consumer,
-            "at": f"{time.time():.3f}", "fields": json.dumps(fields)}
+            "at": f"{time.time():.3f}", "fields": json.dumps(kept)}
         result: dict[Any, Any] = {
             "job_id": "", "request_id": request_id, "entry_id": eid, "state": "rejected", "clips": "[]",
-            "error": reason, "error_class": error_class, "source": fields.get("path", "")}
+            "error": reason, "error_class": error_class, "source": kept.get("path", "")}
 
         async def move() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -395,6 +463,9 @@ class RedisIntake:
         except StoreUnavailable:
             self._unsent.add(job_id)
             return
+        except Exception as e:  # a store fault on this job: the catch-up pass looks at it again
+            self._count_unpublished(job_id, e)
+            return
         if job is None:
             return
         try:
@@ -403,6 +474,15 @@ class RedisIntake:
             REDIS_UP.set(0)
             self._unsent.add(job_id)
             log.warning("outcome not published yet: redis unavailable", job_id=job_id, error=str(e))
+        except Exception as e:  # refused (wrong key type, OOM, read-only): the catch-up pass retries
+            self._count_unpublished(job_id, e)
+
+    @staticmethod
+    def _count_unpublished(job_id: str, e: Exception) -> None:
+        code = "redis_refused" if isinstance(e, RedisError) else "internal"
+        INTAKE_ERRORS.labels(task="redis_results", code=code).inc()
+        log.error("job outcome not published; retried by the next catch-up pass", code=code, job_id=job_id,
+                  error=f"{type(e).__name__}: {str(e)[:300]}")
 
     async def _publish(self, job: Job) -> None:
         info = job.spec.options.get("redis") or {}
@@ -447,9 +527,10 @@ class RedisIntake:
             for job_id in pending - set(jobs):
                 if (job := await self.store.get(job_id)) is not None:
                     jobs[job_id] = job
-        except StoreUnavailable as e:
+        except Exception as e:  # store away (or refusing): the same jobs are looked at next time
             self._unsent |= pending
-            log.warning("outcome catch-up skipped: store unavailable", error=str(e))
+            log.warning("outcome catch-up skipped: store unavailable", code="store_unavailable",
+                        error=f"{type(e).__name__}: {str(e)[:300]}")
             return
         for n, job in enumerate(jobs.values()):
             try:
@@ -457,6 +538,8 @@ class RedisIntake:
             except DOWN:
                 self._unsent |= {j.id for j in list(jobs.values())[n:]}
                 raise
+            except Exception as e:  # this job's outcome waits for the next full pass; the others go on
+                self._count_unpublished(job.id, e)
 
 
 async def run_redis_intake(
