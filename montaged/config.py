@@ -7,9 +7,10 @@ from files in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``), see :cla
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from montaged.errors import ConfigError
+from montaged.redact import HIDDEN, names_credential, redact_text, redact_value
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/montage/montage.toml"),)
 SECRET_KEYS = ("deepgram_api_key", "database_password", "redis_password")
@@ -579,17 +581,51 @@ def _find_secrets(data: Any, prefix: str = "") -> list[str]:
     return found
 
 
-def format_errors(err: ValidationError) -> list[str]:
-    """``key.path: problem (got value)`` for every error, as ``--check-config`` prints them."""
+def known_secrets(env: Mapping[str, str] | None = None) -> list[str]:
+    """The values of the secrets set in ``env`` (or files it points to), to mask them in errors."""
+    found = []
+    for name in SECRET_KEYS:
+        try:
+            value = Secrets(env).get(name)
+        except ConfigError:  # an unreadable file: its own error says so, without the value
+            continue
+        if value is not None:
+            found.append(value.get_secret_value())
+    return found
+
+
+def _mistyped_secret(name: str) -> str | None:
+    """The secret variable an unknown ``MONTAGE_*`` name looks like a typo of, if any."""
+    match = difflib.get_close_matches(name.lower(), SECRET_KEYS, n=1, cutoff=0.75)
+    return f"MONTAGE_{match[0].upper()}" if match else None
+
+
+def format_errors(err: ValidationError, *, secrets: Iterable[str] = ()) -> list[str]:
+    """``key.path: problem (got value)`` for every error, as ``--check-config`` prints them.
+
+    Never a secret: the value is hidden under a key that names a credential, URLs lose their
+    password, and the values in ``secrets`` are masked wherever they appear.
+    """
+    known = tuple(secrets)
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        got = e.get("input")
+        parts = [str(p) for p in e["loc"]]
+        loc = ".".join(parts) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else redact_text(e["msg"], known)
+        hide = any(names_credential(p) for p in parts)
+        got = HIDDEN if hide else redact_value(e.get("input"), known)
         lines.append(f"{loc}: {msg} (got {got!r})")
     return lines
+
+
+def _unknown_env_line(key: str, value: str, secrets: Iterable[str]) -> str:
+    name = key.removeprefix("MONTAGE_")
+    line = f"{name.lower().replace('__', '.')}: unknown key from environment {key}"
+    meant = _mistyped_secret(name)
+    if meant:
+        line += f"; did you mean {meant}?"
+    got = HIDDEN if meant or names_credential(name) else redact_value(value, secrets)
+    return f"{line} (got {got!r})"
 
 
 def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -614,12 +650,12 @@ def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **ov
             )
 
     environ = dict(os.environ if env is None else env)
+    secrets = known_secrets(environ)
     for name in _secret_env_names() | {"MONTAGE_CONFIG"}:
         environ.pop(name, None)
     sections = set(Settings.model_fields)
     unknown = [
-        f"{k.removeprefix('MONTAGE_').lower().replace('__', '.')}: unknown key from environment {k}"
-        f" (got {v!r})"
+        _unknown_env_line(k, v, secrets)
         for k, v in environ.items()
         if k.startswith("MONTAGE_") and not k.startswith("MONTAGE_TEST_")  # the test suite's own
         and k.removeprefix("MONTAGE_").split("__")[0].lower() not in sections
@@ -646,7 +682,7 @@ def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **ov
         os.environ.update(environ)
         loaded = _Loaded(**overrides)
     except ValidationError as e:
-        raise ConfigError("\n".join(format_errors(e))) from e
+        raise ConfigError("\n".join(format_errors(e, secrets=secrets))) from e
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import anyio
 
-from montaged.config import Secrets, Settings, find_config_file, load
+from montaged.config import Secrets, Settings, find_config_file, known_secrets, load
 from montaged.errors import ConfigError, MontageError
+from montaged.redact import redact_text, redact_url
 
 
 def check_config(path: Path | None) -> int:
@@ -30,12 +31,8 @@ def check_config(path: Path | None) -> int:
 
 
 def _safe_url(url: str) -> str:
-    """Hide a password embedded in a database URL."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-    return url
+    """The URL without its password, credential query parameters or any configured secret."""
+    return redact_text(redact_url(url), known_secrets())
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
         settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
         anyio.run(ping_store)
         line(True, "store", _safe_url(settings.store_url()))
-    except (MontageError, OSError) as e:
-        line(False, "store", str(e))
+    except (MontageError, OSError, ValueError) as e:  # ValueError: a store.url the driver cannot parse
+        line(False, "store", redact_text(str(e), known_secrets()))
     return 1 if problems else 0
 
 
