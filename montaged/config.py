@@ -216,8 +216,10 @@ class DeepgramConfig(Section):
 class FuseConfig(Section):
     alpha: float = Field(0.3, ge=0, le=1)
     """ROVER weight of word frequency against calibrated confidence."""
-    null_confidence: float = Field(0.5, ge=0, le=1)
-    """Confidence given to a missing word (null arc) when voting."""
+    calibration: Literal["agreement", "raw"] = "agreement"
+    """How engines without a fitted table (``calibration_file``) have their confidences made
+    comparable: ``agreement`` fits each engine per job from how often the other engine confirms
+    its words at each confidence; ``raw`` votes with the engines' own confidences."""
     engine_order: list[str] = Field(default_factory=lambda: ["deepgram", "whisper"])
     """Engines from most to least accurate: the first is the base of the alignment network and
     wins tied votes (with two engines, frequency alone can only tie)."""
@@ -231,7 +233,9 @@ class FuseConfig(Section):
     """Words further apart in time than this are never aligned to each other (bounds the DP band,
     so a two-hour talk aligns in seconds)."""
     calibration_file: Path | None = None
-    """JSON confidence-calibration tables (``montaged.asr.calibrate fit``) replacing the shipped ones."""
+    """JSON confidence-calibration tables (``montaged.asr.calibrate fit``), fitted on your own
+    engines' output against reference transcripts; an engine with a table here uses it instead
+    of ``calibration``. None ships with Montage."""
 
 
 class CacheConfig(Section):

@@ -1,24 +1,42 @@
 """Confidence calibration: map each engine's raw word confidence to P(word is correct).
 
-Whisper's word probabilities and Deepgram's confidences live on different scales (Whisper's
-tiny model says 0.3 for words it gets right; a cloud model says 0.99 for words it gets wrong), so
-ROVER's ``(1-α)·C(w)`` term would compare apples with pears. Before voting, every confidence goes
-through a per-engine table fitted on held-out words labelled correct/incorrect against reference
-transcripts:
+Whisper's word probabilities and a cloud engine's confidences live on different scales (Whisper's
+tiny model says 0.3 for words it gets right; a cloud model may say 0.99 for words it gets wrong),
+so ROVER's ``(1-α)·C(w)`` term would compare apples with pears. Two sources of tables:
+
+**Agreement (the default, FuseConfig.calibration = "agreement").** Fitted per job, per engine,
+from the job itself, so no table is ever used on an engine it was not fitted on:
+
+1. after alignment, each word of engine A in a slot every other engine heard is *confirmed* when
+   another engine said the same (normalised) word there;
+2. isotonic regression (pool-adjacent-violators) of confirmed on A's raw confidence, read at 11
+   knots and shrunk toward A's raw confidence as :func:`fit_table` does (20 pseudo-words: a
+   short job keeps the engine's own ranking of its words; shrinking toward A's mean
+   confirmation rate instead flattened a 14-word job and let the worse engine's words win);
+3. divided by its value at A's highest confidence in the job (capped at 1). Why: A's word is
+   confirmed only when A is right *and* the other engine heard it too, so
+   ``P(confirmed | c) = P(A right | c) · recall(other)``. Raw confirmation rates would punish
+   the better engine for the worse one's misses. Reading ``recall(other)`` off A's most
+   confident words (taken to be right) removes that factor: those become 1 and the rest say
+   how much less often A's other words hold up. Between two engines whose top words
+   both score 1, FuseConfig.engine_order breaks the tie.
+
+An engine with fewer than :data:`MIN_AGREEMENT_WORDS` comparable words, or none confirmed, keeps
+its raw confidences (the note on the fused transcript says so).
+
+**Fitted tables (FuseConfig.calibration_file).** For an engine you have labelled data for, a
+table fitted against reference transcripts replaces the agreement estimate for that engine:
 
 1. align the hypothesis words with the reference (Levenshtein on words normalised as for WER,
    montaged/asr/wer.py); a word is *correct* when it is aligned to an equal reference word;
-2. fit isotonic regression (pool-adjacent-violators) of correct∈{0,1} on the raw confidence;
-3. read it at 11 knots (0, 0.1 … 1) and shrink each knot toward the identity in proportion to
-   how few words fell near it (``prior_words`` = 20 pseudo-words: a knot moves halfway to the
-   data only with 20 labelled words within ±0.1), so sparse data cannot produce a table of hard
-   0s and 1s; the result is made monotone again. With 4 pseudo-words, leave-one-out fusion on
-   the five test recordings was worse than the best single engine (WER 0.102 vs 0.088): tables
-   fitted on ~120 words with a dozen errors over-fit; see docs/two-ears.md.
+2. fit isotonic regression of correct∈{0,1} on the raw confidence;
+3. read it at 11 knots and shrink each knot toward the identity in proportion to how few words
+   fell near it (``prior_words`` = 20: a knot moves halfway to the data only with 20 labelled
+   words within ±0.1), so sparse data cannot produce a table of hard 0s and 1s; made monotone.
 
-Applying a table is linear interpolation between knots. Engines without a table keep their raw
-confidence (the identity table). Tables are keyed ``engine/model`` (then ``engine``) and can be
-replaced by a JSON file written by ``python -m montaged.asr.calibrate fit`` (FuseConfig.calibration_file).
+Applying a table is linear interpolation between knots. No table ships with Montage: a table is
+only as good as the engine, model and audio it was fitted on. Tables are keyed ``engine/model``
+(then ``engine``) and written by ``python -m montaged.asr.calibrate fit``.
 """
 
 from __future__ import annotations
@@ -60,22 +78,8 @@ class CalibrationTable:
 
 IDENTITY = CalibrationTable(KNOTS, KNOTS)
 
-# Fitted with tests/data/deepgram/fit_calibration.py on the five real recordings in
-# ../shared/media/audio (jfk, librivox 0870/0880/0890, pyannote_sample; 149 reference words),
-# Whisper at beam 1 (Montage's default).
-# "deepgram/nova-3" is fitted on the Deepgram-shaped fixtures, which are Whisper *base* output
-# (Deepgram's cloud could not be reached); refit on real Deepgram output when you have it.
-DEFAULT_TABLES: dict[str, CalibrationTable] = {
-    "whisper/tiny.en": CalibrationTable(
-        KNOTS, (0.0, 0.1364, 0.2692, 0.375, 0.4643, 0.5625, 0.6591, 0.7788, 0.8535, 0.9705, 1.0), words=145
-    ),
-    "whisper/base": CalibrationTable(
-        KNOTS, (0.019, 0.1143, 0.24, 0.3776, 0.449, 0.5833, 0.6532, 0.7503, 0.8054, 0.9836, 1.0), words=138
-    ),
-    "deepgram/nova-3": CalibrationTable(
-        KNOTS, (0.08, 0.1692, 0.2333, 0.3231, 0.4259, 0.5128, 0.5825, 0.7436, 0.7941, 0.9757, 1.0), words=149
-    ),
-}
+MIN_AGREEMENT_WORDS = 8
+"""Fewer comparable words than this (both engines heard the audio) and agreement says nothing."""
 
 
 def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -117,6 +121,21 @@ def fit_table(
     ys = (near * at_knots + prior_words * knots) / (near + prior_words)
     ys = np.maximum.accumulate(ys)
     return CalibrationTable(KNOTS, tuple(round(float(v), 4) for v in ys), words=len(x))
+
+
+def agreement_table(
+    confidences: Sequence[float], confirmed: Sequence[bool], *, prior_words: float = 20.0
+) -> CalibrationTable | None:
+    """P(correct | raw confidence) of one engine from how often the other engines confirm its
+    words (see the module doc); None when the data cannot say (too few words, none confirmed)."""
+    if len(confidences) < MIN_AGREEMENT_WORDS or not any(confirmed):
+        return None
+    fitted = fit_table(confidences, confirmed, prior_words=prior_words)
+    top = fitted(max(confidences))
+    if top <= 0:
+        return None
+    ys = tuple(round(min(1.0, y / top), 4) for y in fitted.ys)
+    return CalibrationTable(fitted.xs, ys, words=len(confidences))
 
 
 def align_labels(hyp: Sequence[str], ref: Sequence[str]) -> list[bool]:
@@ -172,19 +191,20 @@ class Calibrator:
     """Chooses and applies the table of each engine/model before ROVER votes."""
 
     def __init__(self, tables: Mapping[str, CalibrationTable] | None = None) -> None:
-        """``tables``: ``engine/model`` or ``engine`` → table; default :data:`DEFAULT_TABLES`."""
-        self.tables = dict(DEFAULT_TABLES if tables is None else tables)
+        """``tables``: ``engine/model`` or ``engine`` → table fitted on that engine's output."""
+        self.tables = dict(tables or {})
 
     @classmethod
     def from_file(cls, path: Path | None) -> Calibrator:
-        """Shipped tables, overridden by those in ``path`` (FuseConfig.calibration_file)."""
-        tables = dict(DEFAULT_TABLES)
-        if path is not None:
-            tables.update(load_tables(path))
-        return cls(tables)
+        """The tables in ``path`` (FuseConfig.calibration_file); none when ``path`` is None."""
+        return cls(load_tables(path) if path is not None else {})
+
+    def fitted(self, engine: str, model: str) -> CalibrationTable | None:
+        """The table fitted for this engine/model (then engine), or None."""
+        return self.tables.get(f"{engine}/{model}") or self.tables.get(engine)
 
     def table_for(self, engine: str, model: str) -> CalibrationTable:
-        return self.tables.get(f"{engine}/{model}") or self.tables.get(engine) or IDENTITY
+        return self.fitted(engine, model) or IDENTITY
 
     def apply(self, transcript: Transcript) -> Transcript:
         """The same transcript with calibrated word confidences."""

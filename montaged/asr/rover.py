@@ -7,10 +7,16 @@
    (``sclite -T``): correct = |Δstart| + |Δend|, substitution = the same + ε, insertion or
    deletion = the word's duration, NULL against nothing = 0.001. A CS is a set of parallel
    alternatives, so a word's cost against it is the cheapest over its arcs (SCTK ``net_dp.c``).
-2. **Voting.** Per CS, for each word type w: score = α·N(w)/Ns + (1−α)·C(w), N = how many
-   systems said it, C = their mean *calibrated* confidence (calibrate.py); NULL scores with
-   C = FuseConfig.null_confidence. Ties go to the word of the most accurate engine. With two
-   engines the frequency term can only tie, so calibrated confidence and the tie-break decide.
+2. **Calibration.** Every engine's confidences are mapped to P(correct) (calibrate.py): by a
+   table fitted on that engine's output when FuseConfig.calibration_file has one, else from how
+   often the other engines confirm its words in this very network (``agreement``), else raw.
+3. **Voting.** Per CS, for each word type w: score = α·N(w)/Ns + (1−α)·C(w), N = how many
+   systems said it, C = their mean calibrated confidence. A NULL arc is not a fixed vote for
+   silence: its C is the engine's own calibrated confidence in the region (the mean of its
+   nearest words before and after), so a word only one engine heard survives only when that
+   engine is surer of it than the other engine is of what it heard around it. Ties go to the
+   word of the most accurate engine. With two engines the frequency term can only tie, so
+   calibrated confidence and the tie-break decide.
 
 Words are matched in a normalised form (case and punctuation dropped) but printed in the
 display form of the best engine that said them; every slot keeps its own timings, so repeated
@@ -20,10 +26,11 @@ words ("the the") stay two words at their own times.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from montaged.asr.calibrate import Calibrator, normalize
+from montaged.asr.calibrate import IDENTITY, CalibrationTable, Calibrator, agreement_table, normalize
 from montaged.config import FuseConfig
 from montaged.model import Transcript, Word
 
@@ -198,6 +205,29 @@ def _deaf(gaps: Sequence[tuple[float, float]], cs: CorrespondenceSet) -> bool:
     return any(lo <= mid <= hi for lo, hi in gaps)
 
 
+def region_confidence(network: Sequence[CorrespondenceSet], k: int) -> list[float]:
+    """Per slot: system k's confidence around it, the mean of its nearest words before and after
+    (its own word where it has one); 0 where it said nothing at all (no evidence of silence)."""
+    n = len(network)
+    before: list[float | None] = [None] * n
+    after: list[float | None] = [None] * n
+    last: float | None = None
+    for i, cs in enumerate(network):
+        if (w := cs.arcs[k]) is not None:
+            last = w.confidence
+        before[i] = last
+    last = None
+    for i in range(n - 1, -1, -1):
+        if (w := network[i].arcs[k]) is not None:
+            last = w.confidence
+        after[i] = last
+    out = []
+    for b, a in zip(before, after, strict=True):
+        near = [c for c in (b, a) if c is not None]
+        out.append(sum(near) / len(near) if near else 0.0)
+    return out
+
+
 def vote(
     network: Sequence[CorrespondenceSet],
     engines: Sequence[str],
@@ -206,13 +236,15 @@ def vote(
 ) -> list[Word]:
     """Pick one word (or nothing) per slot by α·N(w)/Ns + (1−α)·C(w); ties to the better engine.
 
+    A NULL arc's C is the system's confidence in the region (:func:`region_confidence`).
     ``gaps[k]``: media spans system k never heard (audio dropped on its way to a cloud engine);
     there its NULL arc is not a vote for silence, so it is left out and Ns shrinks.
     """
     alpha = cfg.alpha
     rank = _rank(engines, cfg.engine_order)
+    region = [region_confidence(network, k) for k in range(len(engines))]
     out: list[Word] = []
-    for cs in network:
+    for i, cs in enumerate(network):
         groups: dict[str | None, list[int]] = {}
         for k, norm in enumerate(cs.norms):
             if norm is None and gaps is not None and gaps[k] and _deaf(gaps[k], cs):
@@ -222,7 +254,7 @@ def vote(
         best: tuple[float, int, str | None] | None = None
         for norm, systems in groups.items():
             if norm is None:
-                conf = cfg.null_confidence
+                conf = sum(region[k][i] for k in systems) / len(systems)
             else:
                 conf = sum(w.confidence for k in systems if (w := cs.arcs[k]) is not None) / len(systems)
             score = alpha * len(systems) / ns + (1 - alpha) * conf
@@ -250,6 +282,46 @@ def vote(
     return out
 
 
+def calibrate(
+    network: Sequence[CorrespondenceSet],
+    transcripts: Sequence[Transcript],
+    cfg: FuseConfig,
+    calibrator: Calibrator,
+    deaf: Sequence[Sequence[tuple[float, float]]],
+) -> tuple[list[CorrespondenceSet], list[str]]:
+    """The network with every arc's confidence calibrated (see calibrate.py), and notes."""
+    tables: list[CalibrationTable] = []
+    notes: list[str] = []
+    for k, t in enumerate(transcripts):
+        fitted = calibrator.fitted(t.engine, t.model)
+        if fitted is not None or cfg.calibration == "raw":
+            tables.append(fitted or IDENTITY)
+            continue
+        confs, confirmed = [], []
+        for cs in network:
+            w = cs.arcs[k]
+            if w is None or any(j != k and g and _deaf(g, cs) for j, g in enumerate(deaf)):
+                continue
+            confs.append(w.confidence)
+            confirmed.append(any(j != k and n == cs.norms[k] for j, n in enumerate(cs.norms)))
+        table = agreement_table(confs, confirmed)
+        if table is None:
+            notes.append(
+                f"fuse: {t.engine} kept raw confidences ({len(confs)} comparable words, "
+                f"{sum(confirmed)} confirmed: too few to calibrate by agreement)"
+            )
+        tables.append(table or IDENTITY)
+    out = [
+        CorrespondenceSet(
+            [None if w is None else dataclasses.replace(w, confidence=tab(w.confidence))
+             for w, tab in zip(cs.arcs, tables, strict=True)],
+            list(cs.norms),
+        )
+        for cs in network
+    ]  # fmt: skip
+    return out, notes
+
+
 def fuse(
     transcripts: Sequence[Transcript],
     cfg: FuseConfig,
@@ -259,19 +331,19 @@ def fuse(
 ) -> Transcript:
     """ROVER over ``transcripts`` (two or more engines) → Transcript(engine="rover").
 
+    ``calibrator``: fitted tables (default: those in FuseConfig.calibration_file, if any);
+    engines without one are calibrated by agreement or kept raw (FuseConfig.calibration).
     ``gaps``: per engine, media spans it never heard (see :func:`vote`).
     """
     if not transcripts:
         raise ValueError("fuse: no transcripts to fuse")
-    calibrator = calibrator or Calibrator.from_file(cfg.calibration_file)
+    calibrator = calibrator if calibrator is not None else Calibrator.from_file(cfg.calibration_file)
     rank = _rank([t.engine for t in transcripts], cfg.engine_order)
-    ordered = [
-        calibrator.apply(t) for _, t in sorted(zip(rank, transcripts, strict=True), key=lambda p: p[0])
-    ]
+    ordered = [t for _, t in sorted(zip(rank, transcripts, strict=True), key=lambda p: p[0])]
     engines = [t.engine for t in ordered]
-    network = align([t.words for t in ordered], cfg)
     deaf = [list((gaps or {}).get(e, ())) for e in engines]
-    notes = tuple(dict.fromkeys(n for t in transcripts for n in t.notes))
+    network, cal_notes = calibrate(align([t.words for t in ordered], cfg), ordered, cfg, calibrator, deaf)
+    notes = tuple(dict.fromkeys([*(n for t in transcripts for n in t.notes), *cal_notes]))
     return Transcript(
         words=tuple(vote(network, engines, cfg, deaf)),
         language=ordered[0].language,

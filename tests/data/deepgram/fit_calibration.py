@@ -1,4 +1,7 @@
-"""Fit the shipped confidence-calibration tables (montaged/asr/calibrate.py DEFAULT_TABLES).
+"""Fit confidence-calibration tables on the real recordings, as a ``fuse.calibration_file``.
+
+No table ships with Montage (fusion calibrates by agreement, montaged/asr/calibrate.py); this
+script shows how tables are fitted and writes them for experiments.
 
 Labelled words come from the five real recordings with reference transcripts in
 ../shared/media/audio: jfk, librivox 0870/0880/0890 and pyannote_sample (149 reference words).
@@ -10,7 +13,7 @@ Labelled words come from the five real recordings with reference transcripts in
   output (build_fixtures.py), *not* real Deepgram output, which could not be recorded here; refit
   on real Deepgram transcripts with ``python -m montaged.asr.calibrate fit`` when you have them.
 
-Run: ``.venv/bin/python tests/data/deepgram/fit_calibration.py`` and paste the printed tables.
+Run: ``.venv/bin/python tests/data/deepgram/fit_calibration.py > cal.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ sys.path.insert(0, str(HERE.parents[2]))
 
 from build_fixtures import MEDIA, RECORDINGS, assemble_base  # noqa: E402
 
-from montaged.asr.calibrate import fit_table, labelled_words  # noqa: E402
+from montaged.asr.calibrate import dump_tables, fit_table, labelled_words  # noqa: E402
 from montaged.model import Word  # noqa: E402
 
 
@@ -64,8 +67,7 @@ def main() -> int:
             pairs = [(whisper_words(model_dir, rel), refs[name]) for name, rel in RECORDINGS.items()]
             tables[key] = fit_table(*labelled_words(pairs))
     tables["deepgram/nova-3"] = fit_table(*labelled_words((fixture_words(n), refs[n]) for n in RECORDINGS))
-    for key, t in tables.items():
-        print(f'    "{key}": CalibrationTable(KNOTS, {t.ys}, words={t.words}),')
+    print(dump_tables(tables))
     return 0
 
 
