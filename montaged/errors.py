@@ -29,6 +29,14 @@ class StoreUnavailable(StoreError):
     code = "store_unavailable"
 
 
+class LeaseLost(StoreError):
+    """A write from a claim that is no longer the job's current one: another worker took the job
+    over after this one's lease lapsed. Refused, so only the current holder changes the job; the
+    stale holder stops its copy and touches nothing more."""
+
+    code = "lease_lost"
+
+
 class SchemaTooNew(StoreError):
     code = "schema_too_new"
 

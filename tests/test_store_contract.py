@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import pytest
 
-from montaged.errors import StoreError
-from montaged.model import JobSpec, JobState
-from montaged.store import Caps, JobStore, open_store
+from montaged.errors import LeaseLost, StoreError
+from montaged.model import Job, JobSpec, JobState
+from montaged.store import Caps, Fence, JobStore, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -221,6 +221,165 @@ class StoreContract:
         assert again is not None and again.id == job.id and again.attempts == 2
         released = [e for e in await store.events(job.id) if e.kind == "job.released"]
         assert [e.data for e in released] == [{"stopped_at": "transcribe"}]
+
+    # ---- fencing: a claim's token guards every write of its holder -------------------------------
+
+    async def _taken_over(self, store: JobStore, *, reserve: float = 0.0) -> tuple[Job, Job, str | None]:
+        """A job claimed by "stale" whose lease lapsed, then claimed by "fresh": (first, second),
+        and the id of what "stale" reserved before it died (when ``reserve`` is given)."""
+        await store.submit(spec())
+        first = await store.claim("stale", 0.2)
+        assert first is not None
+        await store.set_stage(first.id, "probe", token=first.attempts)
+        rid = None
+        if reserve:
+            caps = Caps(per_job=BIG, per_day=BIG, per_month=BIG)
+            r = await store.reserve(
+                job_id=first.id, engine="dg", amount=reserve, caps=caps, token=first.attempts
+            )
+            assert r is not None and r.token == first.attempts
+            rid = r.id
+        await anyio.sleep(0.4)
+        second = await store.claim("fresh", 30)
+        assert second is not None and second.id == first.id and second.attempts == first.attempts + 1
+        return first, second, rid
+
+    async def test_stale_holder_is_refused_every_write(self, store: JobStore) -> None:
+        first, second, _ = await self._taken_over(store)
+        job_id, old, new = first.id, first.attempts, second.attempts
+        await store.set_stage(job_id, "render", 0.9, token=new)
+        stale_writes = [
+            store.set_stage(job_id, "select", token=old),
+            store.set_progress(job_id, 0.99, token=old),
+            store.finish(job_id, {"clips": ["stale"]}, token=old),
+            store.fail(job_id, stage="render", error_class="internal", message="stale", token=old),
+            store.release(job_id, stopped_at="render", token=old),
+            store.put_result("select", "k-stale", {"by": "stale"}, fence=Fence(job_id, old)),
+        ]
+        for write in stale_writes:
+            with pytest.raises(
+                LeaseLost, match=rf"claim {old} no longer holds the job \(it is now on claim {new}\)"
+            ):
+                await write
+        assert await store.heartbeat(job_id, "stale", 30, token=old) is False
+        assert await store.heartbeat(job_id, "fresh", 30, token=old) is False  # right name, old claim
+        assert await store.get_result("select", "k-stale") is None
+        now = await store.get(job_id)
+        assert now is not None and now.state is JobState.RUNNING and now.worker == "fresh"
+        assert (now.stage, now.progress, now.error_class, now.result) == ("render", 0.9, None, {})
+        # the current holder goes on as if nothing happened
+        assert await store.heartbeat(job_id, "fresh", 30, token=new) is True
+        await store.put_result("select", "k", {"by": "fresh"}, fence=Fence(job_id, new))
+        await store.finish(job_id, {"clips": ["fresh"]}, token=new)
+        done = await store.get(job_id)
+        assert done is not None and done.state is JobState.DONE and done.result == {"clips": ["fresh"]}
+        assert (await kinds(store, job_id)).count("job.done") == 1
+
+    async def test_fenced_writes_after_cancel_are_quiet(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        claimed = await store.claim("w", 30)
+        assert claimed is not None
+        await store.cancel(job.id)
+        await store.finish(job.id, {}, token=claimed.attempts)  # its own claim: no error, no change
+        await store.release(job.id, stopped_at="probe", token=claimed.attempts)
+        assert (await store.get(job.id)).state is JobState.CANCELLED  # type: ignore[union-attr]
+        with pytest.raises(LeaseLost, match="the job no longer exists"):
+            await store.put_result("probe", "k", {}, fence=Fence("no-such-job", 1))
+
+    # ---- poison jobs ------------------------------------------------------------------------
+
+    async def test_job_whose_worker_keeps_dying_is_poisoned(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        for attempt in (1, 2, 3):  # each holder reaches "frame", then dies (its lease lapses)
+            got = await store.claim(f"w{attempt}", 0.2, max_attempts=3)
+            assert got is not None and got.state is JobState.RUNNING and got.attempts == attempt
+            await store.set_stage(job.id, "frame", token=got.attempts)
+            await anyio.sleep(0.4)
+        other = await store.submit(spec("/media/next.mp4"))
+        poisoned = await store.claim("w4", 30, max_attempts=3)
+        assert poisoned is not None and poisoned.id == job.id and poisoned.state is JobState.FAILED
+        assert poisoned.error_class == "poisoned" and poisoned.error_stage == "frame"
+        assert poisoned.error_message is not None
+        assert (
+            "stopped 3 times in a row" in poisoned.error_message and "stage frame" in poisoned.error_message
+        )
+        assert f"montagectl retry {job.id}" in poisoned.error_message
+        failed = [e for e in await store.events(job.id) if e.kind == "job.failed"]
+        assert [e.data["error_class"] for e in failed] == ["poisoned"]
+        nxt = await store.claim("w4", 30, max_attempts=3)  # the queue moves on
+        assert nxt is not None and nxt.id == other.id
+        # an operator's retry gives it a fresh count; its attempt number (the token) goes on
+        await store.retry(job.id)
+        again = await store.claim("w5", 30, max_attempts=3)
+        assert again is not None and again.id == job.id and again.state is JobState.RUNNING
+        assert again.attempts == 4
+
+    async def test_crashes_that_get_further_are_no_poison(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        for stage in ("probe", "transcribe", "diarize", "select", "frame"):  # dies a stage later each time
+            got = await store.claim("w", 0.2, max_attempts=2)
+            assert got is not None and got.state is JobState.RUNNING, got
+            await store.set_stage(job.id, stage, token=got.attempts)
+            await anyio.sleep(0.4)
+        got = await store.claim("w", 0.2, max_attempts=2)  # the second crash in a row at frame
+        assert got is not None and got.state is JobState.RUNNING
+        await store.set_stage(job.id, "probe", token=got.attempts)  # a resumed pass...
+        await store.set_stage(job.id, "frame", token=got.attempts)  # ...dies at frame again
+        await anyio.sleep(0.4)
+        poisoned = await store.claim("w", 30, max_attempts=2)
+        assert poisoned is not None and poisoned.state is JobState.FAILED and poisoned.error_stage == "frame"
+
+    async def test_clean_releases_are_no_strikes(self, store: JobStore) -> None:
+        job = await store.submit(spec())
+        for _ in range(5):  # five graceful restarts: never poisoned
+            got = await store.claim("w", 30, max_attempts=2)
+            assert got is not None and got.state is JobState.RUNNING
+            await store.release(job.id, stopped_at="transcribe", token=got.attempts)
+        assert (await store.claim("w", 30, max_attempts=2)).attempts == 6  # type: ignore[union-attr]
+        assert await store.claim("w", 30) is None  # without max_attempts nothing is poisoned
+
+    # ---- reservations belong to a claim ------------------------------------------------------
+
+    async def test_reservations_by_claim(self, store: JobStore) -> None:
+        caps = Caps(per_job=1.0, per_day=BIG, per_month=BIG)
+        first, second, old = await self._taken_over(store, reserve=0.9)
+        assert old is not None
+        job_id = first.id
+        with pytest.raises(LeaseLost):  # the stale holder cannot spend in the job's name any more
+            await store.reserve(job_id=job_id, engine="dg", amount=0.1, caps=caps, token=first.attempts)
+        # the resumed job's reservation first releases its dead holder's: the cap does not block it
+        mine = await store.reserve(job_id=job_id, engine="dg", amount=0.9, caps=caps, token=second.attempts)
+        assert mine is not None and mine.token == second.attempts
+        rows = {r.period.split(":")[0]: r for r in await store.spend(caps, job_id=job_id)}
+        assert (rows["job"].spent, rows["job"].reserved) == pytest.approx((0.0, 0.9))
+        # a late settle from the dead holder still counts: that money was spent
+        await store.settle(old, 0.25)
+        rows = {r.period.split(":")[0]: r for r in await store.spend(caps, job_id=job_id)}
+        assert (rows["job"].spent, rows["job"].reserved) == pytest.approx((0.25, 0.9))
+
+    async def test_sweeper_releases_reservations_whose_claim_is_gone(self, store: JobStore) -> None:
+        caps = Caps(per_job=BIG, per_day=10.0, per_month=BIG)
+        live_job = await store.submit(spec("/m/live.mp4"))
+        dead_job = await store.submit(spec("/m/dead.mp4"))
+        live = await store.claim("a", 30, only=[live_job.id])
+        dead = await store.claim("b", 0.2, only=[dead_job.id])
+        assert live is not None and dead is not None
+        keep = await store.reserve(job_id=live.id, engine="dg", amount=1.0, caps=caps, token=live.attempts)
+        lost = await store.reserve(job_id=dead.id, engine="dg", amount=2.0, caps=caps, token=dead.attempts)
+        tool = await store.reserve(job_id="tool", engine="dg", amount=0.5, caps=caps)
+        assert keep and lost and tool
+        assert await store.sweep_reservations() == []  # every holder is alive
+        await anyio.sleep(0.4)  # b's lease lapses
+        swept = await store.sweep_reservations()
+        assert [r.id for r in swept] == [lost.id] and swept[0].token == dead.attempts
+        day = (await store.spend(caps))[0]
+        assert day.reserved == pytest.approx(1.5)
+        await store.finish(live.id, {}, token=live.attempts)  # a finished job's open reservation goes too
+        assert [r.id for r in await store.sweep_reservations()] == [keep.id]
+        assert await store.sweep_reservations() == []
+        await store.settle(lost.id, 0.5)  # a late settle from the presumed-dead holder is kept
+        day = (await store.spend(caps))[0]
+        assert (day.spent, day.reserved) == pytest.approx((0.5, 0.5))
 
     async def test_find_by_hash_for_dedup(self, store: JobStore) -> None:
         assert await store.find_by_hash("h1", "vertical") is None

@@ -11,11 +11,24 @@ from montaged.model import Job, JobEvent, JobSpec, JobState
 
 
 @dataclass(frozen=True)
+class Fence:
+    """One claim of one job: ``token`` is the job's attempt number when it was claimed.
+
+    Every write a job's holder makes names its fence; once another worker has claimed the job
+    (a lease takeover) the attempt number has moved on and the stale holder's writes are refused.
+    """
+
+    job_id: str
+    token: int
+
+
+@dataclass(frozen=True)
 class Reservation:
     id: str
     job_id: str
     engine: str
     amount: float
+    token: int | None = None  # the claim it was made under; None outside any claim (tools)
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,13 @@ class SpendSummary:
         return max(0.0, self.cap - self.spent - self.reserved)
 
 
+class ResultStore(Protocol):
+    """Where stage results are read and written: the store itself, or a job's fenced view of it."""
+
+    async def put_result(self, stage: str, key: str, payload: dict[str, Any]) -> None: ...
+    async def get_result(self, stage: str, key: str) -> dict[str, Any] | None: ...
+
+
 class JobStore(Protocol):
     """Durable state of every job. All methods are safe to call from several processes."""
 
@@ -54,24 +74,42 @@ class JobStore(Protocol):
     async def list(self, state: JobState | None = None, limit: int = 200) -> builtins.list[Job]: ...
     async def count_by_state(self) -> dict[JobState, int]: ...
     async def claim(
-        self, worker: str, lease_seconds: float, *, only: Sequence[str] | None = None
+        self,
+        worker: str,
+        lease_seconds: float,
+        *,
+        only: Sequence[str] | None = None,
+        max_attempts: int | None = None,
     ) -> Job | None:
         """Atomically move the oldest queued job (or one whose lease expired) to running.
 
-        ``only`` restricts the claim to these job ids (the one-shot ``process`` command).
+        The claimed job's ``attempts`` is its fencing token: pass it as ``token=`` to every later
+        transition. ``only`` restricts the claim to these job ids (the one-shot ``process``
+        command). With ``max_attempts``, a job whose last ``max_attempts`` claims all ended without
+        a finish, failure or release (its worker crashed each time) is failed as ``poisoned`` in
+        the same step instead, and returned in state failed so the caller can announce it.
         """
         ...
 
-    async def heartbeat(self, job_id: str, worker: str, lease_seconds: float) -> bool:
+    async def heartbeat(
+        self, job_id: str, worker: str, lease_seconds: float, *, token: int | None = None
+    ) -> bool:
         """Extend the lease; False when the job is no longer ours (cancelled, taken over)."""
         ...
 
-    async def set_stage(self, job_id: str, stage: str, progress: float = 0.0) -> None: ...
-    async def set_progress(self, job_id: str, progress: float) -> None: ...
+    # Transitions of a running job. With ``token`` (the pipeline always passes it) they apply only
+    # to that claim: a claim the job has moved past raises LeaseLost, a job no longer running
+    # (cancelled, released) is left as it is. Without a token they act on any active job.
+    async def set_stage(
+        self, job_id: str, stage: str, progress: float = 0.0, *, token: int | None = None
+    ) -> None: ...
+    async def set_progress(self, job_id: str, progress: float, *, token: int | None = None) -> None: ...
     async def set_content_hash(self, job_id: str, content_hash: str) -> None: ...
-    async def finish(self, job_id: str, result: dict[str, Any]) -> None: ...
-    async def fail(self, job_id: str, *, stage: str, error_class: str, message: str) -> None: ...
-    async def release(self, job_id: str, *, stopped_at: str) -> None:
+    async def finish(self, job_id: str, result: dict[str, Any], *, token: int | None = None) -> None: ...
+    async def fail(
+        self, job_id: str, *, stage: str, error_class: str, message: str, token: int | None = None
+    ) -> None: ...
+    async def release(self, job_id: str, *, stopped_at: str, token: int | None = None) -> None:
         """Graceful shutdown: back to queued, remembering the stage it stopped in."""
         ...
 
@@ -80,7 +118,13 @@ class JobStore(Protocol):
     async def find_by_hash(self, content_hash: str, profile: str) -> Job | None: ...
 
     # per-stage results, keyed by media content hash + a hash of the parameters
-    async def put_result(self, stage: str, key: str, payload: dict[str, Any]) -> None: ...
+    async def put_result(
+        self, stage: str, key: str, payload: dict[str, Any], *, fence: Fence | None = None
+    ) -> None:
+        """Store a stage result; with ``fence``, only while that claim still holds its job
+        (LeaseLost otherwise)."""
+        ...
+
     async def get_result(self, stage: str, key: str) -> dict[str, Any] | None: ...
 
     # events
@@ -89,14 +133,36 @@ class JobStore(Protocol):
 
     # cost ledger (budget)
     async def reserve(
-        self, *, job_id: str, engine: str, amount: float, caps: Caps, now: float | None = None
+        self,
+        *,
+        job_id: str,
+        engine: str,
+        amount: float,
+        caps: Caps,
+        now: float | None = None,
+        token: int | None = None,
     ) -> Reservation | None:
-        """Atomically reserve ``amount`` unless a job/day/month cap would be exceeded (then None)."""
+        """Atomically reserve ``amount`` unless a job/day/month cap would be exceeded (then None).
+
+        With ``token`` the reservation belongs to that claim of the job: the claim must still hold
+        the job (LeaseLost otherwise), and open reservations of the job's earlier claims (their
+        holders are gone: a crash, a takeover) are released first, so a resumed job is never
+        refused its own money.
+        """
         ...
 
-    async def settle(self, reservation_id: str, actual: float) -> None: ...
+    async def settle(self, reservation_id: str, actual: float) -> None:
+        """Record what the call cost. Also accepted after a sweep released the reservation: the
+        money was spent all the same."""
+        ...
+
     async def release_reservation(self, reservation_id: str) -> bool:
         """Drop an unsettled reservation (the stream never started); False if already gone."""
+        ...
+
+    async def sweep_reservations(self, *, now: float | None = None) -> builtins.list[Reservation]:
+        """Release open reservations whose claim is gone (job not running under that token, or
+        its lease expired); returns what was released."""
         ...
 
     async def spend(

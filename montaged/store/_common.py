@@ -18,9 +18,10 @@ from typing import Any
 
 import structlog
 
-from montaged.errors import SchemaTooNew
-from montaged.model import Job, JobSpec, JobState
-from montaged.store import Caps, SpendSummary
+from montaged.errors import LeaseLost, SchemaTooNew
+from montaged.model import STAGES, Job, JobSpec, JobState
+from montaged.money import usd
+from montaged.store import Caps, Fence, Reservation, SpendSummary
 
 log = structlog.get_logger("montaged.store")
 
@@ -153,7 +154,7 @@ def refusal(
         ("month", month_total, caps.per_month),
     ):
         if total + amount > cap + MONEY_EPSILON:
-            return f"{name} cap {cap:.4f} would be exceeded ({total:.4f} committed + {amount:.4f})"
+            return f"{name} cap {usd(cap)} would be exceeded ({usd(total)} committed + {usd(amount)})"
     return None
 
 
@@ -223,17 +224,117 @@ SQL_EVENTS = (  # the latest $2 events, handed back oldest first
 SQL_LEDGER_TOTALS = ledger_sums(COMMITTED)
 SQL_SPEND = ledger_sums(SPENT, RESERVED)
 SQL_RESERVE = (
-    "INSERT INTO cost_ledger (id, job_id, engine, amount, state, created_at, day, month) "
-    "VALUES ($1, $2, $3, $4, 'reserved', $5, $6, $7)"
+    "INSERT INTO cost_ledger (id, job_id, engine, amount, state, created_at, day, month, token) "
+    "VALUES ($1, $2, $3, $4, 'reserved', $5, $6, $7, $8)"
 )
+# A swept reservation still takes its settle: its holder was only presumed gone, and money it
+# really spent must count against the caps.
 SQL_SETTLE = (
     "UPDATE cost_ledger SET actual = $2, state = 'settled', settled_at = $3 "
-    "WHERE id = $1 AND state IN ('reserved', 'settled')"
+    "WHERE id = $1 AND (state IN ('reserved', 'settled') OR (state = 'released' AND swept_at IS NOT NULL))"
 )
+_SWEPT = (
+    "SET state = 'released', settled_at = $1, swept_at = $1 WHERE state = 'reserved' AND token IS NOT NULL"
+)
+_RESERVATION_COLUMNS = "id, job_id, engine, amount, token"
+# Open reservations of a job's earlier claims ($2 = job, $3 = the current claim's token).
+SQL_RELEASE_EARLIER = (
+    f"UPDATE cost_ledger {_SWEPT} AND job_id = $2 AND token < $3 RETURNING {_RESERVATION_COLUMNS}"
+)
+
+
+def sql_sweep(db_now: str) -> str:
+    """Release open reservations whose claim is gone: the job is not running under that token,
+    or its lease has expired (``db_now``: the clock leases are measured on)."""
+    return (
+        f"UPDATE cost_ledger {_SWEPT} AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = cost_ledger.job_id "
+        f"AND jobs.state = 'running' AND jobs.attempts = cost_ledger.token AND jobs.lease_until >= {db_now}) "
+        f"RETURNING {_RESERVATION_COLUMNS}"
+    )
+
+
+def reservation_from_row(row: Any) -> Reservation:
+    token = row["token"]
+    return Reservation(
+        id=row["id"], job_id=row["job_id"], engine=row["engine"], amount=float(row["amount"]),
+        token=None if token is None else int(token),
+    )  # fmt: skip
+
+
+EARLIER_CLAIM = "an earlier claim of its job"
+
+
+def log_released(rows: list[Reservation], why: str) -> None:
+    for r in rows:
+        log.warning(
+            "budget.reservation_released",
+            reservation=r.id,
+            job_id=r.job_id,
+            engine=r.engine,
+            amount=round(r.amount, 6),
+            token=r.token,
+            why=why,
+        )
+
+
 SQL_RELEASE_RESERVATION = (
     "UPDATE cost_ledger SET state = 'released', settled_at = $2 WHERE id = $1 AND state = 'reserved'"
 )
 CLAIMED_EVENT = "job.claimed"
+POISONED = "poisoned"
+# What claim() reads of its candidate before deciding to claim or poison it.
+SQL_CANDIDATE_COLUMNS = "id, state, worker, stage, attempts, strikes, peak"
+SQL_HOLDER = "SELECT attempts, state FROM jobs WHERE id = $1"
+
+
+def lease_lost(job_id: str, token: int, current: int | None, what: str) -> LeaseLost:
+    """The refusal a stale holder gets; logged here so every refused write leaves a trace."""
+    log.warning("store.fenced", job_id=job_id, token=token, current=current, refused=what)
+    now = "the job no longer exists" if current is None else f"it is now on claim {current}"
+    return LeaseLost(
+        f"job {job_id}: {what} refused: claim {token} no longer holds the job ({now}); another "
+        "worker took it over after this one's lease lapsed, so this worker stops its copy"
+    )
+
+
+def check_holder(row: Any, fence: Fence, what: str) -> None:
+    """Raise LeaseLost unless ``row`` (attempts, state of the job) is still the fence's claim."""
+    current = None if row is None else int(row["attempts"])
+    if current != fence.token:
+        raise lease_lost(fence.job_id, fence.token, current, what)
+
+
+def strikes(old: Any) -> tuple[int, int]:
+    """(strikes, peak) of a claim candidate once its last claim is accounted for.
+
+    A running candidate's lease expired: its last claim ended in a crash. Crashes count in a row
+    only while they get no further: a claim that reached a later stage than every crash before it
+    starts the count again, so a job that keeps making progress through restarts is never
+    poisoned, while one that dies at the same point every time is. ``old``: SQL_CANDIDATE_COLUMNS.
+    """
+    count, peak = int(old["strikes"]), int(old["peak"])
+    if old["state"] != "running":
+        return count, peak
+    reached = STAGES.index(old["stage"]) if old["stage"] in STAGES else -1
+    if reached > peak:
+        return 1, reached
+    return count + 1, peak
+
+
+def poison(old: Any, count: int, max_attempts: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The transition (columns to set, event data) failing a job whose claims keep ending in a
+    crash (``count`` of them in a row). ``old`` is its candidate row (SQL_CANDIDATE_COLUMNS)."""
+    stage = old["stage"] or "claim"
+    message = (
+        f"poisoned: its worker stopped {count} times in a row without finishing it (last in "
+        f"stage {stage}; daemon.max_attempts = {max_attempts}), so the input may crash montaged; check "
+        f"the input, then `montagectl retry {old['id']}` to run it again"
+    )
+    sets = {"state": "failed", "error_stage": stage, "error_class": POISONED, "error_message": message,
+            "lease_until": None, "strikes": count}  # fmt: skip
+    data = {"stage": stage, "error_class": POISONED, "message": message, "attempts": int(old["attempts"])}
+    log.error("store.poisoned", job_id=old["id"], stage=stage, attempts=old["attempts"], strikes=count)
+    return sets, data
 
 
 def claim_event(old: Any, worker: str, attempts: int) -> dict[str, Any]:
@@ -253,7 +354,8 @@ def submitted_event(spec: JobSpec) -> dict[str, Any]:
 
 class Transitions:
     """The job state machine, written once: backends supply ``_transition`` (one atomic UPDATE
-    guarded by the allowed starting states, plus its event in the same transaction)."""
+    guarded by the allowed starting states and, given a token, by the claim; plus its event in
+    the same transaction). A fenced transition only moves a running job."""
 
     async def _transition(
         self,
@@ -262,33 +364,42 @@ class Transitions:
         sets: dict[str, Any],
         kind: str | None,
         data: dict[str, Any] | None = None,
+        token: int | None = None,
     ) -> Job | None:
         raise NotImplementedError
 
-    async def set_stage(self, job_id: str, stage: str, progress: float = 0.0) -> None:
+    async def set_stage(
+        self, job_id: str, stage: str, progress: float = 0.0, *, token: int | None = None
+    ) -> None:
         sets = {"stage": stage, "progress": progress}
-        await self._transition(job_id, ACTIVE, sets, "job.stage", {"stage": stage})
+        await self._transition(job_id, _held(token), sets, "job.stage", {"stage": stage}, token)
 
-    async def set_progress(self, job_id: str, progress: float) -> None:
+    async def set_progress(self, job_id: str, progress: float, *, token: int | None = None) -> None:
         """No event: progress is pushed live over the socket, the store only keeps the latest."""
-        await self._transition(job_id, ACTIVE, {"progress": progress}, None)
+        await self._transition(job_id, _held(token), {"progress": progress}, None, None, token)
 
-    async def finish(self, job_id: str, result: dict[str, Any]) -> None:
+    async def finish(self, job_id: str, result: dict[str, Any], *, token: int | None = None) -> None:
         """A job cancelled meanwhile stays cancelled: only queued/running jobs become done."""
         sets = {"state": "done", "progress": 1.0, "result": result, "lease_until": None}
-        await self._transition(job_id, ACTIVE, sets, "job.done")
+        await self._transition(job_id, _held(token), sets, "job.done", None, token)
 
-    async def fail(self, job_id: str, *, stage: str, error_class: str, message: str) -> None:
+    async def fail(
+        self, job_id: str, *, stage: str, error_class: str, message: str, token: int | None = None
+    ) -> None:
         sets = {
             "state": "failed", "error_stage": stage, "error_class": error_class, "error_message": message,
             "lease_until": None,
         }  # fmt: skip
         data = {"stage": stage, "error_class": error_class, "message": message}
-        await self._transition(job_id, ACTIVE, sets, "job.failed", data)
+        await self._transition(job_id, _held(token), sets, "job.failed", data, token)
 
-    async def release(self, job_id: str, *, stopped_at: str) -> None:
-        sets = {"state": "queued", "stopped_at": stopped_at, "worker": None, "lease_until": None}
-        await self._transition(job_id, ("running",), sets, "job.released", {"stopped_at": stopped_at})
+    async def release(self, job_id: str, *, stopped_at: str, token: int | None = None) -> None:
+        """Back to queued by a holder that stopped cleanly: its claim is no strike against the job."""
+        sets = {
+            "state": "queued", "stopped_at": stopped_at, "worker": None, "lease_until": None, "strikes": 0,
+        }  # fmt: skip
+        data = {"stopped_at": stopped_at}
+        await self._transition(job_id, ("running",), sets, "job.released", data, token)
 
     async def cancel(self, job_id: str) -> Job | None:
         return await self._transition(
@@ -296,12 +407,19 @@ class Transitions:
         )
 
     async def retry(self, job_id: str) -> Job | None:
-        """Back to the queue with a clean slate; stored stage results still spare finished work."""
+        """Back to the queue with a clean slate (poison count included); stored stage results
+        still spare finished work. The attempt number goes on growing: it is the fencing token."""
         sets = {
             "state": "queued", "stage": None, "progress": 0.0, "error_class": None, "error_message": None,
-            "error_stage": None, "stopped_at": None, "worker": None, "lease_until": None,
+            "error_stage": None, "stopped_at": None, "worker": None, "lease_until": None, "strikes": 0,
+            "peak": -1,
         }  # fmt: skip
         return await self._transition(job_id, ("failed", "cancelled"), sets, "job.retried")
+
+
+def _held(token: int | None) -> tuple[str, ...]:
+    """States a transition may start from: a claim's own writes need the job still running."""
+    return ("running",) if token is not None else ACTIVE
 
 
 ACTIVE = ("queued", "running")

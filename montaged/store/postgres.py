@@ -24,7 +24,7 @@ import structlog
 
 from montaged.errors import StoreError, StoreUnavailable
 from montaged.model import Job, JobEvent, JobSpec, JobState
-from montaged.store import Caps, Reservation, SpendSummary
+from montaged.store import Caps, Fence, Reservation, SpendSummary
 from montaged.store import _common as c
 from montaged.store._common import check_amount, decode_payload, job_from_row, now_or, utc_day, utc_month
 
@@ -243,17 +243,22 @@ class PostgresStore(c.Transitions):
         sets: dict[str, Any],
         kind: str | None,
         data: dict[str, Any] | None = None,
+        token: int | None = None,
     ) -> Job | None:
         """One statement: the guarded UPDATE and, when ``kind`` is given, its event."""
-        cols = ", ".join(f"{col} = ${n}" for n, col in enumerate(sets, start=6))
+        cols = ", ".join(f"{col} = ${n}" for n, col in enumerate(sets, start=7))
         sql = (
             f"WITH u AS (UPDATE jobs SET {cols}, updated_at = $2 WHERE id = $1 AND state = ANY($3::text[]) "
-            f"RETURNING {c.JOB_COLUMNS}), e AS (INSERT INTO job_events (job_id, kind, at, data) "
+            f"AND ($6::int IS NULL OR attempts = $6::int) RETURNING {c.JOB_COLUMNS}), "
+            "e AS (INSERT INTO job_events (job_id, kind, at, data) "
             "SELECT id, $4::text, $2, $5::jsonb FROM u WHERE $4::text IS NOT NULL) SELECT * FROM u"
         )
-        args = (job_id, time.time(), list(from_states), kind, data or {}, *sets.values())
+        args = (job_id, time.time(), list(from_states), kind, data or {}, token, *sets.values())
         async with self._conn() as conn:
             row = await conn.fetchrow(sql, *args)
+            if row is None and token is not None:
+                holder = await conn.fetchrow(c.SQL_HOLDER, job_id)
+                c.check_holder(holder, Fence(job_id, token), kind or "progress")
         if row is None:
             log.debug("store.transition_skipped", job_id=job_id, wanted=from_states, kind=kind)
             return None
@@ -296,7 +301,12 @@ class PostgresStore(c.Transitions):
         return counts
 
     async def claim(
-        self, worker: str, lease_seconds: float, *, only: Sequence[str] | None = None
+        self,
+        worker: str,
+        lease_seconds: float,
+        *,
+        only: Sequence[str] | None = None,
+        max_attempts: int | None = None,
     ) -> Job | None:
         now = time.time()
         among = " AND id = ANY($1::text[])" if only is not None else ""
@@ -304,28 +314,41 @@ class PostgresStore(c.Transitions):
         async with self._tx() as conn:
             # SKIP LOCKED: a row another daemon is claiming right now is passed over, not waited on
             old = await conn.fetchrow(
-                "SELECT id, state, worker FROM jobs WHERE (state = 'queued' "
+                f"SELECT {c.SQL_CANDIDATE_COLUMNS} FROM jobs WHERE (state = 'queued' "
                 f"OR (state = 'running' AND lease_until < {_DB_NOW})){among} "
                 "ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
                 *args,
             )
             if old is None:
                 return None
+            count, peak = c.strikes(old)
+            if max_attempts is not None and count >= max_attempts:
+                sets, data = c.poison(old, count, max_attempts)
+                cols = ", ".join(f"{col} = ${n}" for n, col in enumerate(sets, start=3))
+                row = await conn.fetchrow(
+                    f"UPDATE jobs SET {cols}, updated_at = $2 WHERE id = $1 RETURNING {c.JOB_COLUMNS}",
+                    old["id"], now, *sets.values(),
+                )  # fmt: skip
+                await self._event(conn, old["id"], "job.failed", now, data)
+                return job_from_row(row)
             row = await conn.fetchrow(
                 f"UPDATE jobs SET state = 'running', worker = $2, lease_until = {_DB_NOW} + $3::float8, "
-                f"attempts = attempts + 1, updated_at = $4 WHERE id = $1 RETURNING {c.JOB_COLUMNS}",
-                old["id"], worker, lease_seconds, now,
+                "attempts = attempts + 1, strikes = $5, peak = $6, updated_at = $4 WHERE id = $1 "
+                f"RETURNING {c.JOB_COLUMNS}",
+                old["id"], worker, lease_seconds, now, count, peak,
             )  # fmt: skip
             data = c.claim_event(old, worker, row["attempts"])
             await self._event(conn, old["id"], c.CLAIMED_EVENT, now, data)
         return job_from_row(row)
 
-    async def heartbeat(self, job_id: str, worker: str, lease_seconds: float) -> bool:
+    async def heartbeat(
+        self, job_id: str, worker: str, lease_seconds: float, *, token: int | None = None
+    ) -> bool:
         sql = (
             f"UPDATE jobs SET lease_until = {_DB_NOW} + $3::float8 "
-            "WHERE id = $1 AND worker = $2 AND state = 'running'"
+            "WHERE id = $1 AND worker = $2 AND state = 'running' AND ($4::int IS NULL OR attempts = $4::int)"
         )
-        return await self._count(sql, job_id, worker, lease_seconds) == 1
+        return await self._count(sql, job_id, worker, lease_seconds, token) == 1
 
     async def set_content_hash(self, job_id: str, content_hash: str) -> None:
         await self._count(c.SQL_SET_HASH, job_id, content_hash, time.time())
@@ -336,8 +359,18 @@ class PostgresStore(c.Transitions):
 
     # ---- stage results and events -----------------------------------------------------------
 
-    async def put_result(self, stage: str, key: str, payload: dict[str, Any]) -> None:
-        await self._count(c.SQL_PUT_RESULT, stage, key, payload, time.time())
+    async def put_result(
+        self, stage: str, key: str, payload: dict[str, Any], *, fence: Fence | None = None
+    ) -> None:
+        if fence is None:
+            await self._count(c.SQL_PUT_RESULT, stage, key, payload, time.time())
+            return
+        async with self._tx() as conn:
+            # FOR SHARE: a claim of this job waits until the write has committed, so a write checked
+            # against the current claim can never land after the job moved on.
+            holder = await conn.fetchrow(f"{c.SQL_HOLDER} FOR SHARE", fence.job_id)
+            c.check_holder(holder, fence, f"{stage} result")
+            await conn.execute(c.SQL_PUT_RESULT, stage, key, payload, time.time())
 
     async def get_result(self, stage: str, key: str) -> dict[str, Any] | None:
         rows = await self._fetch(c.SQL_GET_RESULT, stage, key)
@@ -357,24 +390,37 @@ class PostgresStore(c.Transitions):
     # ---- cost ledger ------------------------------------------------------------------------
 
     async def reserve(
-        self, *, job_id: str, engine: str, amount: float, caps: Caps, now: float | None = None
+        self,
+        *,
+        job_id: str,
+        engine: str,
+        amount: float,
+        caps: Caps,
+        now: float | None = None,
+        token: int | None = None,
     ) -> Reservation | None:
         check_amount(amount)
         ts = now_or(now)
         day, month = utc_day(ts), utc_month(ts)
         async with self._tx() as conn:
+            if token is not None:
+                holder = await conn.fetchrow(f"{c.SQL_HOLDER} FOR SHARE", job_id)
+                c.check_holder(holder, Fence(job_id, token), "budget reservation")
             # One lock for the whole ledger, released with the transaction: every process sees the
             # sum and the insert after it as one step. The SUM runs after the lock is held, so its
             # snapshot (READ COMMITTED takes one per statement) includes every earlier reservation.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", self._ledger_key)
+            if token is not None:
+                earlier = await conn.fetch(c.SQL_RELEASE_EARLIER, time.time(), job_id, token)
+                c.log_released([c.reservation_from_row(r) for r in earlier], c.EARLIER_CLAIM)
             totals = await conn.fetchrow(c.SQL_LEDGER_TOTALS, job_id, day, month)
             why = c.refusal(caps, amount, job_total=totals[0], day_total=totals[1], month_total=totals[2])
             if why is not None:
                 log.info("budget.refused", job_id=job_id, engine=engine, amount=amount, reason=why)
                 return None
             rid = c.new_reservation_id()
-            await conn.execute(c.SQL_RESERVE, rid, job_id, engine, amount, ts, day, month)
-        return Reservation(id=rid, job_id=job_id, engine=engine, amount=amount)
+            await conn.execute(c.SQL_RESERVE, rid, job_id, engine, amount, ts, day, month, token)
+        return Reservation(id=rid, job_id=job_id, engine=engine, amount=amount, token=token)
 
     async def settle(self, reservation_id: str, actual: float) -> None:
         """Record what the call really cost; the reservation's amount stops counting."""
@@ -385,6 +431,17 @@ class PostgresStore(c.Transitions):
     async def release_reservation(self, reservation_id: str) -> bool:
         """Give back an unspent reservation (the call never happened); False when not open."""
         return await self._count(c.SQL_RELEASE_RESERVATION, reservation_id, time.time()) == 1
+
+    async def sweep_reservations(self, *, now: float | None = None) -> builtins.list[Reservation]:
+        """Leases are compared on the database clock, like claim(); ``now`` stands in for it in tests."""
+        db_now = "$2::float8" if now is not None else _DB_NOW
+        args = (time.time(), now) if now is not None else (time.time(),)
+        async with self._tx() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self._ledger_key)
+            rows = await conn.fetch(c.sql_sweep(db_now), *args)
+        released = [c.reservation_from_row(r) for r in rows]
+        c.log_released(released, "its claim is gone")
+        return released
 
     async def spend(
         self, caps: Caps, *, job_id: str | None = None, now: float | None = None

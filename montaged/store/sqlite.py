@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,13 +24,23 @@ import structlog
 
 from montaged.errors import StoreError, StoreUnavailable
 from montaged.model import Job, JobEvent, JobSpec, JobState
-from montaged.store import Caps, Reservation, SpendSummary
+from montaged.store import Caps, Fence, Reservation, SpendSummary
 from montaged.store import _common as c
 from montaged.store._common import check_amount, decode_payload, job_from_row, now_or, utc_day, utc_month
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 _PARAM = re.compile(r"\$(\d+)")
+# Result codes that mean "the file cannot be written right now", not "this call is wrong": busy or
+# locked by another connection, disk (or quota) full, I/O errors, the file gone or unopenable.
+# Callers back off and retry these, as they do when PostgreSQL is down.
+_UNAVAILABLE_CODES = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY,
+})  # fmt: skip
+PROBE_BUSY_MS = 500
+MIN_FREE_BYTES = 256 * 1024  # below this a write transaction (WAL frames, index pages) may not fit
+_UNAVAILABLE_WORDS = ("locked", "busy", "disk I/O", "unable to open", "disk is full", "readonly")
 
 
 def sqlite_path(url: str) -> Path:
@@ -72,6 +83,24 @@ def _rows_or_count(cur: sqlite3.Cursor, rows: bool) -> Any:
     return cur.fetchall() if rows else cur.rowcount
 
 
+def unavailable(e: sqlite3.Error) -> bool:
+    """Whether ``e`` is the file being unwritable for now (retry later) rather than a bug."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _UNAVAILABLE_CODES:  # extended codes keep the primary low
+        return True
+    return isinstance(e, sqlite3.OperationalError) and any(w in str(e) for w in _UNAVAILABLE_WORDS)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite already ends it on a full disk or I/O
+    error, and a ROLLBACK then would raise over the error that matters."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            log.warning("store.rollback_failed", error=str(e))
+
+
 @contextmanager
 def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     """A write transaction that takes the file's write lock up front (waits busy_timeout for it)."""
@@ -79,12 +108,12 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     try:
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
 
 
@@ -102,6 +131,7 @@ class SqliteStore(c.Transitions):
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self._failing: str | None = None  # why the last call could not use the file, until a ping writes
 
     # ---- plumbing ---------------------------------------------------------------------------
 
@@ -130,10 +160,14 @@ class SqliteStore(c.Transitions):
         conn = self._connect()
         try:
             return fn(conn, *args)
-        except sqlite3.OperationalError as e:
+        except sqlite3.Error as e:
             text = str(e)
-            if "locked" in text or "busy" in text or "disk I/O" in text or "unable to open" in text:
-                raise StoreUnavailable(f"SQLite job store {self.path}: {text}; retry later") from e
+            if unavailable(e):
+                self._failing = text
+                raise StoreUnavailable(
+                    f"SQLite job store {self.path}: {text}; retrying later (free disk space, or stop "
+                    "whatever holds the file locked)"
+                ) from e
             if "no such table" in text:
                 raise StoreError(f"SQLite job store {self.path}: {text}; run migrate() first") from e
             raise
@@ -176,7 +210,37 @@ class SqliteStore(c.Transitions):
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        """A read, and room on the disk: reads go on working on a full disk while every write
+        fails. Once a call found the file unusable (disk full, locked), also a small write, so
+        health stays degraded until writes go through again."""
+        await self._run(self._ping)
+        if self._failing is not None:
+            log.info("store.writable_again", path=str(self.path), was=self._failing)
+            self._failing = None
+
+    def _ping(self, conn: sqlite3.Connection) -> None:
+        free = shutil.disk_usage(self.path.parent).free
+        if free < MIN_FREE_BYTES:
+            self._failing = "disk full"
+            raise StoreUnavailable(
+                f"SQLite job store {self.path}: only {free} bytes free on its disk, writes fail; "
+                f"free space in {self.path.parent}"
+            )
+        if self._failing is None:
+            conn.execute("SELECT 1").fetchone()
+        else:
+            self._write_probe(conn)
+
+    def _write_probe(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {PROBE_BUSY_MS}")  # a ping must not wait out a long lock
+        try:
+            with _immediate(conn):  # rewrites one row as it is: a real page write, nothing changed
+                conn.execute(
+                    "UPDATE schema_version SET applied_at = applied_at "
+                    "WHERE version = (SELECT MAX(version) FROM schema_version)"
+                )
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
 
     async def _exec(self, sql: str, *args: Any, rows: bool = False) -> Any:
         """Run one shared statement; returns its rows (rows=True) or its row count."""
@@ -203,20 +267,29 @@ class SqliteStore(c.Transitions):
         sets: dict[str, Any],
         kind: str | None,
         data: dict[str, Any] | None = None,
+        token: int | None = None,
     ) -> Job | None:
         cols = ", ".join(f"{col} = ?" for col in sets)
         values = [c.dumps(v) if isinstance(v, dict) else v for v in sets.values()]
         marks = ", ".join("?" for _ in from_states)
+        fenced = " AND attempts = ?" if token is not None else ""
         sql = (
-            f"UPDATE jobs SET {cols}, updated_at = ? WHERE id = ? AND state IN ({marks}) "
+            f"UPDATE jobs SET {cols}, updated_at = ? WHERE id = ? AND state IN ({marks}){fenced} "
             f"RETURNING {c.JOB_COLUMNS}"
         )
+        fence_args = (token,) if token is not None else ()
 
         def run(conn: sqlite3.Connection) -> Job | None:
             now = time.time()
             with _immediate(conn):
-                row = _one(conn.execute(sql, (*values, now, job_id, *from_states)))
+                row = _one(conn.execute(sql, (*values, now, job_id, *from_states, *fence_args)))
                 if row is None:
+                    if token is not None:
+                        c.check_holder(
+                            _q(conn, c.SQL_HOLDER, job_id).fetchone(),
+                            Fence(job_id, token),
+                            kind or "progress",
+                        )
                     log.debug("store.transition_skipped", job_id=job_id, wanted=from_states, kind=kind)
                     return None
                 if kind is not None:
@@ -248,7 +321,12 @@ class SqliteStore(c.Transitions):
         return counts
 
     async def claim(
-        self, worker: str, lease_seconds: float, *, only: Sequence[str] | None = None
+        self,
+        worker: str,
+        lease_seconds: float,
+        *,
+        only: Sequence[str] | None = None,
+        max_attempts: int | None = None,
     ) -> Job | None:
         ids = list(only) if only is not None else None
 
@@ -257,17 +335,28 @@ class SqliteStore(c.Transitions):
             among = f" AND id IN ({','.join('?' * len(ids))})" if ids is not None else ""
             with _immediate(conn):  # the file's write lock: no other process claims meanwhile
                 old = conn.execute(
-                    "SELECT id, state, worker FROM jobs WHERE (state = 'queued' "
+                    f"SELECT {c.SQL_CANDIDATE_COLUMNS} FROM jobs WHERE (state = 'queued' "
                     f"OR (state = 'running' AND lease_until < ?)){among} ORDER BY created_at, id LIMIT 1",
                     (now, *(ids or ())),
                 ).fetchone()
                 if old is None:
                     return None
+                count, peak = c.strikes(old)
+                if max_attempts is not None and count >= max_attempts:
+                    sets, data = c.poison(old, count, max_attempts)
+                    cols = ", ".join(f"{col} = ?" for col in sets)
+                    row = _one(conn.execute(
+                        f"UPDATE jobs SET {cols}, updated_at = ? WHERE id = ? RETURNING {c.JOB_COLUMNS}",
+                        (*sets.values(), now, old["id"]),
+                    ))  # fmt: skip
+                    self._event(conn, old["id"], "job.failed", now, data)
+                    return job_from_row(row)
                 row = _one(
                     conn.execute(
                         "UPDATE jobs SET state = 'running', worker = ?, lease_until = ?, "
-                        f"attempts = attempts + 1, updated_at = ? WHERE id = ? RETURNING {c.JOB_COLUMNS}",
-                        (worker, now + lease_seconds, now, old["id"]),
+                        "attempts = attempts + 1, strikes = ?, peak = ?, updated_at = ? WHERE id = ? "
+                        f"RETURNING {c.JOB_COLUMNS}",
+                        (worker, now + lease_seconds, count, peak, now, old["id"]),
                     )
                 )
                 data = c.claim_event(old, worker, row["attempts"])
@@ -276,9 +365,14 @@ class SqliteStore(c.Transitions):
 
         return await self._run(run)
 
-    async def heartbeat(self, job_id: str, worker: str, lease_seconds: float) -> bool:
-        sql = "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND worker = $2 AND state = 'running'"
-        return bool(await self._exec(sql, job_id, worker, time.time() + lease_seconds) == 1)
+    async def heartbeat(
+        self, job_id: str, worker: str, lease_seconds: float, *, token: int | None = None
+    ) -> bool:
+        sql = (
+            "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND worker = $2 AND state = 'running' "
+            "AND ($4 IS NULL OR attempts = $4)"
+        )
+        return bool(await self._exec(sql, job_id, worker, time.time() + lease_seconds, token) == 1)
 
     async def set_content_hash(self, job_id: str, content_hash: str) -> None:
         await self._exec(c.SQL_SET_HASH, job_id, content_hash, time.time())
@@ -289,8 +383,19 @@ class SqliteStore(c.Transitions):
 
     # ---- stage results and events -----------------------------------------------------------
 
-    async def put_result(self, stage: str, key: str, payload: dict[str, Any]) -> None:
-        await self._exec(c.SQL_PUT_RESULT, stage, key, payload, time.time())
+    async def put_result(
+        self, stage: str, key: str, payload: dict[str, Any], *, fence: Fence | None = None
+    ) -> None:
+        if fence is None:
+            await self._exec(c.SQL_PUT_RESULT, stage, key, payload, time.time())
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):  # checked and written under the write lock: no claim in between
+                c.check_holder(_q(conn, c.SQL_HOLDER, fence.job_id).fetchone(), fence, f"{stage} result")
+                _q(conn, c.SQL_PUT_RESULT, stage, key, payload, time.time())
+
+        await self._run(run)
 
     async def get_result(self, stage: str, key: str) -> dict[str, Any] | None:
         rows = await self._exec(c.SQL_GET_RESULT, stage, key, rows=True)
@@ -309,7 +414,14 @@ class SqliteStore(c.Transitions):
     # ---- cost ledger ------------------------------------------------------------------------
 
     async def reserve(
-        self, *, job_id: str, engine: str, amount: float, caps: Caps, now: float | None = None
+        self,
+        *,
+        job_id: str,
+        engine: str,
+        amount: float,
+        caps: Caps,
+        now: float | None = None,
+        token: int | None = None,
     ) -> Reservation | None:
         check_amount(amount)
         ts = now_or(now)
@@ -317,6 +429,11 @@ class SqliteStore(c.Transitions):
 
         def run(conn: sqlite3.Connection) -> Reservation | None:
             with _immediate(conn):  # the write lock makes sum-then-insert atomic across processes
+                if token is not None:
+                    fence = Fence(job_id, token)
+                    c.check_holder(_q(conn, c.SQL_HOLDER, job_id).fetchone(), fence, "budget reservation")
+                    earlier = _q(conn, c.SQL_RELEASE_EARLIER, time.time(), job_id, token).fetchall()
+                    c.log_released([c.reservation_from_row(r) for r in earlier], c.EARLIER_CLAIM)
                 job_total, day_total, month_total = _q(
                     conn, c.SQL_LEDGER_TOTALS, job_id, day, month
                 ).fetchone()
@@ -327,8 +444,8 @@ class SqliteStore(c.Transitions):
                     log.info("budget.refused", job_id=job_id, engine=engine, amount=amount, reason=why)
                     return None
                 rid = c.new_reservation_id()
-                _q(conn, c.SQL_RESERVE, rid, job_id, engine, amount, ts, day, month)
-                return Reservation(id=rid, job_id=job_id, engine=engine, amount=amount)
+                _q(conn, c.SQL_RESERVE, rid, job_id, engine, amount, ts, day, month, token)
+                return Reservation(id=rid, job_id=job_id, engine=engine, amount=amount, token=token)
 
         return await self._run(run)
 
@@ -341,6 +458,18 @@ class SqliteStore(c.Transitions):
     async def release_reservation(self, reservation_id: str) -> bool:
         """Give back an unspent reservation (the call never happened); False when not open."""
         return bool(await self._exec(c.SQL_RELEASE_RESERVATION, reservation_id, time.time()) == 1)
+
+    async def sweep_reservations(self, *, now: float | None = None) -> builtins.list[Reservation]:
+        ts = now_or(now)
+        sql = c.sql_sweep("$2")
+
+        def run(conn: sqlite3.Connection) -> builtins.list[Reservation]:
+            with _immediate(conn):
+                return [c.reservation_from_row(r) for r in _q(conn, sql, time.time(), ts).fetchall()]
+
+        released = await self._run(run)
+        c.log_released(released, "its claim is gone")
+        return released
 
     async def spend(
         self, caps: Caps, *, job_id: str | None = None, now: float | None = None
