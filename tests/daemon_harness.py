@@ -148,6 +148,21 @@ async def request(socket: Path, op: str, **fields: Any) -> Any:
         return await c.request(op, **fields)
 
 
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """(status, body) of ``GET path`` from the daemon's metrics server on 127.0.0.1."""
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    async with stream:
+        await stream.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        try:
+            while True:
+                data += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pass
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
 async def wait_state(socket: Path, job_id: str, states: set[str], timeout: float = 180.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
