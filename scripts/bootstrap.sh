@@ -28,9 +28,10 @@ PY=$(find_python) || die "Python 3.11 or newer not found; install it (Debian/Ubu
 
 # --- system packages ------------------------------------------------------------------------------
 need_apt=()
-# systemd-analyze and promtool (Debian's prometheus package) check the unit and the alert rules;
+# systemd-analyze, promtool (Debian's prometheus package) and docker-compose check the unit, the alert
+# rules and deploy/compose.yaml;
 # note that on a host run by systemd the prometheus package also enables a local server on :9090.
-for pair in ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox systemd-analyze:systemd promtool:prometheus; do
+for pair in ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox systemd-analyze:systemd promtool:prometheus docker-compose:docker-compose; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
 done
 # private PostgreSQL and Redis servers (initdb/pg_ctl, redis-server) for the fault drills and the
