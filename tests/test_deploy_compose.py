@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, unavailable
+from conftest import ROOT
+from system_tools import run_tool
 
 from montaged.config import SECRET_KEYS, load
 
@@ -28,12 +29,7 @@ def compose() -> dict[str, Any]:
 
 
 def _docker_compose(*args: str, file: Path = COMPOSE, **env: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("docker-compose")
-    if exe is None:
-        unavailable("docker-compose not installed (Debian package docker-compose, from scripts/bootstrap.sh)")
-    assert exe is not None
-    return subprocess.run([exe, "-f", str(file), *args], capture_output=True, text=True, timeout=120,
-                          check=False, env={"PATH": "/usr/bin:/bin", **env})
+    return run_tool("docker-compose", "-f", str(file), *args, env={"PATH": "/usr/bin:/bin", **env})
 
 
 def test_compose_file_passes_the_compose_schema(tmp_path: Path) -> None:
@@ -96,16 +92,11 @@ def test_prometheus_scrapes_the_replicas_with_the_rules(compose: dict[str, Any],
     volumes = compose["services"]["prometheus"]["volumes"]
     mounts = dict(v.rsplit(":", 2)[:2] for v in volumes if v.startswith("./"))
     assert mounts["./prometheus/alerts.yml"] in config["rule_files"]
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        unavailable("promtool not installed (Debian package prometheus, from scripts/bootstrap.sh)")
-    assert promtool is not None
     # promtool resolves rule files itself: point it at the repository's copy.
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
     config["rule_files"] = ["alerts.yml"]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    proc = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = run_tool("promtool", "check", "config", "prometheus.yml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import ROOT, unavailable
+from conftest import ROOT
 from prometheus_client.metrics import MetricWrapperBase
+from system_tools import run_tool
 
 from montaged import metrics
 
@@ -32,14 +31,6 @@ SCRAPE_LABELS = {"job", "instance", "le", "__name__"}
 
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",),
              "info": ("_info",), "summary": ("_count", "_sum", "")}
-
-
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        unavailable("promtool not installed (Debian package prometheus, from scripts/bootstrap.sh)")
-    assert path is not None
-    return path
 
 
 def _exported() -> dict[str, tuple[str, set[str]]]:
@@ -82,14 +73,12 @@ def _selectors(expr: str) -> list[tuple[str, set[str]]]:
 
 
 def test_promtool_checks_the_rules() -> None:
-    proc = subprocess.run([_promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = run_tool("promtool", "check", "rules", str(ALERTS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_promtool_unit_tests_every_alert() -> None:
-    proc = subprocess.run([_promtool(), "test", "rules", ALERTS_TEST.name], cwd=ALERTS_TEST.parent,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = run_tool("promtool", "test", "rules", ALERTS_TEST.name, cwd=ALERTS_TEST.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tested = {case["alertname"] for test in yaml.safe_load(ALERTS_TEST.read_text())["tests"]
               for case in test.get("alert_rule_test", [])}
@@ -112,8 +101,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
              for i, e in enumerate(_dashboard_exprs())]
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    proc = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = run_tool("promtool", "check", "rules", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import ROOT, unavailable
+from conftest import ROOT
+from system_tools import run_tool
 
 from montaged import metrics
 from montaged.sdnotify import Notifier, daemon_status, format_status, watchdog_loop
@@ -230,11 +231,7 @@ def test_unit_is_type_notify_with_a_watchdog() -> None:
 
 
 def _analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("systemd-analyze")
-    if exe is None:
-        unavailable("systemd-analyze not installed (Debian package systemd, from scripts/bootstrap.sh)")
-    assert exe is not None
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    return run_tool("systemd-analyze", *args, cwd=cwd)
 
 
 def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
