@@ -62,3 +62,6 @@ INTAKE_ERRORS = Counter(
     "Errors contained by intake tasks (moving originals, publishing outcomes), by task and code",
     ["task", "code"], registry=REGISTRY,
 )
+POOL_RESTARTS = Counter(
+    "montage_pool_restarts_total", "Pool workers replaced after they died", ["pool"], registry=REGISTRY
+)

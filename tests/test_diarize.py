@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -185,9 +185,9 @@ def test_silence_short_and_bad_input(diarizer: SenkoDiarizer) -> None:
 
 
 @pytest.fixture
-def pool() -> Iterator[None]:
-    yield
-    worker.shutdown_pool()
+async def pool() -> AsyncIterator[worker.DiarizerPool]:
+    async with worker.DiarizerPool() as p:
+        yield p
 
 
 async def spool(path: Path, pcm: Path) -> Path:
@@ -206,7 +206,7 @@ async def spool(path: Path, pcm: Path) -> Path:
 
 @pytest.mark.anyio
 async def test_worker_process_on_the_spool(
-    pool: None, diarizer: SenkoDiarizer, media_dir: Path, tmp_path: Path
+    pool: worker.DiarizerPool, diarizer: SenkoDiarizer, media_dir: Path, tmp_path: Path
 ) -> None:
     wav = media_dir / "audio" / "pyannote_sample.wav"
     pcm = await spool(wav, tmp_path / "audio.pcm")
@@ -222,12 +222,12 @@ async def test_worker_process_on_the_spool(
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
         started = time.perf_counter()
-        first = await worker.diarize_in_process(str(pcm), cfg, None)
+        first = await worker.diarize_in_process(str(pcm), cfg, None, pool=pool)
         elapsed = time.perf_counter() - started
-        second = await worker.diarize_in_process(str(pcm), cfg, 2)
+        second = await worker.diarize_in_process(str(pcm), cfg, 2, pool=pool)
         tg.cancel_scope.cancel()
     assert ticks >= elapsed / 0.05 / 2  # at least half the expected ticks: never blocked for long
-    stats = await worker.pool_stats()
+    stats = await pool.stats()
     assert stats["loads"] == 1 and stats["pid"] != os.getpid()  # loaded once, elsewhere
     ref = read_rttm(media_dir / "audio" / "pyannote_sample.rttm")
     # Same audio as test_pyannote_sample through int16: same bound.

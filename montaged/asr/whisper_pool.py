@@ -2,18 +2,15 @@
 
 Processes rather than threads: the GIL-bound parts of faster-whisper (feature extraction,
 word alignment) then run in parallel too, and a crashing decoder takes one worker down, not the
-daemon. Workers are started with ``forkserver`` (``spawn`` where that is missing) because forking
-a process that runs an event loop and threads is unsafe.
+daemon. The processes are a :class:`~montaged.procpool.ProcPool`: a worker that dies fails (after
+one retry) only its window, with ``worker_died``, and is replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -26,9 +23,9 @@ from montaged.asr import whisper_worker
 from montaged.asr.models import resolve
 from montaged.asr.whisper_worker import DecodeOptions, LoadOptions
 from montaged.config import WhisperConfig
-from montaged.errors import ModelError
 from montaged.metrics import WORKERS_BUSY
 from montaged.model import Word
+from montaged.procpool import PoolHealth, ProcPool
 
 log = structlog.get_logger(__name__)
 
@@ -95,15 +92,12 @@ class WhisperPool:
         self.workers, self.threads = plan_workers(cfg, self.device)
         self.decode = DecodeOptions(beam_size=cfg.beam_size, language=cfg.language)
         self.stats = PoolStats()
-        self._executor: ProcessPoolExecutor | None = None
-        self._load: LoadOptions | None = None
-        self._restart_lock = asyncio.Lock()
+        self._pool: ProcPool | None = None
         self._busy = 0
 
     async def __aenter__(self) -> Self:
         path = await asyncio.to_thread(resolve, self.model_name, self._model_cache)
-        self._load = LoadOptions(path, self.device, self.compute_type, self.threads)
-        self._executor = self._new_executor()
+        load = LoadOptions(path, self.device, self.compute_type, self.threads)
         log.info(
             "whisper pool starting",
             model=self.model_name,
@@ -113,83 +107,55 @@ class WhisperPool:
             workers=self.workers,
             threads=self.threads,
         )
+        started = time.perf_counter()
+        self._pool = ProcPool(
+            "whisper", workers=self.workers, initializer=whisper_worker.init_worker, initargs=(load,),
+            warm=self._warm, hint="; lower whisper.workers or use a smaller whisper.model",
+        )  # fmt: skip
+        await self._pool.__aenter__()
         if self._warm:
-            started = time.perf_counter()
-            try:
-                loop = asyncio.get_running_loop()
-                pongs = await asyncio.gather(
-                    *(loop.run_in_executor(self._executor, whisper_worker.ping) for _ in range(self.workers))
-                )
+            try:  # one ping per worker: each call holds its worker, so they land on different ones
+                pings = (self._pool.run(whisper_worker.ping) for _ in range(self.workers))
+                pongs = await asyncio.gather(*pings)
             except BaseException:
-                await self._shutdown()
+                await self._pool.aclose()
                 raise
             for p in pongs:
                 self.stats.loads[p["pid"]] = p["loads"]
             log.info("whisper pool ready", seconds=round(time.perf_counter() - started, 2))
         return self
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        assert self._load is not None
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if "forkserver" in methods:
-            # Import faster-whisper once in the fork server, not once per worker.
-            ctx.set_forkserver_preload(["montaged.asr.whisper_worker", "faster_whisper"])
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=ctx,
-            initializer=whisper_worker.init_worker,
-            initargs=(self._load,),
-        )
-
-    async def _restart(self, broken: ProcessPoolExecutor) -> None:
-        """Replace a pool that lost a worker (a dead process breaks a ProcessPoolExecutor for good)."""
-        async with self._restart_lock:
-            if self._executor is not broken:
-                return  # another window already restarted it
-            log.warning("whisper worker died; restarting the pool", restarts=self.stats.restarts + 1)
-            broken.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._new_executor()
-            self.stats.restarts += 1
-
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._shutdown()
+        if self._pool is not None:
+            await self._pool.aclose()
 
-    async def _shutdown(self) -> None:
-        if self._executor is not None:
-            executor, self._executor = self._executor, None
-            # cancel_futures: windows not yet started are dropped when a job is cancelled.
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+    @property
+    def pool(self) -> ProcPool:
+        """The worker processes (health, restarts, pids)."""
+        if self._pool is None:
+            raise RuntimeError("WhisperPool used outside `async with`")
+        return self._pool
+
+    def health(self) -> PoolHealth:
+        return self.pool.health()
 
     async def transcribe_window(self, samples: np.ndarray, offset: float) -> WindowWords:
-        """Words of one window (media times), with the language the worker decoded in."""
-        if self._executor is None:
-            raise RuntimeError("WhisperPool used outside `async with`")
-        loop = asyncio.get_running_loop()
+        """Words of one window (media times), with the language the worker decoded in.
+
+        A worker that dies on the window is replaced and the window retried once; a second death
+        raises :class:`~montaged.procpool.WorkerDied`.
+        """
+        pool = self.pool
         self._busy += 1
         WORKERS_BUSY.labels(pool="whisper").set(min(self._busy, self.workers))
         try:
-            for attempt in (1, 2):  # a window that kills its worker twice is not retried again
-                executor = self._executor
-                if executor is None:
-                    raise RuntimeError("WhisperPool closed while a window was waiting")
-                try:
-                    result = await loop.run_in_executor(
-                        executor, whisper_worker.transcribe_window, samples, offset, self.decode
-                    )
-                    break
-                except BrokenProcessPool as e:
-                    if attempt == 2:
-                        raise ModelError(
-                            f"Whisper workers died twice on the window at {offset:.1f}s (out of memory,"
-                            " or a crash in CTranslate2); lower whisper.workers or use a smaller model"
-                        ) from e
-                    await self._restart(executor)
+            result = await pool.run(whisper_worker.transcribe_window, samples, offset, self.decode)
         finally:
             self._busy -= 1
             WORKERS_BUSY.labels(pool="whisper").set(min(self._busy, self.workers))
+        self.stats.restarts = pool.restarts
         self.stats.loads[result["pid"]] = result["loads"]
         self.stats.windows += 1
         self.stats.busy_seconds += result["seconds"]

@@ -2,6 +2,8 @@
 
 The pool initializer loads the model once per process; each call then transcribes one window
 and returns plain data (never faster-whisper objects, which hold references to the model).
+A load failure is raised from the initializer as :class:`ModelError`: the pool shell
+(procpool.py) fails the pool start with it, and every later call on that worker.
 """
 
 from __future__ import annotations
@@ -71,16 +73,11 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
 
 _model: Any = None
 _loads = 0
-_load_error: str | None = None
 
 
 def init_worker(opts: LoadOptions) -> None:
-    """Pool initializer: load the model once for the life of this process.
-
-    A failure is kept and raised from every call as :class:`ModelError`, because an exception
-    escaping an initializer only shows up in the parent as an unexplained BrokenProcessPool.
-    """
-    global _model, _loads, _load_error
+    """Pool initializer: load the model once for the life of this process."""
+    global _model, _loads
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from montaged.logging import setup_worker
 
@@ -96,25 +93,21 @@ def init_worker(opts: LoadOptions) -> None:
             list(segments)
         _loads += 1
     except Exception as e:
-        _load_error = (
+        raise ModelError(
             f"cannot load Whisper model {opts.model!r} on {opts.device}/{opts.compute_type}: {e}."
             " Check whisper.model/device/compute_type, or run `montaged models verify`."
             " On CUDA, CTranslate2's wheels need CUDA 12 cuBLAS: pip install nvidia-cublas-cu12"
             " and put its lib folder on LD_LIBRARY_PATH (docs/gpu.md)"
-        )
+        ) from None
 
 
 def ping() -> dict[str, Any]:
-    """Called once per worker at pool start so a bad model fails the start, not a job."""
-    if _load_error is not None:
-        raise ModelError(_load_error)
+    """Called once per worker at pool start: which process, and how often it loaded a model."""
     return {"pid": os.getpid(), "loads": _loads}
 
 
 def transcribe_window(samples: np.ndarray, offset: float, opts: DecodeOptions) -> WindowResult:
     """Transcribe one window of 16 kHz mono float32 audio that starts at ``offset`` media seconds."""
-    if _load_error is not None:
-        raise ModelError(_load_error)
     if _model is None:
         raise RuntimeError("transcribe_window called outside a WhisperPool worker (no model loaded)")
     started = time.perf_counter()

@@ -4,20 +4,16 @@ The audio stage spools the decoded 16 kHz mono audio as int16 PCM (``media.fanou
 the worker maps that file with ``np.memmap`` instead of decoding the media a second time. The
 backend loads once per worker process (module-level cache) and stays loaded for later jobs.
 
-The pool is a dedicated single-process ``ProcessPoolExecutor`` started with ``spawn``: fork is
-unsafe under a running event loop and threads, and the Whisper pool owns the forkserver's
-preload list. Diarizing one file at a time is enough: it runs at a few percent of real time.
+:class:`DiarizerPool` is a one-process :class:`~montaged.procpool.ProcPool` started on first use
+(a daemon that never diarizes never loads torch). Diarizing one file at a time is enough: it
+runs at a few percent of real time. A worker that dies (out of memory, a crash in torch) fails
+that file alone, after one retry, with ``worker_died``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
 import os
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -25,8 +21,9 @@ import structlog
 
 from montaged.config import DiarizeConfig
 from montaged.diarize import SAMPLE_RATE, Diarizer, create_diarizer
-from montaged.errors import MediaError, ModelError
+from montaged.errors import MediaError
 from montaged.model import SpeakerTurn
+from montaged.procpool import STOP_TIMEOUT, PooledModel, ProcPool
 
 log = structlog.get_logger(__name__)
 
@@ -97,73 +94,58 @@ def worker_options(cfg: DiarizeConfig) -> dict[str, Any]:
     return cfg.model_dump(exclude={"backend"})
 
 
-_executor: ProcessPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
 def _init_worker() -> None:
     from montaged.logging import setup_worker
 
     setup_worker()
 
 
-def _pool() -> ProcessPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
-            )
-        return _executor
+class DiarizerPool(PooledModel):
+    """``async with DiarizerPool() as pool: turns = await pool.diarize(pcm, cfg, speakers)``.
 
-
-def _replace(broken: ProcessPoolExecutor) -> None:
-    global _executor
-    with _executor_lock:
-        if _executor is broken:
-            broken.shutdown(wait=False, cancel_futures=True)
-            _executor = None
-
-
-def shutdown_pool() -> None:
-    """Stop the diarizer process (the daemon calls this at exit; the model is freed with it)."""
-    global _executor
-    with _executor_lock:
-        executor, _executor = _executor, None
-    if executor is not None:
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
-async def diarize_in_process(pcm_path: str, cfg: DiarizeConfig, speakers: int | None) -> list[SpeakerTurn]:
-    """Diarize a PCM spool in the diarizer process without blocking the event loop.
-
-    The first call starts the process and loads the model (seconds); later calls reuse both.
-    A worker that dies (out of memory, a crash in torch) is replaced and the file retried once.
+    The process starts, and loads the model, on the first file (seconds); later files reuse both.
     Cancelling the awaiting task does not stop a file already being diarized: it finishes in the
-    background and its result is dropped.
+    background, its result is dropped, and the process then serves the next file.
+
+    Args:
+        stop_timeout: seconds a file being diarized gets at close before the process is killed.
+    """
+
+    def __init__(self, *, stop_timeout: float = STOP_TIMEOUT) -> None:
+        self.pool = ProcPool(
+            "diarizer", workers=1, initializer=_init_worker, warm=False, stop_timeout=stop_timeout,
+            hint="; lower diarize.threads or set diarize.backend = 'none'",
+        )  # fmt: skip
+
+    async def diarize(self, pcm_path: str, cfg: DiarizeConfig, speakers: int | None) -> list[SpeakerTurn]:
+        """Speaker turns of a PCM spool, diarized in the worker process."""
+        if cfg.backend == "none":
+            return []
+        rows = await self.pool.run(
+            diarize_pcm_file, pcm_path, SAMPLE_RATE, cfg.backend, speakers, worker_options(cfg)
+        )
+        return [SpeakerTurn.from_dict(r) for r in rows]
+
+    async def stats(self) -> dict[str, int]:
+        """:func:`worker_stats` of the diarizer process (starts it if needed)."""
+        return await self.pool.run(worker_stats)
+
+
+async def diarize_in_process(
+    pcm_path: str, cfg: DiarizeConfig, speakers: int | None, *, pool: DiarizerPool | None = None
+) -> list[SpeakerTurn]:
+    """Diarize a PCM spool in a worker process without blocking the event loop.
+
+    Args:
+        pcm_path: the int16 spool.
+        cfg: the ``[diarize]`` settings.
+        speakers: fixed speaker count, or ``None`` to estimate it.
+        pool: the daemon's :class:`DiarizerPool`; ``None`` starts one for this call (and its
+            model load: seconds).
     """
     if cfg.backend == "none":
         return []
-    loop = asyncio.get_running_loop()
-    options = worker_options(cfg)
-    for attempt in (1, 2):
-        executor = _pool()
-        try:
-            rows = await loop.run_in_executor(
-                executor, diarize_pcm_file, pcm_path, SAMPLE_RATE, cfg.backend, speakers, options
-            )
-            break
-        except BrokenProcessPool as e:
-            _replace(executor)
-            if attempt == 2:
-                raise ModelError(
-                    f"the diarizer process died twice on {pcm_path} (out of memory, or a crash in torch); "
-                    "lower diarize.threads or set diarize.backend = 'none'"
-                ) from e
-            log.warning("diarizer process died; restarting it", pcm=pcm_path)
-    return [SpeakerTurn.from_dict(r) for r in rows]
-
-
-async def pool_stats() -> dict[str, int]:
-    """:func:`worker_stats` of the diarizer process (starts it if needed)."""
-    return await asyncio.get_running_loop().run_in_executor(_pool(), worker_stats)
+    if pool is None:
+        async with DiarizerPool() as own:
+            return await own.diarize(pcm_path, cfg, speakers)
+    return await pool.diarize(pcm_path, cfg, speakers)

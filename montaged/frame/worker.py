@@ -1,8 +1,9 @@
 """Run :func:`~montaged.frame.plan.plan_crop` in worker processes, off the event loop.
 
 Vision is CPU-bound and holds the GIL in places (PyAV frame conversion, numpy glue), so it runs in
-a ``spawn`` process pool: a fresh interpreter per worker (no forked locks or threads), each loading
-OpenCV and the detector once. Each worker gets ``threads`` threads for OpenCV and OpenMP
+a :class:`~montaged.procpool.ProcPool`: a fresh interpreter per worker (no forked locks or threads),
+each loading OpenCV and the detector once; a worker that dies fails (after one retry) only its
+clip, with ``worker_died``, and is replaced. Each worker gets ``threads`` threads for OpenCV and OpenMP
 (libfacedetection uses libgomp, whose idle threads spin; on a 2-core machine shared with
 Whisper, one busy thread per worker is what keeps the other stages moving).
 
@@ -12,20 +13,17 @@ call :func:`plan_crops_in_process` with none and it makes (and closes) its own.
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from types import TracebackType
 
 import anyio
 import structlog
 
 from montaged.config import FrameConfig, ProfileConfig
 from montaged.model import ClipPlan, CropPlan, MediaInfo, SpeakerTurn
+from montaged.procpool import STOP_TIMEOUT, PooledModel, ProcPool
 
 log = structlog.get_logger(__name__)
 
@@ -64,37 +62,26 @@ def default_workers(cfg: FrameConfig) -> int:
     return cfg.workers or max(1, min(4, os.cpu_count() or 2))
 
 
-class FrameWorkers:
-    """A pool of framing processes.
+class FrameWorkers(PooledModel):
+    """A pool of framing processes, started on the first clip.
 
     Args:
         workers: processes in the pool (see :func:`default_workers`).
         threads: OpenCV/OpenMP threads per process; default: cores // workers, at least 1.
+        stop_timeout: seconds a clip being framed gets at close before its process is killed.
     """
 
-    def __init__(self, workers: int = 1, threads: int | None = None) -> None:
+    def __init__(
+        self, workers: int = 1, threads: int | None = None, *, stop_timeout: float = STOP_TIMEOUT
+    ) -> None:
         if workers < 1:
             raise ValueError(f"frame workers must be at least 1 (got {workers})")
         self.workers = workers
         self.threads = threads or max(1, (os.cpu_count() or 2) // workers)
-        self._pool: ProcessPoolExecutor | None = None
-
-    async def __aenter__(self) -> FrameWorkers:
-        ctx = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)
-        )
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        # Queued clips are dropped; running ones finish their clip (seconds) and the workers exit.
-        with anyio.move_on_after(30, shield=True):
-            await anyio.to_thread.run_sync(lambda: pool.shutdown(wait=True, cancel_futures=True))
+        self.pool = ProcPool(
+            "vision", workers=workers, initializer=_init_worker, initargs=(self.threads,), warm=False,
+            stop_timeout=stop_timeout, hint="; lower frame.workers or frame.analysis_width",
+        )  # fmt: skip
 
     async def plan(
         self,
@@ -106,10 +93,7 @@ class FrameWorkers:
         turns: Sequence[SpeakerTurn] = (),
     ) -> tuple[CropPlan, float]:
         """Plan one clip in a worker; returns the plan and the worker's CPU seconds."""
-        if self._pool is None:
-            raise RuntimeError("FrameWorkers used outside 'async with'")
-        fut = self._pool.submit(_plan_one, source, info, clip, profile, cfg, tuple(turns))
-        return await asyncio.wrap_future(fut)
+        return await self.pool.run(_plan_one, source, info, clip, profile, cfg, tuple(turns))
 
 
 async def plan_crops_in_process(

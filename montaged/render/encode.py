@@ -26,7 +26,7 @@ import anyio.from_thread
 import anyio.to_thread
 import structlog
 
-from montaged import metrics
+from montaged import debris, metrics
 from montaged.config import ProfileConfig
 from montaged.errors import DiskFullError, MontageError, RenderError
 from montaged.media.encoders import EncoderChoice
@@ -223,7 +223,7 @@ async def render_clip(
         if on_progress is not None:
             on_progress(min(1.0, max(0.0, p.out_seconds / seconds)) if not p.done else 1.0)
 
-    tmp = Path(tempfile.mkdtemp(prefix="montage-fifo-"))  # 0700: the FIFO is ours alone
+    tmp = Path(tempfile.mkdtemp(prefix=debris.fifo_prefix()))  # 0700, marked: the next start finds it
     fifo = tmp / "video.yuv"
     argv = encode_argv(
         ffmpeg=ffmpeg,

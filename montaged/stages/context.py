@@ -16,9 +16,11 @@ from montaged.asr.budget import Budget
 from montaged.asr.cache import TranscriptCache
 from montaged.asr.whisper_pool import WhisperPool
 from montaged.config import Secrets, Settings
+from montaged.diarize.worker import DiarizerPool
 from montaged.frame.worker import FrameWorkers
 from montaged.media.encoders import EncoderChoice
 from montaged.model import ClipPlan, CropPlan, Job, MediaInfo, RenderedClip, SpeakerTurn, Transcript
+from montaged.procpool import PoolHealth
 from montaged.select.features import AudioFeatureTrack
 from montaged.store import JobStore
 
@@ -46,6 +48,12 @@ class Resources:
     render_slots: anyio.CapacityLimiter
     progress: ProgressFn
     work_dir: Path
+    diarizer: DiarizerPool | None = None  # None: each diarization starts its own process
+
+    def pool_health(self) -> list[PoolHealth]:
+        """Every worker pool's health (``healthy`` is False while a dead worker is replaced)."""
+        pools = [self.whisper, self.frame_workers, self.diarizer]
+        return [p.health() for p in pools if p is not None]
 
 
 @dataclass

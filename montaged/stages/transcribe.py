@@ -140,7 +140,7 @@ async def transcribe_stage(ctx: JobContext, res: Resources) -> None:
     async def diarizer(spool: PcmSpool) -> None:
         pcm = await spool.complete()
         mark("diarize_started")
-        results["turns"] = await diarize_in_process(str(pcm), s.diarize, speakers)
+        results["turns"] = await diarize_in_process(str(pcm), s.diarize, speakers, pool=res.diarizer)
         mark("diarized")
 
     try:
