@@ -290,3 +290,34 @@ async def test_diarizer_worker_killed_mid_file(media_dir: Path, tmp_path: Path) 
         assert (await diarizer.stats())["loads"] == 1  # the fresh worker loaded the model once
     assert restarts("diarizer") == before + 1
     print(f"diarizer pool rebuilt {rebuilt:.2f} s after a SIGKILL")
+
+
+# --- in a real daemon: the vision pool recovers, later jobs succeed -----------------------------
+
+
+async def test_a_daemon_keeps_framing_after_its_vision_worker_is_killed(tmp_path: Path) -> None:
+    from conftest import make_talk_clip
+    from daemon_harness import JFK, request, running_daemon, wait_state
+
+    talks = [make_talk_clip(tmp_path / f"talk{i}.mp4", seconds=5 + i, size="320x180", speech=JFK)
+             for i in range(2)]
+    before = restarts("vision")
+    async with running_daemon(tmp_path) as daemon:
+        sock = daemon.settings.control.socket()
+        assert daemon.pipeline is not None
+        vision = daemon.pipeline.res.frame_workers
+        assert vision is not None
+        first = await request(sock, "submit", path=str(talks[0]), options={"max_clips": 1})
+
+        # the pool starts with the first clip to frame: kill its worker as soon as it has one
+        await wait_for(lambda: bool(vision.pool.pids), "the vision worker", 120)
+        victim = vision.pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        done = await wait_state(sock, first["id"], {"done", "failed"})
+        assert done["state"] == "done", done  # retried on a fresh worker
+        await wait_for(lambda: vision.pool.healthy, "the vision pool rebuilt")
+        assert victim not in vision.pool.pids and vision.pool.restarts >= 1
+        assert restarts("vision") >= before + 1
+        assert all(h.healthy for h in daemon.pipeline.res.pool_health())
+        second = await request(sock, "submit", path=str(talks[1]), options={"max_clips": 1})
+        assert (await wait_state(sock, second["id"], {"done", "failed"}))["state"] == "done"
