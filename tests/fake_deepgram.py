@@ -255,10 +255,9 @@ class _Session:
                 ):
                     self.utterance_ended.add(w["end"])
                     await self._say({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": w["end"]})
-        if self.interim:
+        if self.interim:  # after every frame, words or not, like Deepgram (the client's receipt)
             pending = [w for w in words if w["start"] >= self.final_until]
-            if pending:
-                await self._say(self._results(self.final_until, self.received, pending))
+            await self._say(self._results(self.final_until, self.received, pending))
 
     async def _flush(self, *, from_finalize: bool) -> None:
         pending = [w for w in self._words() if w["start"] >= self.final_until]

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from montaged.asr.budget import Budget, Refusal, Tab, summary_dicts
+from montaged.asr import budget as budget_module
+from montaged.asr.budget import Budget, Refusal, Tab, summary_dicts, sweep_reservations
 from montaged.config import BudgetConfig
+from montaged.errors import LeaseLost
 from montaged.metrics import BUDGET
-from montaged.store import JobStore, Reservation, open_store
+from montaged.model import Job, JobSpec
+from montaged.money import usd
+from montaged.store import Fence, JobStore, Reservation, open_store
+from montaged.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,10 +79,105 @@ async def test_caps_refuse_at_once_and_say_which(
     assert isinstance(first, Reservation)
     refused = await budget.reserve("job-1", "deepgram/nova-3", 150.0, now=NOW)  # $0.015 more
     assert isinstance(refused, Refusal)
-    assert refused.reason.startswith("budget: deepgram/nova-3 for 2.5 min would cost $0.0150")
+    assert refused.reason.startswith("budget: deepgram/nova-3 for 2.5 min would cost $0.015 ")
     assert period in refused.reason and refused.reason.endswith("continuing with Whisper alone")
     spent = {s.period.split(":")[0]: s for s in await budget.summary("job-1", now=NOW)}
     assert spent["job"].reserved == pytest.approx(0.006)  # the refusal reserved nothing
+
+
+async def test_refusals_show_the_fraction_of_a_cent_that_matters(store: JobStore) -> None:
+    budget = Budget(store, cfg(per_job=0.001))
+    refused = await budget.reserve("job-1", "deepgram/nova-3", 60.0, now=NOW)  # $0.006 > $0.001
+    assert isinstance(refused, Refusal)
+    assert "would cost $0.006 but only $0.001 of the $0.001 cap is left for this job" in refused.reason
+    assert [usd(x) for x in (0, 0.001, 0.0015, 0.015, 0.25, 1.5, 1234.5, 0.0000012)] == [
+        "$0.00", "$0.001", "$0.0015", "$0.015", "$0.25", "$1.50", "$1,234.50", "$0.000001",
+    ]  # fmt: skip
+
+
+async def _claimed(store: JobStore, lease: float = 30.0) -> Job:
+    await store.submit(JobSpec(source="/media/talk.mp4"))
+    job = await store.claim("w", lease)
+    assert job is not None
+    return job
+
+
+async def test_a_resumed_job_gets_its_own_money_back(store: JobStore) -> None:
+    """Its first daemon crashed mid-stream: the reservation it left does not refuse the resumed job."""
+    budget = Budget(store, cfg(per_job=0.01))
+    first = await _claimed(store, lease=0.2)
+    held = await budget.for_claim(Fence(first.id, first.attempts)).reserve(first.id, "deepgram/nova-3", 90.0)
+    assert isinstance(held, Reservation) and held.token == first.attempts  # $0.009 of the $0.01
+    await anyio.sleep(0.4)  # the daemon is gone; its lease lapses; another claims the job
+    second = await store.claim("w2", 30)
+    assert second is not None and second.id == first.id
+    with pytest.raises(LeaseLost):  # the stale holder cannot spend for the job any more
+        await budget.for_claim(Fence(first.id, first.attempts)).reserve(first.id, "deepgram/nova-3", 1.0)
+    again = await budget.for_claim(Fence(second.id, second.attempts)).reserve(
+        second.id, "deepgram/nova-3", 90.0
+    )
+    assert isinstance(again, Reservation), again
+    job = (await budget.summary(first.id))[0]
+    assert job.reserved == pytest.approx(0.009) and job.spent == 0  # the old one was released
+
+
+async def test_sweeper_releases_what_a_dead_claim_left(store: JobStore) -> None:
+    budget = Budget(store, cfg(per_day=0.01))
+    job = await _claimed(store, lease=0.2)
+    r = await budget.for_claim(Fence(job.id, job.attempts)).reserve(job.id, "deepgram/nova-3", 90.0, now=NOW)
+    assert isinstance(r, Reservation)
+    assert await sweep_reservations(store, budgets=[budget]) == []  # its holder is alive
+    await anyio.sleep(0.4)
+    assert [x.id for x in await sweep_reservations(store, budgets=[budget])] == [r.id]
+    day = (await budget.summary(now=NOW))[0]
+    assert day.reserved == 0 and day.remaining == pytest.approx(0.01)
+
+
+@pytest.fixture
+def locker(sqlite_url: str) -> Iterator[sqlite3.Connection]:
+    """Another connection to the store's file, to hold its write lock the way another process can."""
+    conn = sqlite3.connect(
+        sqlite_url.removeprefix("sqlite://"), isolation_level=None, check_same_thread=False
+    )
+    yield conn
+    conn.close()
+
+
+async def test_settle_during_an_outage_is_retried(
+    sqlite_url: str, locker: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(sqlite_url, busy_timeout=0.1)
+    await store.migrate()
+    budget = Budget(store, cfg())
+    job = await _claimed(store)
+    mine = budget.for_claim(Fence(job.id, job.attempts))
+    short = await mine.reserve(job.id, "deepgram/nova-3", 60.0)
+    long = await mine.reserve(job.id, "deepgram/nova-3", 60.0)
+    assert isinstance(short, Reservation) and isinstance(long, Reservation)
+
+    # a short outage (the file locked for 0.5 s): the settle waits it out
+    locker.execute("BEGIN EXCLUSIVE")
+
+    async def unlock_later() -> None:
+        await anyio.sleep(0.5)
+        locker.execute("COMMIT")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(unlock_later)
+        assert await mine.settle(short, 30.0) == pytest.approx(0.003)
+    assert budget.owed == []
+
+    # a long one: the settle gives up waiting, keeps what it owes, and the sweeper settles it later
+    monkeypatch.setattr(budget_module, "SETTLE_RETRY_SECONDS", 0.3)
+    locker.execute("BEGIN EXCLUSIVE")
+    assert await mine.settle(long, 45.0) == pytest.approx(0.0045)
+    assert [r.id for r in budget.owed] == [long.id]  # shared by the per-claim view and the budget
+    locker.execute("COMMIT")
+    await sweep_reservations(store, budgets=[budget])
+    assert budget.owed == []
+    job_row = (await budget.summary(job.id))[0]
+    assert (job_row.spent, job_row.reserved) == pytest.approx((0.0075, 0.0))
+    await store.close()
 
 
 async def test_unknown_price_is_refused(store: JobStore) -> None:

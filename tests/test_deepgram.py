@@ -15,7 +15,14 @@ from pydantic import SecretStr
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
-from montaged.asr.deepgram import DeepgramOutcome, environment_for, live_options, stream, to_linear16
+from montaged.asr.deepgram import (
+    FRAME_SECONDS,
+    DeepgramOutcome,
+    environment_for,
+    live_options,
+    stream,
+    to_linear16,
+)
 from montaged.config import DeepgramConfig
 from montaged.metrics import CLOUD_ASR
 from montaged.model import AudioChunk
@@ -184,9 +191,24 @@ async def test_dropped_socket_reconnects_and_resends(
     assert first.closed.startswith("dropped")
     # The second socket got the audio after the last final result, not the whole file again.
     assert 15.0 <= second.audio_seconds < 30.0
-    # Bytes buffered into a socket that then dropped may never have reached the server: billing
-    # counts everything sent, so the budget errs on the side of paying too much, never too little.
-    assert out.billed_seconds >= first.audio_seconds + second.audio_seconds - 0.01
+    # Billed: what the server received on both sockets (the first one's audio up to the drop).
+    received = first.audio_seconds + second.audio_seconds
+    assert received - 0.01 <= out.billed_seconds <= received + 0.01
+
+
+async def test_dropped_streams_charge_what_the_service_received(
+    fake: FakeDeepgram, fixtures: dict[str, Fixture]
+) -> None:
+    """Dropped on every try: the sender wrote the whole media into each socket before it noticed,
+    but the service got only the first seconds of each. That is the bill (it was 2.8x the media)."""
+    audio = fixtures["pyannote_sample"].audio
+    fake.drop_after = [6.0] * 5
+    out = await stream(chunks(audio), cfg=cfg_for(fake, max_retries=2), api_key=SecretStr(KEY), duration=30.0)
+    assert out.transcript is None and out.connections == 3 == len(fake.sessions)
+    received = sum(s.audio_seconds for s in fake.sessions)
+    # at most one frame per socket more than received (a frame may arrive unanswered), never less
+    assert received - 0.01 <= out.billed_seconds <= received + FRAME_SECONDS * out.connections
+    assert out.billed_seconds < 0.7 * len(audio) / 16000
 
 
 async def test_drops_beyond_max_retries_give_up(fake: FakeDeepgram, fixtures: dict[str, Fixture]) -> None:

@@ -5,23 +5,46 @@ processes: an advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so no
 daemons can overrun them. A reservation is ``duration × price per minute``; audio resent after a
 dropped socket is billed again, so the stream may *top up* with a further reservation under the
 same caps (:meth:`Budget.top_up`) instead of silently spending past what was reserved.
+
+A reservation belongs to one claim of its job (:meth:`Budget.for_claim`). When that claim is gone
+(its daemon crashed, the job was taken over, ended or its lease lapsed) :func:`sweep_reservations`
+releases it, and a resumed job's own reservation releases its earlier claims' first, so a crash
+neither leaks money for good nor refuses the resumed job its cloud ear. A settle the store cannot
+take (it is down) is retried a few seconds, then kept and retried by the sweeper: what was spent
+is never forgotten.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import structlog
 
 from montaged.config import BudgetConfig
+from montaged.errors import StoreUnavailable
 from montaged.metrics import BUDGET
-from montaged.store import Caps, JobStore, Reservation, SpendSummary
+from montaged.money import usd
+from montaged.store import Caps, Fence, JobStore, Reservation, SpendSummary
 
 log = structlog.get_logger(__name__)
 
 _PERIOD_WORDS = {"job": "for this job", "day": "today (UTC)", "month": "this month (UTC)"}
+SETTLE_RETRY_SECONDS = 5.0  # a settle waits this long for the store before it is kept for the sweeper
+SWEEP_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class _Owed:
+    """A settle the store could not take yet: the reservation and what it really cost."""
+
+    reservation: Reservation
+    actual: float
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,20 @@ class Budget:
     def __init__(self, store: JobStore, cfg: BudgetConfig) -> None:
         self.store, self.cfg = store, cfg
         self.caps = Caps(per_job=cfg.per_job, per_day=cfg.per_day, per_month=cfg.per_month)
+        self.fence: Fence | None = None
+        self._owed: list[_Owed] = []  # shared with every per-claim view of this budget
+
+    def for_claim(self, fence: Fence) -> Budget:
+        """This budget as one claim of a job spends it: its reservations carry the claim, so a
+        sweeper can release them once the claim is gone (and a stale holder cannot reserve)."""
+        view = copy.copy(self)
+        view.fence = fence
+        return view
+
+    @property
+    def owed(self) -> list[Reservation]:
+        """Reservations whose settle still waits for the store."""
+        return [o.reservation for o in self._owed]
 
     def price(self, engine_model: str) -> float | None:
         """USD per audio minute, or None when the table has no price (then nothing is spent)."""
@@ -72,8 +109,9 @@ class Budget:
                 " capped — continuing with Whisper alone"
             )
         amount = self.cost(engine_model, duration_s)
+        token = self.fence.token if self.fence is not None and self.fence.job_id == job_id else None
         found = await self.store.reserve(
-            job_id=job_id, engine=engine_model, amount=amount, caps=self.caps, now=now
+            job_id=job_id, engine=engine_model, amount=amount, caps=self.caps, now=now, token=token
         )
         if found is not None:
             log.info("budget.reserved", job_id=job_id, engine=engine_model, amount=round(amount, 6))
@@ -106,13 +144,40 @@ class Budget:
             return 0.0
         total = self.cost(held[0].engine, used_seconds)
         left = total
+        owed = []
         for i, r in enumerate(held):
             part = left if i == len(held) - 1 else min(left, r.amount)
-            await self.store.settle(r.id, part)
+            owed.append(_Owed(r, part))
             left -= part
+        # Recorded before the first try: a settle cancelled mid-retry is still owed, not lost.
+        self._owed.extend(owed)
+        deadline = time.monotonic() + SETTLE_RETRY_SECONDS
+        delay = 0.1
+        while not await self.settle_owed(owed) and time.monotonic() < deadline:
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        if any(o in self._owed for o in owed):
+            log.warning("budget.settle_deferred", job_id=held[0].job_id, cost=round(total, 6),
+                        retry="by the reservation sweeper")  # fmt: skip
+            return total
         log.info("budget.settled", job_id=held[0].job_id, engine=held[0].engine, cost=round(total, 6))
-        await self.summary(held[0].job_id)
+        # the gauges catch up on the next summary when the store is away now
+        with anyio.move_on_after(SETTLE_RETRY_SECONDS), contextlib.suppress(StoreUnavailable):
+            await self.summary(held[0].job_id)
         return total
+
+    async def settle_owed(self, only: Sequence[_Owed] | None = None) -> bool:
+        """Try the settles still owed (all, or ``only``); True when none of them is left."""
+        for o in list(only if only is not None else self._owed):
+            if o not in self._owed:
+                continue
+            try:
+                await self.store.settle(o.reservation.id, o.actual)
+            except StoreUnavailable as e:
+                log.info("budget.settle_waits_for_store", reservation=o.reservation.id, error=str(e))
+                return False
+            self._owed.remove(o)
+        return True
 
     async def summary(self, job_id: str | None = None, *, now: float | None = None) -> list[SpendSummary]:
         """Spent, reserved and remaining per period (job when given, day, month); updates metrics."""
@@ -138,8 +203,8 @@ class Budget:
         tight = min(rows, key=lambda r: r.remaining)
         period = tight.period.split(":", 1)[0]
         return (
-            f"budget: {engine_model} for {seconds / 60:.1f} min would cost ${amount:.4f} but only "
-            f"${tight.remaining:.4f} of the ${tight.cap:.2f} cap is left {_PERIOD_WORDS.get(period, period)}"
+            f"budget: {engine_model} for {seconds / 60:.1f} min would cost {usd(amount)} but only "
+            f"{usd(tight.remaining)} of the {usd(tight.cap)} cap is left {_PERIOD_WORDS.get(period, period)}"
             " — continuing with Whisper alone"
         )
 
@@ -186,3 +251,33 @@ def summary_dicts(rows: Sequence[SpendSummary]) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+async def sweep_reservations(store: JobStore, *, budgets: Sequence[Budget] = ()) -> list[Reservation]:
+    """One sweep of the cost ledger: first the settles ``budgets`` (this process's) still owe,
+    then every open reservation whose claim is gone is released. Returns what was released.
+
+    Raises StoreUnavailable when the store is away (the caller backs off and sweeps again).
+    """
+    for budget in budgets:
+        await budget.settle_owed()
+    return await store.sweep_reservations()
+
+
+async def run_sweeper(
+    store: JobStore, *, budgets: Sequence[Budget] = (), every_seconds: float = SWEEP_SECONDS
+) -> None:
+    """Sweep every ``every_seconds`` until cancelled; a store outage only delays the next sweep.
+
+    Meant to run under the daemon's supervisor (any other error ends it, to be restarted there).
+    """
+    while True:
+        try:
+            released = await sweep_reservations(store, budgets=budgets)
+            if released:
+                log.info(
+                    "budget.swept", released=len(released), amount=round(sum(r.amount for r in released), 6)
+                )
+        except StoreUnavailable as e:
+            log.warning("budget.sweep_waits_for_store", error=str(e))
+        await anyio.sleep(every_seconds)

@@ -9,10 +9,12 @@ answers instead.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -21,7 +23,7 @@ from montaged.asr.whisper_worker import resolve_compute_type, resolve_device
 from montaged.config import CacheConfig, WhisperConfig
 from montaged.metrics import CACHE_REQUESTS, REDIS_UP
 from montaged.model import Transcript
-from montaged.store import JobStore
+from montaged.store import ResultStore
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +60,15 @@ def whisper_key(content_hash: str, cfg: WhisperConfig, model: str | None = None)
     return cache_key(content_hash, "whisper", model or cfg.model, options)
 
 
+@dataclass
+class _Shared:
+    """What a cache shares with its per-job views: look-up counts and the Redis back-off."""
+
+    hits: int = 0
+    misses: int = 0
+    redis_down_until: float = 0.0
+
+
 class TranscriptCache:
     """``get(key)``/``put(key, transcript)`` over Redis (optional) and the job store.
 
@@ -69,14 +80,12 @@ class TranscriptCache:
     """
 
     def __init__(
-        self, store: JobStore | None, cfg: CacheConfig, *, redis_password: str | None = None
+        self, store: ResultStore | None, cfg: CacheConfig, *, redis_password: str | None = None
     ) -> None:
         self.store = store
         self.cfg = cfg
-        self.hits = 0
-        self.misses = 0
+        self._shared = _Shared()
         self._redis: Any = None
-        self._redis_down_until = 0.0
         if cfg.redis_url:
             import redis.asyncio as aioredis
 
@@ -98,6 +107,21 @@ class TranscriptCache:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def for_job(self, results: ResultStore) -> TranscriptCache:
+        """This cache writing to the store through ``results`` (a job's lease, whose writes are
+        fenced by its claim); Redis, counts and back-off stay shared with this one."""
+        view = copy.copy(self)
+        view.store = results
+        return view
+
+    @property
+    def hits(self) -> int:
+        return self._shared.hits
+
+    @property
+    def misses(self) -> int:
+        return self._shared.misses
+
     @property
     def hit_ratio(self) -> float:
         """Hits over look-ups since this cache was made (0.0 before the first look-up)."""
@@ -108,10 +132,10 @@ class TranscriptCache:
         return f"{self.cfg.key_prefix}{STAGE}:{key}"
 
     def _redis_usable(self) -> bool:
-        return self._redis is not None and time.monotonic() >= self._redis_down_until
+        return self._redis is not None and time.monotonic() >= self._shared.redis_down_until
 
     def _redis_failed(self, op: str, e: Exception) -> None:
-        self._redis_down_until = time.monotonic() + RETRY_SECONDS
+        self._shared.redis_down_until = time.monotonic() + RETRY_SECONDS
         REDIS_UP.set(0)
         log.warning("redis cache unavailable; using the job store", op=op, error=f"{type(e).__name__}: {e}")
 
@@ -122,8 +146,8 @@ class TranscriptCache:
 
     def count(self, hit: bool) -> None:
         """Record a look-up; also used when a stored stage result (a superset) answered it."""
-        self.hits += hit
-        self.misses += not hit
+        self._shared.hits += hit
+        self._shared.misses += not hit
         CACHE_REQUESTS.labels(cache=STAGE, result="hit" if hit else "miss").inc()
 
     async def _lookup(self, key: str) -> Transcript | None:

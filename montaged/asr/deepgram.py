@@ -12,8 +12,17 @@ record, so dropped chunks (a lossy fan-out) and reconnects cannot shift the tran
 Failures never lose the job: a refused key, a rate limit, a server error or a stall returns a
 :class:`DeepgramOutcome` with ``transcript=None`` and a reason for the job record; a dropped
 socket reconnects (at most ``max_retries`` times) and resends the audio after the last final
-result. The API key is never logged: the SDK's ``ApiError`` carries the request headers, so only
-its status code is used.
+result.
+
+Billing: Deepgram bills the audio it received. A connection closed cleanly received everything
+sent on it. A dropped one did not: audio written into a socket that was already going away (the
+sender runs ahead of the network) never arrived, so it counts up to the end of the last result the
+service sent back (what it confirmed having heard; interim results follow every frame) plus the
+one frame that may have arrived unanswered. Audio goes out in frames of ``FRAME_SECONDS`` so that
+uncertainty stays small.
+
+The API key is never logged: the SDK's ``ApiError`` carries the request headers, so only its
+status code is used.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ log = structlog.get_logger(__name__)
 RATE = AudioChunk.SAMPLE_RATE
 ENGINE = "deepgram"
 WHISPER_ALONE = "continuing with Whisper alone"
+FRAME_SECONDS = 1.0  # audio per WebSocket message: bounds what a drop leaves unaccounted
 
 
 class Allowance(Protocol):
@@ -58,7 +68,7 @@ class DeepgramOutcome:
 
     transcript: Transcript | None
     reason: str | None = None
-    billed_seconds: float = 0.0  # audio sent over every connection: what Deepgram bills
+    billed_seconds: float = 0.0  # audio the service received over every connection: what it bills
     connections: int = 0
     request_ids: tuple[str, ...] = ()
     gaps: tuple[tuple[float, float], ...] = ()  # media seconds Deepgram never heard (lossy fan-out)
@@ -144,6 +154,13 @@ class _Conn:
     stalled: bool = False
     failed: _Failed | None = None
     unanswered_since: float | None = None  # first audio sent since the server last spoke
+    acked: float = 0.0  # stream seconds the service confirmed receiving (its latest result's end)
+
+    def charge(self) -> float:
+        """Audio seconds of this connection the service is billed for (see the module docstring)."""
+        if self.dropped:
+            return min(self.acked + FRAME_SECONDS, self.smap.sent)
+        return self.smap.sent
 
 
 class _Failed(Exception):
@@ -182,7 +199,8 @@ class _LiveStream:
         self.pending: deque[tuple[float, np.ndarray]] = deque()  # audio sent after the last final
         self.committed = 0.0  # media time up to which finals have arrived
         self.input_done = False
-        self.billed = 0.0
+        self.billed = 0.0  # audio the service received on every connection so far
+        self.current: _Conn | None = None  # the open connection (its audio is billed when it ends)
         self.connections = 0
         self.request_ids: list[str] = []
         self.heard_until: float | None = None  # media end of the last chunk taken from the input
@@ -237,11 +255,14 @@ class _LiveStream:
                 raise _Failed(
                     "refused", f"deepgram: handshake failed ({type(e).__name__}) — {WHISPER_ALONE}"
                 ) from None
-            async with anyio.create_task_group() as tg:
-                conn = _Conn(sock, _StreamMap(), tg.cancel_scope)
-                tg.start_soon(self._receive, conn)
-                tg.start_soon(self._watchdog, conn)
-                await self._send(conn)
+            try:
+                async with anyio.create_task_group() as tg:
+                    conn = self.current = _Conn(sock, _StreamMap(), tg.cancel_scope)
+                    tg.start_soon(self._receive, conn)
+                    tg.start_soon(self._watchdog, conn)
+                    await self._send(conn)
+            finally:
+                self._close_tab()
         if conn.failed is not None:
             raise conn.failed
         if conn.stalled:
@@ -250,6 +271,17 @@ class _LiveStream:
             )
         if conn.dropped or not conn.closed.is_set():
             raise _Dropped()
+
+    def _close_tab(self) -> None:
+        """The open connection has ended: add what the service received on it to the bill."""
+        if self.current is not None:
+            self.billed += self.current.charge()
+            self.current = None
+
+    @property
+    def sent_so_far(self) -> float:
+        """Audio that may be billed: closed connections' bill plus everything sent on the open one."""
+        return self.billed + (self.current.smap.sent if self.current is not None else 0.0)
 
     # --- sending ------------------------------------------------------------------------------
     async def _send(self, conn: _Conn) -> None:
@@ -298,17 +330,22 @@ class _LiveStream:
         conn.scope.cancel()
 
     async def _send_pcm(self, conn: _Conn, start: float, pcm: np.ndarray) -> None:
+        step = int(FRAME_SECONDS * RATE)
+        for i in range(0, len(pcm), step):
+            await self._send_frame(conn, start + i / RATE, pcm[i : i + step])
+
+    async def _send_frame(self, conn: _Conn, start: float, pcm: np.ndarray) -> None:
         seconds = len(pcm) / RATE
-        if self.allowance is not None and self.billed + seconds > self.allowance.seconds + 1e-6:
+        spent = self.sent_so_far
+        if self.allowance is not None and spent + seconds > self.allowance.seconds + 1e-6:
             # Resent audio is billed again: reserve more under the same caps or stop here.
-            refused = await self.allowance.extend(self.billed + seconds - self.allowance.seconds)
+            refused = await self.allowance.extend(spent + seconds - self.allowance.seconds)
             if refused is not None:
                 raise _Failed("budget", f"deepgram: resending after a drop needs more money; {refused}")
         if conn.unanswered_since is None:
             conn.unanswered_since = time.monotonic()
         await conn.sock.send_media(pcm.tobytes())
         conn.smap.add(start, seconds)
-        self.billed += seconds
 
     def _remember(self, start: float, pcm: np.ndarray) -> None:
         self.pending.append((start, pcm))
@@ -329,15 +366,18 @@ class _LiveStream:
         try:
             async for msg in conn.sock:
                 conn.unanswered_since = None
-                self._on_message(msg, conn.smap)
+                self._on_message(msg, conn)
         except ConnectionClosed:  # closed without a clean close frame (1006, 1011 NET-0001 …)
             conn.dropped = True
             conn.scope.cancel()
             return
         conn.closed.set()
 
-    def _on_message(self, msg: Any, smap: _StreamMap) -> None:
+    def _on_message(self, msg: Any, conn: _Conn) -> None:
         kind = getattr(msg, "type", None)
+        smap = conn.smap
+        if kind == "Results":  # interim or final, its end is audio the service has received
+            conn.acked = max(conn.acked, float(msg.start) + float(msg.duration))
         if kind == "Results" and getattr(msg, "is_final", False):
             alternatives = msg.channel.alternatives
             for w in alternatives[0].words if alternatives else ():

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -27,7 +29,7 @@ from typing import Any
 import av
 import av.container
 
-from montaged.errors import MediaError
+from montaged.errors import MediaError, MontageError
 from montaged.model import JobSpec, MediaIdentity
 
 FD_DIR = Path("/proc/self/fd")
@@ -163,11 +165,13 @@ def _check_opened(src: SourceFile, name: str, fd: int, st: os.stat_result) -> No
         raise refused(f"{name}: {kind}; submit a media file instead")
     if src.identity is not None and identity_of(st) != src.identity:
         was, now = src.identity, identity_of(st)
-        what = "another file" if (was.device, was.inode) != (now.device, now.inode) else "changed"
-        detail = (f"now {now.size} bytes, modified {st.st_mtime:.0f}" if what == "changed"
-                  else "a different inode")
-        raise MediaChanged(f"{name}: is {what} since it was submitted ({detail}); a queued file must stay"
-                           " as it was: submit it again to process the current file")
+        if (was.device, was.inode) != (now.device, now.inode):
+            what = "is another file than the one submitted (it was replaced)"
+        else:
+            what = (f"has changed since it was submitted ({was.size} bytes then, {now.size} now;"
+                    " written to or touched)")
+        raise MediaChanged(f"{name}: {what}; a queued file must stay as it was: submit it again to"
+                           " process the file as it is now")
     if src.roots:
         real = _opened_path(fd, src.path)
         roots = [Path(r).expanduser().resolve() for r in src.roots]
@@ -186,6 +190,33 @@ def _opened_path(fd: int, path: Path) -> Path:
     if target.endswith(" (deleted)"):
         raise MediaChanged(f"{shown(path)}: was deleted after it was submitted; submit it again")
     return Path(target)
+
+
+@contextmanager
+def opened_for_stage(spec: JobSpec, roots: Iterable[Path]) -> Iterator[Path]:
+    """Open a job's media once for a stage and yield a path naming the opened file.
+
+    The path is ``/proc/<daemon pid>/fd/N``: this process and its threads open it like any path,
+    and so do its children (pool workers, ffmpeg: same user), all reaching the file that was
+    checked, whatever the name on disk has become. It is valid until the block ends. Errors
+    raised inside that name it get the file's own name back in their message.
+    """
+    source = SourceFile.of(spec, roots)
+    with open_source(source) as opened:
+        alias = f"/proc/{os.getpid()}/fd/{opened.fd}"
+        try:
+            yield Path(alias)
+        except BaseException as e:
+            _rename(e, re.compile(re.escape(alias) + r"(?!\d)"), str(source))
+            raise
+
+
+def _rename(e: BaseException, alias: re.Pattern[str], name: str) -> None:
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            _rename(inner, alias, name)
+    elif isinstance(e, MontageError):
+        e.args = tuple(alias.sub(name, a) if isinstance(a, str) else a for a in e.args)
 
 
 def open_container(source: MediaPath, **options: Any) -> av.container.InputContainer:

@@ -31,7 +31,7 @@ from watchfiles import Change, awatch
 
 from montaged.config import HotFolderConfig
 from montaged.errors import ConfigError, StoreUnavailable
-from montaged.intake import SubmitError, Submitter, check_path_text
+from montaged.intake import SubmitError, Submitter, check_path_text, check_source
 from montaged.media.source_file import shown
 from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
@@ -203,11 +203,28 @@ class HotFolder:
         return not any(fnmatch.fnmatchcase(low, p) for p in self._ignore)
 
     async def _watch(self, stop: anyio.Event) -> None:
+        """Follow change events; when the watcher fails (it cannot decode a file name that is not
+        UTF-8), start a new one and list the folders, so the events it lost cost a rescan only."""
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                await self._watch_once(stop, backoff)
+                return
+            except Exception as e:
+                INTAKE_ERRORS.labels(task="hotfolder_watch", code="watch_error").inc()
+                delay = backoff.next()
+                log.warning("hot folder watcher failed; restarting it and listing the folders",
+                            code="watch_error", retry_in=delay, error=f"{type(e).__name__}: {str(e)[:300]}")
+                await anyio.sleep(delay)
+                await _contained("rescan", None, self._scan(initial=False))
+
+    async def _watch_once(self, stop: anyio.Event, backoff: Backoff) -> None:
         async for changes in awatch(
             *(f.watched for f in self.folders), watch_filter=lambda _c, p: self.eligible(Path(p).name),
             debounce=WATCH_DEBOUNCE_MS, step=50, stop_event=stop, recursive=False,
             force_polling=self.cfg.force_polling, poll_delay_ms=self.cfg.poll_delay_ms,
         ):
+            backoff.reset()
             for change, raw in changes:
                 path = Path(raw)
                 if change == Change.deleted:
@@ -352,9 +369,9 @@ class HotFolder:
 
     async def _submit_file(self, source: Path, *, dropped: Path, initial: bool, settled_at: float | None,
                            settled: Sig | None, ahead: _Ahead | None) -> None:
-        try:  # a name no job can carry is refused before it is read or stored anywhere
-            check_path_text(str(source))
+        try:  # a name no job can carry, or a link out of the roots, is refused before it is read
             check_path_text(str(dropped))
+            await anyio.to_thread.run_sync(check_source, source, self.submitter.input_roots)
         except SubmitError as e:
             if (now := await anyio.to_thread.run_sync(stat_regular, source)) is not None:
                 await self._refused(source, dropped, now, str(e), code=e.code)

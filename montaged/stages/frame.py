@@ -6,6 +6,7 @@ Vision runs only on the selected ranges, so its cost grows with the output, not 
 from __future__ import annotations
 
 from montaged.frame.worker import plan_crops_in_process
+from montaged.media.source_file import opened_for_stage
 from montaged.model import CropPlan
 from montaged.stages.context import JobContext, Resources, param_key
 
@@ -23,10 +24,11 @@ async def frame_stage(ctx: JobContext, res: Resources) -> None:
         ctx.crops = [CropPlan.from_dict(c) for c in hit["crops"]]
         ctx.cached.add("frame")
     else:
-        plans = await plan_crops_in_process(
-            ctx.source, ctx.need_media(), ctx.clips, profile, s.frame, ctx.turns,
-            workers=res.frame_workers, job_id=ctx.id,
-        )
+        with opened_for_stage(ctx.job.spec, s.paths.input_roots) as source:  # the file as submitted
+            plans = await plan_crops_in_process(
+                source, ctx.need_media(), ctx.clips, profile, s.frame, ctx.turns,
+                workers=res.frame_workers, job_id=ctx.id,
+            )
         ctx.crops = list(plans)
         await res.store.put_result("frame", key, {"crops": [c.to_dict() for c in plans]})
     res.progress(ctx, "frame", 1.0)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import anyio.to_thread
 
 from montaged.media.probe import probe_media
+from montaged.media.source_file import opened_for_stage
 from montaged.stages.context import JobContext, Resources
 
 
 async def probe_stage(ctx: JobContext, res: Resources) -> None:
     # Always re-probed (it reads the file header and hashes it): the file may have changed
     # since the job was submitted, and every later cache key starts from this hash.
-    info = await anyio.to_thread.run_sync(lambda: probe_media(ctx.source, need_video=True, need_audio=True))
+    with opened_for_stage(ctx.job.spec, res.settings.paths.input_roots) as source:  # as submitted
+        info = await anyio.to_thread.run_sync(lambda: probe_media(source, need_video=True, need_audio=True))
+    info = dataclasses.replace(info, path=ctx.job.spec.source)
     ctx.media = info
     ctx.keys["probe"] = info.content_hash
     if ctx.job.content_hash != info.content_hash:

@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from montaged.media.source_file import opened_for_stage
 from montaged.model import RenderedClip
 from montaged.render.encode import render_clip
 from montaged.stages.context import JobContext, Resources
@@ -83,7 +84,7 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
         crop = ctx.crops[i] if i < len(ctx.crops) else None
         async with res.render_slots:
             clip = await render_clip(
-                source=ctx.source, info=media, plan=plan, crop=crop, profile=profile, encoder=res.encoder,
+                source=source, info=media, plan=plan, crop=crop, profile=profile, encoder=res.encoder,
                 out_dir=out, stem=stem, words=transcript.words, ffmpeg=s.render.ffmpeg,
                 extra_sidecar=_sidecar_extra(ctx, plan.index, stem, out),
                 on_progress=on_progress,
@@ -93,9 +94,10 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
         done[i] = 1.0
         report()
 
-    async with anyio.create_task_group() as tg:
-        for i in range(len(ctx.clips)):
-            tg.start_soon(one, i)
+    with opened_for_stage(ctx.job.spec, s.paths.input_roots) as source:  # the file as submitted
+        async with anyio.create_task_group() as tg:
+            for i in range(len(ctx.clips)):
+                tg.start_soon(one, i)
     ctx.rendered = [results[i] for i in sorted(results)]
 
 

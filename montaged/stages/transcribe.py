@@ -32,6 +32,7 @@ from montaged.diarize import check_speakers
 from montaged.diarize.worker import diarize_in_process
 from montaged.media.audio import stream_audio
 from montaged.media.fanout import FLOAT_DTYPE, PCM_DTYPE, PcmSpool, fan_out
+from montaged.media.source_file import opened_for_stage
 from montaged.model import AudioChunk, SpeakerTurn, Transcript
 from montaged.select.features import AudioFeatureTrack
 from montaged.stages.context import JobContext, Resources, param_key
@@ -123,7 +124,8 @@ async def transcribe_stage(ctx: JobContext, res: Resources) -> None:
         res.progress(ctx, "transcribe", fraction)
 
     async def decode() -> None:
-        await stream_audio(ctx.source, s.audio.chunk_seconds, decoded_send)
+        with opened_for_stage(ctx.job.spec, s.paths.input_roots) as source:  # the file as submitted
+            await stream_audio(source, s.audio.chunk_seconds, decoded_send)
         mark("decoded")
 
     async def ear() -> None:
