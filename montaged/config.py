@@ -101,8 +101,23 @@ class ControlConfig(Section):
     """Unix socket of the control protocol; default ``$RUNTIME_DIRECTORY/montaged.sock``."""
     socket_mode: int = Field(0o660, ge=0, le=0o777)
     """Permissions set on the socket after binding (group members may control the daemon)."""
-    max_line_bytes: int = Field(1_048_576, ge=1024)
-    """Longest request line accepted; longer lines get an error reply."""
+    max_line_bytes: int = Field(65_536, ge=1024)
+    """Longest request line accepted; longer lines get an error reply and are never buffered whole."""
+    max_connections: int = Field(64, ge=1)
+    """Clients served at once; one more is answered ``too_many_connections`` and closed."""
+    idle_timeout_seconds: float = Field(300.0, gt=0)
+    """A connection that has not subscribed and sends no request for this long is closed."""
+    line_timeout_seconds: float = Field(10.0, gt=0)
+    """A request line must arrive whole within this long of its first byte, or the connection is
+    closed (a client trickling a line cannot hold a slot and its buffer)."""
+    send_timeout_seconds: float = Field(30.0, gt=0)
+    """A client that reads nothing of its replies or events for this long is disconnected."""
+    allowed_uids: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    """Users (numeric ids) who may connect besides the daemon's own user and root; checked with
+    SO_PEERCRED on every connection."""
+    allowed_gids: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    """Groups (numeric ids) whose members may connect besides the daemon's own group; a peer's
+    primary and supplementary groups count."""
 
     def socket(self) -> Path:
         return self.socket_path or _default_runtime_dir() / "montaged.sock"

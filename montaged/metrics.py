@@ -65,3 +65,17 @@ INTAKE_ERRORS = Counter(
 POOL_RESTARTS = Counter(
     "montage_pool_restarts_total", "Pool workers replaced after they died", ["pool"], registry=REGISTRY
 )
+CONTROL_CONNECTIONS = Gauge(
+    "montage_control_connections", "Control socket clients being served", registry=REGISTRY
+)
+CONTROL_DROPPED = Counter(
+    "montage_control_dropped_total",
+    "Control connections refused or closed by the daemon (over_cap, peer, idle_timeout, line_timeout,"
+    " send_timeout, error)",
+    ["reason"],
+    registry=REGISTRY,
+)
+CONTROL_ACCEPT_ERRORS = Counter(
+    "montage_control_accept_errors_total", "accept() failures on the control socket (EMFILE, ...)",
+    ["errno"], registry=REGISTRY,
+)

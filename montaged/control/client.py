@@ -61,6 +61,7 @@ class ControlClient:
         self._stream: SocketStream | None = None
         self._tg: TaskGroup | None = None
         self.closed = anyio.Event()
+        self.goodbye: str | None = None  # why the daemon closed the connection, when it said so
 
     async def __aenter__(self) -> Self:
         if not os.path.exists(self.path):
@@ -97,6 +98,9 @@ class ControlClient:
                     with contextlib.suppress(anyio.WouldBlock):
                         self._events_send.send_nowait(msg)
                     continue
+                if msg.get("id") is None and msg.get("ok") is False:  # e.g. too_many_connections
+                    err = msg.get("error") or {}
+                    self.goodbye = f"{err.get('message', 'refused')} [{err.get('code', 'error')}]"
                 send = self._waiting.pop(msg.get("id"), None)
                 if send is not None:
                     send.send_nowait(msg)
@@ -127,7 +131,8 @@ class ControlClient:
             try:
                 reply = await recv.receive()
             except anyio.EndOfStream:
-                raise DaemonUnreachable(f"montaged at {self.path} closed the connection") from None
+                why = f": {self.goodbye}" if self.goodbye else ""
+                raise DaemonUnreachable(f"montaged at {self.path} closed the connection{why}") from None
         if not reply.get("ok"):
             err = reply.get("error") or {}
             raise ControlError(str(err.get("code", "error")), str(err.get("message", "unknown error")))

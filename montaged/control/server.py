@@ -1,7 +1,9 @@
 """Unix-socket server for the control protocol (one JSON object per line, both ways).
 
-Every connection is independent: a malformed, oversized or failing request gets an error reply
-and the connection stays open; nothing a client sends can stop the daemon.
+The listener admits a bounded number of connections from allowed peers; each one is served by
+:class:`~montaged.control.connection.Connection`, which contains whatever its client does. The
+accept loop itself survives running out of file descriptors by backing off, so nothing a client
+sends or does can stop the daemon.
 """
 
 from __future__ import annotations
@@ -10,22 +12,27 @@ import contextlib
 import errno
 import os
 import socket
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import SocketStream, TaskGroup
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
 
+from montaged.config import ControlConfig
 from montaged.control import protocol as p
+from montaged.control.connection import Connection, Handler, Limits
+from montaged.control.peers import Peer, PeerPolicy, SocketFolderUnsafe, peer_of, prepare_folder
 from montaged.events import EventBus
-from montaged.metrics import CONTROL_REQUESTS
+from montaged.metrics import CONTROL_ACCEPT_ERRORS, CONTROL_CONNECTIONS, CONTROL_DROPPED
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[p.Request], Awaitable[Any]]
+__all__ = ["ControlServer", "Handler", "SocketFolderUnsafe", "SocketInUse"]
+
+# accept() errors that pass: out of descriptors or memory, or a client gone before we took it
+_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED,
+              errno.EPROTO, errno.EPERM, errno.EINTR}
+BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
 
 
 class SocketInUse(Exception):
@@ -33,8 +40,9 @@ class SocketInUse(Exception):
 
 
 def _prepare_path(path: Path) -> None:
-    """Remove a stale socket left by a crash; refuse if a live daemon still answers on it."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    """Check the socket's folder; remove a stale socket left by a crash; refuse if a live daemon
+    still answers on it."""
+    prepare_folder(path.parent)
     if not path.exists() and not path.is_symlink():
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -54,127 +62,108 @@ def _prepare_path(path: Path) -> None:
     )
 
 
-class _Connection:
-    def __init__(self, stream: SocketStream, handler: Handler, bus: EventBus, max_line: int) -> None:
-        self.stream = stream
-        self.handler = handler
-        self.bus = bus
-        self.max_line = max_line
-        self.lock = anyio.Lock()
-        self.subscribed = False
-
-    async def send(self, message: dict[str, Any]) -> None:
-        async with self.lock:
-            await self.stream.send(p.encode(message))
-
-    async def serve(self, tg: TaskGroup) -> None:
-        buf = bytearray()
-        discarding = False  # inside an oversized line: drop bytes until its newline
-        while True:
-            try:
-                data = await self.stream.receive(65536)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                return
-            buf += data
-            while True:
-                nl = buf.find(b"\n")
-                if nl < 0:
-                    if not discarding and len(buf) > self.max_line:
-                        discarding = True
-                        await self._too_long(bytes(buf[:200]))
-                    if discarding:
-                        buf.clear()
-                    break
-                line = bytes(buf[:nl])
-                del buf[: nl + 1]
-                if discarding:
-                    discarding = False
-                    continue
-                if len(line) > self.max_line:
-                    await self._too_long(line[:200])
-                    continue
-                if line.strip():
-                    await self._handle(line, tg)
-
-    async def _too_long(self, head: bytes) -> None:
-        CONTROL_REQUESTS.labels(op="invalid", outcome="error").inc()
-        await self.send(p.error(p.request_id(head), p.LINE_TOO_LONG,
-                                f"request line longer than {self.max_line} bytes; send smaller requests"))
-
-    async def _handle(self, line: bytes, tg: TaskGroup) -> None:
-        try:
-            request = p.parse_request(line)
-        except p.ProtocolError as e:
-            CONTROL_REQUESTS.labels(op="invalid", outcome="error").inc()
-            await self.send(p.error(p.request_id(line), e.code, e.message))
-            return
-        started = time.perf_counter()
-        try:
-            if request.op == "subscribe":
-                result: Any = await self._subscribe(request, tg)
-            else:
-                result = await self.handler(request)
-        except p.ProtocolError as e:
-            outcome, reply = "error", p.error(request.id, e.code, e.message)
-        except Exception as e:  # one bad request must never take the daemon down
-            log.exception("control request failed", op=request.op)
-            outcome, reply = "error", p.error(request.id, p.INTERNAL, f"{type(e).__name__}: {e}")
-        else:
-            outcome, reply = "ok", p.ok(request.id, result)
-        CONTROL_REQUESTS.labels(op=request.op, outcome=outcome).inc()
-        log.debug("control request", op=request.op, outcome=outcome,
-                  ms=round((time.perf_counter() - started) * 1000, 2))
-        await self.send(reply)
-
-    async def _subscribe(self, request: p.Request, tg: TaskGroup) -> dict[str, Any]:
-        if self.subscribed:
-            return {"subscribed": True, "job_id": request.job_id}
-        self.subscribed = True
-        ready = anyio.Event()
-        tg.start_soon(self._pump, request.job_id, ready)
-        await ready.wait()  # events after the reply are never missed
-        return {"subscribed": True, "job_id": request.job_id}
-
-    async def _pump(self, job_id: str | None, ready: anyio.Event) -> None:
-        async with self.bus.subscribe() as events:
-            ready.set()
-            async for event in events:
-                if job_id is not None and event.job_id not in (job_id, ""):
-                    continue
-                try:
-                    await self.send(p.event_message(event))
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    return
-
-
 class ControlServer:
-    """Listens on ``path`` and answers each request with ``handler``; events come from ``bus``."""
+    """Listens on ``path`` and answers each request with ``handler``; events come from ``bus``.
 
-    def __init__(self, path: Path, handler: Handler, bus: EventBus, *, mode: int = 0o660,
-                 max_line: int = 1_048_576) -> None:
+    Args:
+        path: the Unix socket; its folder is created (0750) and must belong to the daemon's user.
+        handler: answers every op but ``subscribe`` (``ControlOps``).
+        bus: the event bus ``subscribe`` feeds from.
+        mode: permissions of the socket, set after binding; default ``config.socket_mode``.
+        max_line: longest request line; default ``config.max_line_bytes``.
+        config: connection cap, timeouts and allowed peers; default ``ControlConfig()``.
+    """
+
+    def __init__(self, path: Path, handler: Handler, bus: EventBus, *, mode: int | None = None,
+                 max_line: int | None = None, config: ControlConfig | None = None) -> None:
+        cfg = config or ControlConfig()
         self.path = path
         self.handler = handler
         self.bus = bus
-        self.mode = mode
-        self.max_line = max_line
+        self.mode = cfg.socket_mode if mode is None else mode
+        self.max_connections = cfg.max_connections
+        self.limits = Limits(max_line=cfg.max_line_bytes if max_line is None else max_line,
+                             idle_timeout=cfg.idle_timeout_seconds, line_timeout=cfg.line_timeout_seconds,
+                             send_timeout=cfg.send_timeout_seconds)
+        self.policy = PeerPolicy(cfg.allowed_uids, cfg.allowed_gids)
+        self.active = 0
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         _prepare_path(self.path)
         listener = await anyio.create_unix_listener(self.path)
         os.chmod(self.path, self.mode)  # after bind: the umask must not decide who may connect
-        log.info("control socket listening", path=str(self.path), mode=oct(self.mode))
+        log.info("control socket listening", path=str(self.path), mode=oct(self.mode),
+                 max_connections=self.max_connections)
         task_status.started()
         try:
             async with listener, anyio.create_task_group() as tg:
-                while True:
-                    stream = await listener.accept()
-                    tg.start_soon(self._client, stream)
+                await self._accept_loop(listener, tg)
         finally:
             with contextlib.suppress(OSError):
                 self.path.unlink(missing_ok=True)
 
-    async def _client(self, stream: SocketStream) -> None:
-        conn = _Connection(stream, self.handler, self.bus, self.max_line)
-        async with stream, anyio.create_task_group() as tg:
-            await conn.serve(tg)
-            tg.cancel_scope.cancel()
+    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
+        delay, failures = 0.0, 0
+        while True:
+            try:
+                stream = await listener.accept()
+            except anyio.BrokenResourceError as e:
+                code = e.__cause__.errno if isinstance(e.__cause__, OSError) else None
+                if code not in _TRANSIENT:
+                    raise
+                name = errno.errorcode.get(code, str(code)) if code is not None else "?"
+                CONTROL_ACCEPT_ERRORS.labels(errno=name).inc()
+                delay = min(max(delay * 2, BACKOFF_FIRST), BACKOFF_MAX)
+                if failures == 0:  # one line per episode, not one per retry
+                    log.warning("control socket cannot accept; backing off", code="accept_failed",
+                                errno=name, error=os.strerror(code) if code else "", retry_seconds=delay)
+                failures += 1
+                await anyio.sleep(delay)
+                continue
+            if failures:
+                log.info("control socket accepts again", failures=failures)
+                delay, failures = 0.0, 0
+            await self._admit(stream, tg)
+
+    async def _admit(self, stream: SocketStream, tg: TaskGroup) -> None:
+        """Refuse a peer that may not control the daemon, or one over the cap; serve the rest."""
+        raw = stream.extra(SocketAttribute.raw_socket)
+        try:
+            peer: Peer | None = peer_of(raw)
+        except OSError as e:
+            peer = None
+            log.warning("control peer credentials unavailable", error=str(e))
+        if peer is not None and not self.policy.allows(peer, raw):
+            log.warning("control peer refused", code=p.PEER_REFUSED, peer_uid=peer.uid,
+                        peer_gid=peer.gid, peer_pid=peer.pid)
+            await self._refuse(stream, "peer", p.PEER_REFUSED,
+                               f"uid {peer.uid} may not control montaged; run as the daemon's user or"
+                               " a member of its group, or add the uid to control.allowed_uids")
+            return
+        if self.active >= self.max_connections:
+            log.warning("control connection refused", code=p.TOO_MANY_CONNECTIONS,
+                        connections=self.active, peer_pid=peer.pid if peer else None)
+            await self._refuse(stream, "over_cap", p.TOO_MANY_CONNECTIONS,
+                               f"montaged already serves {self.max_connections} control connections;"
+                               " close idle clients and retry, or raise control.max_connections")
+            return
+        self.active += 1
+        CONTROL_CONNECTIONS.set(self.active)
+        tg.start_soon(self._client, stream, peer)
+
+    async def _refuse(self, stream: SocketStream, reason: str, code: str, message: str) -> None:
+        CONTROL_DROPPED.labels(reason=reason).inc()
+        with contextlib.suppress(Exception):  # a goodbye, best effort
+            with anyio.move_on_after(1):
+                await stream.send(p.encode(p.error(None, code, message)))
+        with contextlib.suppress(Exception), anyio.move_on_after(1, shield=True):
+            await stream.aclose()
+
+    async def _client(self, stream: SocketStream, peer: Peer | None) -> None:
+        try:
+            await Connection(stream, self.handler, self.bus, self.limits, peer).run()
+        except Exception:  # Connection.run contains its own; this is the last line of defence
+            log.exception("control connection failed", code="connection_error")
+        finally:
+            self.active -= 1
+            CONTROL_CONNECTIONS.set(self.active)
