@@ -27,14 +27,16 @@ import anyio.to_thread
 import structlog
 
 from montaged import debris, metrics
-from montaged.config import ProfileConfig
+from montaged.config import CaptionStyle, ProfileConfig
 from montaged.errors import DiskFullError, MontageError, RenderError
 from montaged.media.encoders import EncoderChoice
 from montaged.media.ffmpeg import FFmpegRun, Progress, encode_argv, ffmpeg_process
 from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, RenderedClip, Word
+from montaged.render import loudness
+from montaged.render.captions import ass_filter, clip_relative, write_ass
 from montaged.render.croppath import centre_box
 from montaged.render.extract import ExtractSpec, extract_to_fd, video_phase
-from montaged.render.sidecar import clip_words, sidecar_dict, srt_text, write_sidecars
+from montaged.render.sidecar import clip_words, sidecar_dict, srt_text, vtt_text, write_sidecars
 
 log = structlog.get_logger(__name__)
 
@@ -152,15 +154,16 @@ async def render_clip(
     ffmpeg: str = "ffmpeg",
     extra_sidecar: dict[str, Any] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    captions: CaptionStyle | None = None,
 ) -> RenderedClip:
-    """Render ``plan`` of ``source`` to ``out_dir/stem.mp4`` with ``stem.json`` and ``stem.srt``.
+    """Render ``plan`` of ``source`` to ``out_dir/stem.mp4`` with ``stem.json``, ``.srt`` and ``.vtt``.
 
     Args:
         source: the media file (already probed into ``info``).
         info: its probe result (size, rotation, frame rate, duration).
         plan: the time range and why it was chosen; clamped to the media's duration.
         crop: the crop path/layout from the frame stage; ``None`` = centre crop.
-        profile: output size, aspect, frame rate (``None`` keeps the source's), quality.
+        profile: output size, aspect, frame rate (``None`` keeps the source's), quality, loudness.
         encoder: from :func:`~montaged.media.encoders.select_encoder` at start-up.
         out_dir: created if missing; only final names and ``.stem.part.mp4`` are written there.
         stem: file name without extension.
@@ -168,6 +171,7 @@ async def render_clip(
         ffmpeg: ffmpeg executable.
         extra_sidecar: merged into the sidecar JSON top level (job id, profile name...).
         on_progress: called with the fraction done (0..1) as the encoder reports progress.
+        captions: the style of the captions burned into the picture; ``None``: none burned.
 
     Raises:
         RenderError: ffmpeg failed (the message carries its last stderr lines).
@@ -209,6 +213,7 @@ async def render_clip(
     )
     final, part = out_dir / f"{stem}.mp4", out_dir / f".{stem}.part.mp4"
     json_path, srt_path = out_dir / f"{stem}.json", out_dir / f"{stem}.srt"
+    vtt_path = out_dir / f"{stem}.vtt"
     bound = log.bind(clip=plan.index, stem=stem, encoder=encoder.name)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,8 +228,12 @@ async def render_clip(
         if on_progress is not None:
             on_progress(min(1.0, max(0.0, p.out_seconds / seconds)) if not p.done else 1.0)
 
+    in_range = clip_words(words, start, end)
+    measure = partial(loudness.measure_range, ffmpeg, seconds=seconds, profile=profile)
+    audio_in = await measure(source, start) if info.has_audio else None
     tmp = Path(tempfile.mkdtemp(prefix=debris.fifo_prefix()))  # 0700, marked: the next start finds it
     fifo = tmp / "video.yuv"
+    ass = tmp / "captions.ass" if captions is not None and in_range else None
     argv = encode_argv(
         ffmpeg=ffmpeg,
         fifo=fifo,
@@ -237,15 +246,20 @@ async def render_clip(
         source=source if info.has_audio else None,
         start=start,
         audio_bitrate=profile.audio_bitrate,
+        video_filter=ass_filter(ass) if ass is not None else None,
+        audio_filter=loudness.profile_filter(audio_in, profile),
     )
     done = sidecars = False
     try:
         os.mkfifo(fifo, 0o600)
+        if ass is not None and captions is not None:
+            rel = clip_relative(in_range, start, start + seconds)
+            await anyio.to_thread.run_sync(write_ass, ass, rel, captions, width, height)
         written = await _encode(fifo, spec, argv, progress)
         if written != frames:
             raise RenderError(f"{source}: extractor wrote {written} of {frames} frames for clip {plan.index}")
         t_encoded = time.perf_counter()
-        in_range = clip_words(words, start, end)
+        audio_out = await measure(part, 0.0) if audio_in is not None else None
         doc = sidecar_dict(
             info=info,
             plan=plan,
@@ -261,9 +275,11 @@ async def render_clip(
             frames=frames,
             timings={"render_seconds": round(t_encoded - t0, 3), "fps": round(frames / (t_encoded - t0), 2)},
             extra=extra_sidecar,
+            loudness=loudness.sidecar_entry(profile, audio_in, audio_out),
         )
         sidecars = True
-        await anyio.to_thread.run_sync(write_sidecars, json_path, srt_path, doc, srt_text(in_range, start))
+        texts = {srt_path: srt_text(in_range, start), vtt_path: vtt_text(in_range, start)}
+        await anyio.to_thread.run_sync(write_sidecars, json_path, doc, texts)
         os.replace(part, final)
         done = True
     except OSError as e:
@@ -277,6 +293,7 @@ async def render_clip(
                 if sidecars:  # ours, describing a clip that never got its final name
                     json_path.unlink(missing_ok=True)
                     srt_path.unlink(missing_ok=True)
+                    vtt_path.unlink(missing_ok=True)
             await anyio.to_thread.run_sync(partial(shutil.rmtree, tmp, ignore_errors=True))
     elapsed = time.perf_counter() - t0
     metrics.CLIPS.labels(encoder=encoder.name).inc()

@@ -15,7 +15,10 @@ import anyio
 import structlog
 
 from montaged.media.source_file import opened_for_stage
+from montaged.config import CaptionStyle, Settings
+from montaged.errors import MediaError
 from montaged.model import RenderedClip
+from montaged.render.captions import resolve_style
 from montaged.render.encode import render_clip
 from montaged.stages.context import JobContext, Resources
 
@@ -34,7 +37,7 @@ def clip_stem(ctx: JobContext, index: int) -> str:
 def _finished(out: Path, stem: str, job_id: str) -> RenderedClip | None:
     """The clip a previous attempt of this job completed, if its files are all there."""
     video, sidecar, srt = out / f"{stem}.mp4", out / f"{stem}.json", out / f"{stem}.srt"
-    if not (video.exists() and sidecar.exists() and srt.exists()):
+    if not (video.exists() and sidecar.exists() and srt.exists() and (out / f"{stem}.vtt").exists()):
         return None
     try:
         doc = json.loads(sidecar.read_text())
@@ -49,8 +52,8 @@ def _finished(out: Path, stem: str, job_id: str) -> RenderedClip | None:
 def _clean_leftovers(out: Path, stem: str) -> None:
     # The clip goes first: a crash halfway through this never leaves a clip without its sidecar.
     # The .tmp names are what write_atomic leaves when the process dies mid-write.
-    for name in (f"{stem}.mp4", f".{stem}.part.mp4", f"{stem}.json", f"{stem}.srt",
-                 f".{stem}.json.tmp", f".{stem}.srt.tmp"):
+    for name in (f"{stem}.mp4", f".{stem}.part.mp4", f"{stem}.json", f"{stem}.srt", f"{stem}.vtt",
+                 f".{stem}.json.tmp", f".{stem}.srt.tmp", f".{stem}.vtt.tmp"):
         (out / name).unlink(missing_ok=True)
 
 
@@ -59,6 +62,7 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
     media = ctx.need_media()
     transcript = ctx.need_transcript()
     profile = s.profiles[ctx.job.spec.profile]
+    captions_name, captions = _captions(ctx, s)
     out = output_dir(ctx, res)
     done: dict[int, float] = {}
     results: dict[int, RenderedClip] = {}
@@ -86,8 +90,8 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
             clip = await render_clip(
                 source=source, info=media, plan=plan, crop=crop, profile=profile, encoder=res.encoder,
                 out_dir=out, stem=stem, words=transcript.words, ffmpeg=s.render.ffmpeg,
-                extra_sidecar=_sidecar_extra(ctx, plan.index, stem, out),
-                on_progress=on_progress,
+                extra_sidecar=_sidecar_extra(ctx, plan.index, stem, out, captions_name),
+                on_progress=on_progress, captions=captions,
             )
         await anyio.to_thread.run_sync(_record_rendered, out / f"{stem}.json", clip)
         results[i] = clip
@@ -101,11 +105,21 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
     ctx.rendered = [results[i] for i in sorted(results)]
 
 
-def _sidecar_extra(ctx: JobContext, index: int, stem: str, out: Path) -> dict[str, object]:
+def _captions(ctx: JobContext, s: Settings) -> tuple[str, CaptionStyle | None]:
+    """The caption style the job asked for (``options.captions``), else its profile's."""
+    name = ctx.option("captions", s.profiles[ctx.job.spec.profile].captions)
+    try:
+        return str(name), resolve_style(s.render.caption_styles, name)
+    except ValueError as e:
+        raise MediaError(f"options.{e}") from None
+
+
+def _sidecar_extra(ctx: JobContext, index: int, stem: str, out: Path, captions: str) -> dict[str, object]:
     return {
         "job_id": ctx.id,
         "profile": ctx.job.spec.profile,
         "notes": list(dict.fromkeys(ctx.notes)),
+        "captions": {"style": captions},
     }
 
 
