@@ -157,6 +157,11 @@ class DaemonConfig(Section):
     """How often a stats snapshot is pushed to subscribers (the TUI) and gauges are refreshed."""
     worker_name: str | None = None
     """Name this daemon claims jobs under (default ``host:pid``); shown in ``montagectl show``."""
+    max_attempts: int = Field(3, ge=1)
+    """Claims in a row a job may take whose worker stops without finishing, failing or releasing
+    it (a crash, a lost lease); the next claim fails it as ``poisoned`` with the stage it last
+    reached, so an input that crashes montaged is not run again forever. ``montagectl retry``
+    starts a fresh count."""
 
     @field_validator("stage_workers")
     @classmethod

@@ -185,7 +185,7 @@ async def test_disk_full(
 
     (A tiny tmpfs would be closer to life but needs mount rights tests do not have.)
     """
-    (tmp_path / ".clip-000.part.mp4").symlink_to("/dev/full")
+    (tmp_path / ".clip-000.a0.part.mp4").symlink_to("/dev/full")  # attempt 0's part
     with pytest.raises(DiskFullError) as info:
         await _render(media["talk"], tmp_path, encoder)
     assert "No space left on device" in str(info.value)

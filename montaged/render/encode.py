@@ -2,8 +2,9 @@
 
 No intermediate files: frames go from PyAV through a FIFO in a private temp dir straight into
 the encoder, which takes the audio from the source itself. The encoder writes
-``.stem.part.mp4``; the sidecars are written next and the clip is renamed last, so nothing
-partial ever sits under a final name. Both FIFO ends live in one task group: if the encoder dies
+``.stem.aN.part.mp4`` (N: the job's attempt, so a stale holder of a job taken over never writes or
+deletes the current holder's part); the sidecars are written next and the clip is renamed last, so
+nothing partial ever sits under a final name. Both FIFO ends live in one task group: if the encoder dies
 the writer is cancelled (and sees EPIPE), if the extractor fails the encoder is stopped.
 """
 
@@ -15,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -46,6 +47,11 @@ PIPE_BYTES = 1 << 20
 """Ask for a 1 MiB pipe buffer (Linux default 64 KiB; 1 MiB is the unprivileged maximum)."""
 CLEANUP_SECONDS = 10.0
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def part_path(out_dir: Path, stem: str, attempt: int) -> Path:
+    """Where attempt ``attempt`` of a job encodes clip ``stem`` before renaming it."""
+    return out_dir / f".{stem}.a{attempt}.part.mp4"
 
 
 def output_rate(profile_fps: float | None, source_fps: float) -> Fraction:
@@ -150,6 +156,8 @@ async def render_clip(
     encoder: EncoderChoice,
     out_dir: Path,
     stem: str,
+    attempt: int = 0,
+    before_publish: Callable[[], Awaitable[None]] | None = None,
     words: Sequence[Word],
     ffmpeg: str = "ffmpeg",
     extra_sidecar: dict[str, Any] | None = None,
@@ -165,8 +173,11 @@ async def render_clip(
         crop: the crop path/layout from the frame stage; ``None`` = centre crop.
         profile: output size, aspect, frame rate (``None`` keeps the source's), quality, loudness.
         encoder: from :func:`~montaged.media.encoders.select_encoder` at start-up.
-        out_dir: created if missing; only final names and ``.stem.part.mp4`` are written there.
+        out_dir: created if missing; only final names and ``.stem.aN.part.mp4`` are written there.
         stem: file name without extension.
+        attempt: the job's attempt (claim token): names the part file, one per attempt.
+        before_publish: awaited right before anything is written under a final name; raises
+            to stop (the job's claim was lost: the current holder's files stay untouched).
         words: the job's transcript words (media times); those inside the range become captions.
         ffmpeg: ffmpeg executable.
         extra_sidecar: merged into the sidecar JSON top level (job id, profile name...).
@@ -211,7 +222,7 @@ async def render_clip(
         second_path=crop.second_path,
         rotation=info.rotation,
     )
-    final, part = out_dir / f"{stem}.mp4", out_dir / f".{stem}.part.mp4"
+    final, part = out_dir / f"{stem}.mp4", part_path(out_dir, stem, attempt)
     json_path, srt_path = out_dir / f"{stem}.json", out_dir / f"{stem}.srt"
     vtt_path = out_dir / f"{stem}.vtt"
     bound = log.bind(clip=plan.index, stem=stem, encoder=encoder.name)
@@ -277,6 +288,8 @@ async def render_clip(
             extra=extra_sidecar,
             loudness=loudness.sidecar_entry(profile, audio_in, audio_out),
         )
+        if before_publish is not None:
+            await before_publish()
         sidecars = True
         texts = {srt_path: srt_text(in_range, start), vtt_path: vtt_text(in_range, start)}
         await anyio.to_thread.run_sync(write_sidecars, json_path, doc, texts)

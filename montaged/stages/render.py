@@ -7,6 +7,7 @@ left behind, so the output folder never holds a duplicate or a truncated clip.
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from pathlib import Path
@@ -14,9 +15,9 @@ from pathlib import Path
 import anyio
 import structlog
 
-from montaged.media.source_file import opened_for_stage
 from montaged.config import CaptionStyle, Settings
 from montaged.errors import MediaError
+from montaged.media.source_file import opened_for_stage
 from montaged.model import RenderedClip
 from montaged.render.captions import resolve_style
 from montaged.render.encode import render_clip
@@ -49,12 +50,17 @@ def _finished(out: Path, stem: str, job_id: str) -> RenderedClip | None:
     return RenderedClip.from_dict(rendered) if isinstance(rendered, dict) else None
 
 
-def _clean_leftovers(out: Path, stem: str) -> None:
+def _clean_leftovers(out: Path, stem: str, attempt: int) -> None:
     # The clip goes first: a crash halfway through this never leaves a clip without its sidecar.
     # The .tmp names are what write_atomic leaves when the process dies mid-write.
     for name in (f"{stem}.mp4", f".{stem}.part.mp4", f"{stem}.json", f"{stem}.srt", f"{stem}.vtt",
                  f".{stem}.json.tmp", f".{stem}.srt.tmp", f".{stem}.vtt.tmp"):
         (out / name).unlink(missing_ok=True)
+    # Parts of earlier attempts only: a later attempt's belongs to whoever holds the job now.
+    for part in out.glob(f".{glob.escape(stem)}.a*.part.mp4"):
+        tag = part.name.removeprefix(f".{stem}.a").removesuffix(".part.mp4")
+        if tag.isdigit() and int(tag) < attempt:
+            part.unlink(missing_ok=True)
 
 
 async def render_stage(ctx: JobContext, res: Resources) -> None:
@@ -79,7 +85,8 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
             done[i] = 1.0
             report()
             return
-        await anyio.to_thread.run_sync(_clean_leftovers, out, stem)
+        await ctx.lease.check()  # files cannot be fenced: never clean up for a job taken over
+        await anyio.to_thread.run_sync(_clean_leftovers, out, stem, ctx.lease.token)
 
         def on_progress(fraction: float) -> None:
             done[i] = fraction
@@ -89,7 +96,8 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
         async with res.render_slots:
             clip = await render_clip(
                 source=source, info=media, plan=plan, crop=crop, profile=profile, encoder=res.encoder,
-                out_dir=out, stem=stem, words=transcript.words, ffmpeg=s.render.ffmpeg,
+                out_dir=out, stem=stem, attempt=ctx.lease.token, before_publish=ctx.lease.check,
+                words=transcript.words, ffmpeg=s.render.ffmpeg,
                 extra_sidecar=_sidecar_extra(ctx, plan.index, stem, out, captions_name),
                 on_progress=on_progress, captions=captions,
             )
