@@ -141,7 +141,7 @@ class _Worker:
         try:
             await anyio.wait_readable(self.conn.fileno())
             msg: tuple[Any, ...] = pickle.loads(self.conn.recv_bytes())
-        except (EOFError, OSError) as e:
+        except (EOFError, OSError, anyio.ClosedResourceError) as e:  # closed: the pool is closing
             raise _Died(self) from e
         return msg
 
@@ -181,7 +181,9 @@ class _Worker:
         self.dead = True
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
-        self.conn.close()
+        if not self.conn.closed:
+            anyio.notify_closing(self.conn.fileno())  # wakes a task waiting on it, before the fd goes
+            self.conn.close()
 
 
 class ProcPool:
