@@ -157,6 +157,11 @@ class DaemonConfig(Section):
     """How often a stats snapshot is pushed to subscribers (the TUI) and gauges are refreshed."""
     worker_name: str | None = None
     """Name this daemon claims jobs under (default ``host:pid``); shown in ``montagectl show``."""
+    max_attempts: int = Field(3, ge=1)
+    """Claims in a row a job may take whose worker stops without finishing, failing or releasing
+    it (a crash, a lost lease); the next claim fails it as ``poisoned`` with the stage it last
+    reached, so an input that crashes montaged is not run again forever. ``montagectl retry``
+    starts a fresh count."""
 
     @field_validator("stage_workers")
     @classmethod
@@ -400,6 +405,15 @@ class ProfileConfig(Section):
     """Constant quality (x264 ``-crf``, NVENC ``-cq``); lower is better and bigger."""
     audio_bitrate: str = "128k"
     """AAC bitrate of the clips' sound."""
+    captions: str = "bold"
+    """Burned-in caption style: a key of ``[render.caption_styles]``, or ``"none"`` for no burned
+    captions (SRT and WebVTT files are written either way). A job's ``captions`` option wins."""
+    loudness: Annotated[float | None, BeforeValidator(_none_if_blank)] = Field(-14.0, ge=-40, le=-5)
+    """Integrated loudness of each clip's sound in LUFS (EBU R128); ``"none"`` keeps the source's
+    level untouched."""
+    true_peak: float = Field(-1.0, ge=-9, le=0)
+    """Highest true peak of each clip's sound in dBTP when ``loudness`` is set."""
+
 
     @field_validator("aspect")
     @classmethod
@@ -419,6 +433,69 @@ def _default_profiles() -> dict[str, ProfileConfig]:
     }
 
 
+Colour = Annotated[str, Field(pattern=r"^#[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?$")]
+"""``#RRGGBB`` or ``#RRGGBBAA`` (AA: 00 transparent ... FF opaque)."""
+
+
+class CaptionStyle(Section):
+    """One look of burned-in captions; sizes are shares of the frame so a style fits every profile."""
+
+    font: str = "DejaVu Sans"
+    """Font family, installed on this machine (``fc-list : family``; ``montaged check`` verifies it).
+    The DejaVu families come with Debian's fonts-dejavu-core."""
+    bold: bool = True
+    """Bold weight."""
+    size: float = Field(0.045, gt=0, le=0.2)
+    """Font size as a share of the frame height."""
+    colour: Colour = "#FFFFFF"
+    """Text colour."""
+    highlight: Colour = "#FFD400"
+    """Colour of the word being spoken; the line keeps its layout as words light up."""
+    outline_colour: Colour = "#000000"
+    """Outline colour; with ``box`` the colour of the box behind each line."""
+    outline: float = Field(0.08, ge=0, le=0.5)
+    """Outline width (with ``box``: the box's padding) as a share of the font size."""
+    shadow: float = Field(0.0, ge=0, le=0.5)
+    """Shadow offset as a share of the font size."""
+    shadow_colour: Colour = "#00000080"
+    """Shadow colour."""
+    box: bool = False
+    """Draw an opaque box (``outline_colour``) behind each line instead of an outline."""
+    position: Literal["bottom", "middle", "top"] = "bottom"
+    """Where the lines sit, inside the platform-safe margins of the profile's aspect."""
+    case: Literal["as-is", "upper", "lower"] = "as-is"
+    """Letter case of the burned text (the SRT and WebVTT files keep the transcript's)."""
+    words_per_line: int = Field(4, ge=1, le=12)
+    """At most this many words on one line."""
+    max_chars: int = Field(28, ge=8, le=80)
+    """At most this many characters on one line."""
+    lines: int = Field(2, ge=1, le=2)
+    """Lines on screen at once (1 or 2)."""
+
+
+def _merge_named(defaults: Mapping[str, BaseModel], given: Any) -> Any:
+    """Named tables over built-in ones: a table given for a built-in name changes only its keys."""
+    if not isinstance(given, dict):
+        return given
+    merged: dict[str, Any] = {k: m.model_dump() for k, m in defaults.items()}
+    for name, table in given.items():
+        if isinstance(table, BaseModel):
+            table = table.model_dump(exclude_unset=True)
+        merged[name] = merged[name] | table if isinstance(table, dict) and name in merged else table
+    return merged
+
+
+def _default_caption_styles() -> dict[str, CaptionStyle]:
+    return {
+        "bold": CaptionStyle(case="upper", words_per_line=3, max_chars=20, size=0.05, outline=0.1,
+                             shadow=0.04, position="bottom"),
+        "clean": CaptionStyle(bold=False, size=0.04, highlight="#4FC3F7", box=True, outline=0.25,
+                              outline_colour="#000000B0", words_per_line=5, max_chars=32),
+        "pop": CaptionStyle(font="DejaVu Serif", size=0.055, highlight="#7CFC00", outline=0.12,
+                            lines=1, words_per_line=3, max_chars=18, position="bottom"),
+    }
+
+
 class RenderConfig(Section):
     encoder: Literal["auto", "h264_nvenc", "hevc_nvenc", "libx264"] = "auto"
     """``auto`` really opens NVENC at start-up and falls back to libx264."""
@@ -430,6 +507,18 @@ class RenderConfig(Section):
     """Clips rendered at once; 0 = 1 per 2 cores."""
     ffmpeg: str = "ffmpeg"
     """ffmpeg executable (Debian's, or imageio-ffmpeg's)."""
+    caption_styles: dict[str, CaptionStyle] = Field(default_factory=_default_caption_styles)
+    """Named caption looks that profiles and jobs pick by name."""
+
+    @field_validator("caption_styles", mode="before")
+    @classmethod
+    def _merge_styles(cls, v: Any) -> Any:
+        """A ``[render.caption_styles.X]`` table changes only the keys it sets; shipped styles stay."""
+        if isinstance(v, dict) and "none" in v:
+            raise ValueError('"none" is reserved: it turns burned captions off')
+        return _merge_named(_default_caption_styles(), v)
+
+
 
 
 class HotFolderConfig(Section):
@@ -533,14 +622,7 @@ class Settings(BaseSettings):
     @classmethod
     def _merge_profiles(cls, v: Any) -> Any:
         """A ``[profiles.X]`` table changes only the keys it sets; built-in profiles stay defined."""
-        if not isinstance(v, dict):
-            return v
-        merged: dict[str, Any] = {k: p.model_dump() for k, p in _default_profiles().items()}
-        for name, given in v.items():
-            if isinstance(given, ProfileConfig):
-                given = given.model_dump(exclude_unset=True)
-            merged[name] = merged[name] | given if isinstance(given, dict) and name in merged else given
-        return merged
+        return _merge_named(_default_profiles(), v)
 
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{self.paths.state_dir / 'montage.db'}"

@@ -11,6 +11,12 @@ Shutdown (``drain``): no new claims; a job that finishes its current stage is re
 store with the stage it stopped before, and a job still running when the grace period ends is
 released with the stage it was in. A restarted daemon resumes each job at its first stage without
 a stored result.
+
+Fencing: each claim is a :class:`~montaged.store.lease.JobLease` carrying the claim's token; the
+pipeline and the stages write only through it. When the lease lapsed and another worker claimed
+the job, this copy's writes are refused (LeaseLost) or its heartbeat says so, and the copy stops
+without touching the job again. A job whose claims keep ending in a crash (``daemon.max_attempts``
+in a row) is failed as ``poisoned`` by the claim itself.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from montaged import metrics
 from montaged.config import Settings
-from montaged.errors import DiskFullError, MontageError, StoreUnavailable
+from montaged.errors import DiskFullError, LeaseLost, MontageError, StoreUnavailable
 from montaged.events import EventBus
 from montaged.model import STAGES, Job, JobEvent, JobState
 from montaged.stages import STAGE_FUNCS, STAGE_WEIGHTS
 from montaged.stages.context import JobContext, Resources
 from montaged.store import JobStore
+from montaged.store.lease import JobLease
 
 log = structlog.get_logger(__name__)
 
@@ -198,8 +205,10 @@ class Pipeline:
                         self.wake = anyio.Event()
                         continue
                     try:
-                        job = await self.store.claim(self.worker, self.settings.store.lease_seconds,
-                                                     only=self.only)
+                        job = await self.store.claim(
+                            self.worker, self.settings.store.lease_seconds, only=self.only,
+                            max_attempts=self.settings.daemon.max_attempts,
+                        )  # fmt: skip
                         metrics.STORE_UP.set(1)
                         backoff = 0.5
                     except StoreUnavailable as e:
@@ -218,13 +227,19 @@ class Pipeline:
                 if job is None:
                     self._capacity.release()
                     break
+                if job.state is JobState.FAILED:  # poisoned by the claim: its worker kept dying
+                    self._capacity.release()
+                    self._poisoned(job)
+                    continue
                 if job.id in self.inflight:
                     # Our own job, still running here: its lease lapsed while the store was away
-                    # and the claim renewed it. A second copy would render the same clips twice.
+                    # and the claim renewed it. A second copy would render the same clips twice;
+                    # the running copy goes on under the new claim.
                     log.info("claimed a job already running here; keeping the running copy", job_id=job.id)
+                    self.inflight[job.id].lease.renew(job.attempts)
                     self._capacity.release()
                     continue
-                ctx = JobContext(job)
+                ctx = JobContext(job, JobLease(self.store, job.id, job.attempts, self.worker))
                 self.inflight[job.id] = ctx
                 metrics.IN_FLIGHT.labels(stage="pipeline").set(len(self.inflight))
                 log.info("job claimed", job_id=job.id, source=job.spec.source, attempt=job.attempts,
@@ -283,7 +298,7 @@ class Pipeline:
         try:
             with anyio.CancelScope() as scope:
                 ctx.scope = scope
-                await self.store.set_stage(ctx.id, stage, overall_progress(stage, 0.0))
+                await ctx.lease.set_stage(stage, overall_progress(stage, 0.0))
                 self._announce(ctx.id, "job.stage", {"stage": stage, "progress": overall_progress(stage, 0)})
                 await self._call_stage(ctx, stage)
             ctx.scope = None
@@ -291,6 +306,10 @@ class Pipeline:
                 bound.info("job cancelled")
                 metrics.STAGE_ITEMS.labels(stage=stage, outcome="cancelled").inc()
                 return False
+        except LeaseLost as e:
+            bound.warning("job taken over by another worker; stopping this copy", error=str(e))
+            metrics.STAGE_ITEMS.labels(stage=stage, outcome="lease_lost").inc()
+            return False
         except MontageError as e:
             if isinstance(e, StoreUnavailable):
                 # the job is still ours in the store; its lease lapses and it is claimed again
@@ -343,7 +362,10 @@ class Pipeline:
         log.warning("job failed", job_id=ctx.id, stage=stage, error_class=error_class, error=message)
         try:
             with anyio.CancelScope(shield=True):
-                await self.store.fail(ctx.id, stage=stage, error_class=error_class, message=message)
+                await ctx.lease.fail(stage=stage, error_class=error_class, message=message)
+        except LeaseLost:
+            log.warning("failure not recorded: another worker holds the job now", job_id=ctx.id)
+            return
         except StoreUnavailable as e:
             # not recorded: the job stays ours until its lease lapses, then runs (and fails) again
             log.warning("could not record the failure; its lease will lapse", job_id=ctx.id, error=str(e))
@@ -353,9 +375,11 @@ class Pipeline:
 
     async def _release(self, ctx: JobContext, *, stopped_at: str) -> None:
         try:
-            await self.store.release(ctx.id, stopped_at=stopped_at)
+            await ctx.lease.release(stopped_at=stopped_at)
             log.info("job released", job_id=ctx.id, stopped_at=stopped_at)
             self._announce(ctx.id, "job.released", {"stopped_at": stopped_at})
+        except LeaseLost:
+            log.info("not released: another worker holds the job now", job_id=ctx.id)
         except StoreUnavailable as e:
             log.warning("could not release job; its lease will lapse", job_id=ctx.id, error=str(e))
         finally:
@@ -371,7 +395,11 @@ class Pipeline:
             pass
         result = job_result(ctx, wall)
         try:
-            await self.store.finish(ctx.id, result)
+            await ctx.lease.finish(result)
+        except LeaseLost:
+            log.warning("finish not recorded: another worker holds the job now", job_id=ctx.id)
+            self._leave(ctx)
+            return
         except StoreUnavailable as e:
             # the clips are complete on disk; the next attempt finds them and finishes the job
             log.warning("could not record the finish; its lease will lapse", job_id=ctx.id, error=str(e))
@@ -389,6 +417,12 @@ class Pipeline:
                  ratio=round(wall / max(media.duration, 1e-9), 3))
         self._announce(ctx.id, "job.done", {"clips": [c.path for c in ctx.rendered], "result": result})
         self._leave(ctx)
+
+    def _poisoned(self, job: Job) -> None:
+        log.error("job poisoned", job_id=job.id, stage=job.error_stage, attempts=job.attempts)
+        metrics.JOBS_FINISHED.labels(outcome="failed").inc()
+        self._announce(job.id, "job.failed", {"stage": job.error_stage, "error_class": job.error_class,
+                                              "message": job.error_message})
 
     # ---- progress and leases -----------------------------------------------------------------
 
@@ -412,8 +446,10 @@ class Pipeline:
             for job_id, ctx in list(self.inflight.items()):
                 if written.get(job_id) != ctx.job.progress:
                     try:
-                        await self.store.set_progress(job_id, ctx.job.progress)
+                        await ctx.lease.set_progress(ctx.job.progress)
                         written[job_id] = ctx.job.progress
+                    except LeaseLost:
+                        self.cancel_job(job_id)  # another worker holds it: stop this copy
                     except StoreUnavailable:
                         break
             for job_id in set(written) - set(self.inflight):
@@ -424,9 +460,9 @@ class Pipeline:
         cfg = self.settings.store
         while True:
             await anyio.sleep(cfg.heartbeat_seconds)
-            for job_id in list(self.inflight):
+            for job_id, ctx in list(self.inflight.items()):
                 try:
-                    ours = await self.store.heartbeat(job_id, self.worker, cfg.lease_seconds)
+                    ours = await ctx.lease.heartbeat(cfg.lease_seconds)
                     metrics.STORE_UP.set(1)
                 except StoreUnavailable as e:
                     metrics.STORE_UP.set(0)
@@ -438,8 +474,9 @@ class Pipeline:
 
 
 def decisive_error(group: BaseExceptionGroup[BaseException]) -> MontageError | None:
-    """The error that decides a job's outcome among a group's: the store being away (the job
-    waits for its lease), then disk full, then any other user-facing error; None = a bug."""
+    """The error that decides a job's outcome among a group's: the job taken over (this copy
+    stops), the store being away (the job waits for its lease), then disk full, then any other
+    user-facing error; None = a bug."""
     leaves: list[BaseException] = []
     pending: list[BaseException] = [group]
     while pending:
@@ -448,7 +485,7 @@ def decisive_error(group: BaseExceptionGroup[BaseException]) -> MontageError | N
             pending.extend(e.exceptions)
         else:
             leaves.append(e)
-    for kind in (StoreUnavailable, DiskFullError, MontageError):
+    for kind in (LeaseLost, StoreUnavailable, DiskFullError, MontageError):
         for leaf in leaves:
             if isinstance(leaf, kind):
                 return leaf

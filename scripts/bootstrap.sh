@@ -37,6 +37,11 @@ done
 # private PostgreSQL and Redis servers (initdb/pg_ctl, redis-server) for the fault drills and the
 # secrets test; Debian keeps the PostgreSQL server binaries off PATH, under /usr/lib/postgresql/N/bin
 command -v redis-server >/dev/null 2>&1 || need_apt+=("redis-server")
+# burned-in captions: libass finds the caption fonts through fontconfig (never downloaded); the
+# caption test reads the burned words back with tesseract
+command -v fc-list >/dev/null 2>&1 || need_apt+=("fontconfig")
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=("fonts-dejavu-core")
+command -v tesseract >/dev/null 2>&1 || need_apt+=("tesseract-ocr")
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 ||
   need_apt+=("postgresql")
 if [ ! -x .venv/bin/python ] && ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then

@@ -29,7 +29,8 @@ def _assert_clean_outputs(out: Path, clips: list[dict]) -> None:
     expected = sorted(
         n
         for c in clips
-        for n in (Path(c["path"]).name, Path(c["sidecar_path"]).name, Path(c["srt_path"]).name)
+        for n in (Path(c["path"]).name, Path(c["sidecar_path"]).name, Path(c["srt_path"]).name,
+                  Path(c["srt_path"]).with_suffix(".vtt").name)
     )
     assert names == expected, f"output folder holds {names}, expected {expected}"
     for c in clips:

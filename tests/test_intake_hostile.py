@@ -3,7 +3,8 @@
 One daemon per store (SQLite, PostgreSQL) takes hostile hot-folder drops, Redis entries and socket
 submits at once; a second test swaps a queued file for a symlink (and for another file); the side
 tasks (moving originals, publishing outcomes) meet unwritable folders and a Redis that refuses
-writes. The property-based fuzz lives in ``test_intake_fuzz.py``.
+writes; a property-based fuzz sends generated socket submits and Redis entries to a live daemon
+for about a minute and checks that every entry ends and the daemon keeps serving.
 """
 
 from __future__ import annotations
@@ -11,16 +12,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import redis
 import redis.asyncio as aioredis
 from conftest import REDIS_URL, make_talk_clip
+from daemon_harness import DaemonProcess, running_daemon, wait_state
 from daemon_harness import request as ask
-from daemon_harness import running_daemon, wait_state
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from services import own_redis
 
 from montaged.config import HotFolderConfig, RedisIntakeConfig
@@ -320,3 +327,131 @@ async def test_results_writer_contains_refusals_and_publishes_later(
             await client.aclose()
             await intake.redis.aclose()
             await store.close()
+
+
+# ---- property-based fuzz against a live daemon ------------------------------------------------
+
+FUZZ_SECONDS = 20.0
+"""Wall time each of the two fuzz phases may take (the examples stop early past it)."""
+
+_text = st.text(st.characters(exclude_categories=()), max_size=40)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _paths(root: str) -> st.SearchStrategy[str]:
+    return st.one_of(
+        _text,
+        _text.map(lambda t: f"{root}/{t}"),
+        _text.map(lambda t: f"~{t}/talk.mp4"),
+        st.sampled_from([root, f"{root}/pipe.mp4", f"{root}/escape.mp4", "/", "/dev/zero", "/proc/self/mem",
+                         f"{root}/../../etc/passwd", f"{root}/" + "a" * 300, root + "/a" * 2100]),
+    )
+
+
+def _submits(root: str) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({"path": _paths(root)}, optional={
+        "profile": _text | st.sampled_from(["vertical", "square"]),
+        "options": st.dictionaries(_text, _json, max_size=5) | _json,
+        "output_dir": _paths(root) | _json,
+    })
+
+
+def _entries(root: str) -> st.SearchStrategy[dict[bytes, bytes]]:
+    fields = st.sampled_from([b"path", b"profile", b"options", b"request_id", b"output_dir"])
+    value = st.one_of(
+        st.binary(max_size=200),
+        _paths(root).map(lambda p: p.encode("utf-8", "surrogatepass")),
+        _json.map(lambda j: json.dumps(j).encode()),
+        st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n),
+    )
+    return st.dictionaries(fields | st.binary(min_size=1, max_size=20), value, min_size=1, max_size=6)
+
+
+class SyncControl:
+    """One raw line per connection, as any local program could send it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def send(self, line: bytes) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(15)
+            s.connect(str(self.path))
+            s.sendall(line + b"\n")
+            buf = b""
+            while b"\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise AssertionError(f"the daemon closed the connection unanswered: {line[:200]!r}")
+                buf += chunk
+        reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
+        return reply
+
+
+@pytest.mark.timeout(300)
+def test_fuzzed_intake_entries_all_end_and_the_daemon_keeps_serving(
+    tmp_path: Path, redis_prefix: str, ffmpeg: str
+) -> None:
+    root = str(tmp_path)
+    os.mkfifo(tmp_path / "pipe.mp4")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.mp4"
+    outside.write_bytes(b"not for the daemon")
+    (tmp_path / "escape.mp4").symlink_to(outside)
+    env = {k: v for k, v in intake_env(tmp_path, tmp_path, redis_prefix).items() if "HOTFOLDER" not in k}
+    daemon = DaemonProcess(tmp_path, **env).start()
+    r = redis.Redis.from_url(REDIS_URL)
+    stream, ids = f"{redis_prefix}jobs", []
+    try:
+        anyio.run(daemon.wait_ready)
+        control = SyncControl(daemon.socket)
+        refused = Counter[str]()
+
+        started = time.monotonic()
+
+        @settings(max_examples=1500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(_submits(root))
+        def submit(fields: dict[str, Any]) -> None:
+            if time.monotonic() - started > FUZZ_SECONDS:
+                return
+            reply = control.send(json.dumps({"id": 1, "op": "submit", **fields}).encode())
+            assert reply["ok"] is False, (fields, reply)
+            refused[reply["error"]["code"]] += 1
+
+        submit()
+        started = time.monotonic()
+
+        @settings(max_examples=1500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(_entries(root))
+        def push(fields: dict[bytes, bytes]) -> None:
+            if time.monotonic() - started > FUZZ_SECONDS:
+                return
+            ids.append(r.xadd(stream, fields).decode())  # type: ignore[arg-type, union-attr]
+
+        push()
+        assert control.send(b'{"id":2,"op":"ping"}')["ok"] is True
+
+        deadline = time.monotonic() + 60
+        while True:
+            dead = {f[b"entry_id"].decode() for _id, f in r.xrange(f"{redis_prefix}dead")}  # type: ignore[union-attr]
+            jobs = control.send(b'{"id":3,"op":"list","limit":5000}')["result"]["jobs"]
+            made = {j["spec"]["options"].get("redis", {}).get("entry") for j in jobs}
+            lost = [eid for eid in ids if eid not in dead and eid not in made]
+            if not lost:
+                break
+            assert time.monotonic() < deadline, f"{len(lost)} of {len(ids)} entries never ended: {lost[:5]}"
+            time.sleep(0.5)
+        group = next(g for g in r.xinfo_groups(stream) if g["name"] in (f"{redis_prefix}group",  # type: ignore[union-attr]
+                                                                          f"{redis_prefix}group".encode()))
+        assert group["pending"] == 0 and group["lag"] == 0
+        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()[-3000:]
+        assert "task crashed" not in daemon.log() and "Traceback" not in daemon.log(), daemon.log()[-3000:]
+        print(f"fuzz: {sum(refused.values())} socket submits refused {dict(refused)};"
+              f" {len(ids)} redis entries, {len(dead & set(ids))} dead-lettered, {len(made & set(ids))} jobs")
+    finally:
+        daemon.stop()
+        r.close()
+        outside.unlink(missing_ok=True)

@@ -94,7 +94,8 @@ async def test_render_vertical(
     out = tmp_path / "out"
     clip = await _render(media["talk"], out, encoder, on_progress=progress.append)
     final = out / "clip-000.mp4"
-    assert sorted(p.name for p in out.iterdir()) == ["clip-000.json", "clip-000.mp4", "clip-000.srt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clip-000.json", "clip-000.mp4", "clip-000.srt", "clip-000.vtt"]
     assert list(scratch.iterdir()) == []  # FIFO and its private dir are gone
     assert clip.path == str(final) and (clip.width, clip.height, clip.frames) == (270, 480, 75)
     with av.open(str(final)) as c:
@@ -184,7 +185,7 @@ async def test_disk_full(
 
     (A tiny tmpfs would be closer to life but needs mount rights tests do not have.)
     """
-    (tmp_path / ".clip-000.part.mp4").symlink_to("/dev/full")
+    (tmp_path / ".clip-000.a0.part.mp4").symlink_to("/dev/full")  # attempt 0's part
     with pytest.raises(DiskFullError) as info:
         await _render(media["talk"], tmp_path, encoder)
     assert "No space left on device" in str(info.value)

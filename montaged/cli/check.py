@@ -64,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
             line(True, "encoder", f"{choice.name} ({'hardware' if choice.hardware else 'software'})")
         except MontageError as e:
             line(False, "encoder", str(e))
+    from montaged.render.captions import missing_fonts
+
+    missing = missing_fonts(settings.render.caption_styles)
+    line(not missing, "caption fonts", "; ".join(f"style {k!r} needs font {v!r}, not installed (Debian:"
+                                                   " apt-get install fonts-dejavu-core, or pick an installed"
+                                                   " family from fc-list)" for k, v in missing.items())
+         or ", ".join(sorted({st.font for st in settings.render.caption_styles.values()})))
     from montaged.asr.models import resolve
 
     try:

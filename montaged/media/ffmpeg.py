@@ -76,11 +76,14 @@ def encode_argv(
     source: Path | None = None,
     start: float = 0.0,
     audio_bitrate: str = "128k",
+    video_filter: str | None = None,
+    audio_filter: str | None = None,
 ) -> list[str]:
     """Encode raw yuv420p frames from ``fifo`` plus (optionally) the audio of ``source``.
 
     The audio is cut by ffmpeg itself (``-ss``/``-t`` on the input: sample-accurate, since audio
     is decoded) to exactly the length of the ``frames`` video frames, so both tracks end together.
+    ``video_filter`` (burned captions) and ``audio_filter`` (loudness) run inside this one encode.
     """
     seconds = frames / rate
     argv = [
@@ -91,8 +94,12 @@ def encode_argv(
     if source is not None:
         argv += ["-ss", f"{start:.6f}", "-t", f"{float(seconds):.6f}", "-i", str(source)]
     argv += ["-map", "0:v:0"]
+    if video_filter:
+        argv += ["-vf", video_filter]
     if source is not None:
         argv += ["-map", "1:a:0", "-c:a", "aac", "-b:a", audio_bitrate, "-ac", "2", "-ar", "48000"]
+        if audio_filter:
+            argv += ["-af", audio_filter]
     argv += [
         *video_args, "-pix_fmt", "yuv420p",
         "-movflags", "+faststart", "-f", "mp4", str(out),

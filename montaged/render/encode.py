@@ -2,8 +2,9 @@
 
 No intermediate files: frames go from PyAV through a FIFO in a private temp dir straight into
 the encoder, which takes the audio from the source itself. The encoder writes
-``.stem.part.mp4``; the sidecars are written next and the clip is renamed last, so nothing
-partial ever sits under a final name. Both FIFO ends live in one task group: if the encoder dies
+``.stem.aN.part.mp4`` (N: the job's attempt, so a stale holder of a job taken over never writes or
+deletes the current holder's part); the sidecars are written next and the clip is renamed last, so
+nothing partial ever sits under a final name. Both FIFO ends live in one task group: if the encoder dies
 the writer is cancelled (and sees EPIPE), if the extractor fails the encoder is stopped.
 """
 
@@ -15,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -27,14 +28,16 @@ import anyio.to_thread
 import structlog
 
 from montaged import debris, metrics
-from montaged.config import ProfileConfig
+from montaged.config import CaptionStyle, ProfileConfig
 from montaged.errors import DiskFullError, MontageError, RenderError
 from montaged.media.encoders import EncoderChoice
 from montaged.media.ffmpeg import FFmpegRun, Progress, encode_argv, ffmpeg_process
 from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, RenderedClip, Word
+from montaged.render import loudness
+from montaged.render.captions import ass_filter, clip_relative, write_ass
 from montaged.render.croppath import centre_box
 from montaged.render.extract import ExtractSpec, extract_to_fd, video_phase
-from montaged.render.sidecar import clip_words, sidecar_dict, srt_text, write_sidecars
+from montaged.render.sidecar import clip_words, sidecar_dict, srt_text, vtt_text, write_sidecars
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +47,11 @@ PIPE_BYTES = 1 << 20
 """Ask for a 1 MiB pipe buffer (Linux default 64 KiB; 1 MiB is the unprivileged maximum)."""
 CLEANUP_SECONDS = 10.0
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def part_path(out_dir: Path, stem: str, attempt: int) -> Path:
+    """Where attempt ``attempt`` of a job encodes clip ``stem`` before renaming it."""
+    return out_dir / f".{stem}.a{attempt}.part.mp4"
 
 
 def output_rate(profile_fps: float | None, source_fps: float) -> Fraction:
@@ -148,26 +156,33 @@ async def render_clip(
     encoder: EncoderChoice,
     out_dir: Path,
     stem: str,
+    attempt: int = 0,
+    before_publish: Callable[[], Awaitable[None]] | None = None,
     words: Sequence[Word],
     ffmpeg: str = "ffmpeg",
     extra_sidecar: dict[str, Any] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    captions: CaptionStyle | None = None,
 ) -> RenderedClip:
-    """Render ``plan`` of ``source`` to ``out_dir/stem.mp4`` with ``stem.json`` and ``stem.srt``.
+    """Render ``plan`` of ``source`` to ``out_dir/stem.mp4`` with ``stem.json``, ``.srt`` and ``.vtt``.
 
     Args:
         source: the media file (already probed into ``info``).
         info: its probe result (size, rotation, frame rate, duration).
         plan: the time range and why it was chosen; clamped to the media's duration.
         crop: the crop path/layout from the frame stage; ``None`` = centre crop.
-        profile: output size, aspect, frame rate (``None`` keeps the source's), quality.
+        profile: output size, aspect, frame rate (``None`` keeps the source's), quality, loudness.
         encoder: from :func:`~montaged.media.encoders.select_encoder` at start-up.
-        out_dir: created if missing; only final names and ``.stem.part.mp4`` are written there.
+        out_dir: created if missing; only final names and ``.stem.aN.part.mp4`` are written there.
         stem: file name without extension.
+        attempt: the job's attempt (claim token): names the part file, one per attempt.
+        before_publish: awaited right before anything is written under a final name; raises
+            to stop (the job's claim was lost: the current holder's files stay untouched).
         words: the job's transcript words (media times); those inside the range become captions.
         ffmpeg: ffmpeg executable.
         extra_sidecar: merged into the sidecar JSON top level (job id, profile name...).
         on_progress: called with the fraction done (0..1) as the encoder reports progress.
+        captions: the style of the captions burned into the picture; ``None``: none burned.
 
     Raises:
         RenderError: ffmpeg failed (the message carries its last stderr lines).
@@ -207,8 +222,9 @@ async def render_clip(
         second_path=crop.second_path,
         rotation=info.rotation,
     )
-    final, part = out_dir / f"{stem}.mp4", out_dir / f".{stem}.part.mp4"
+    final, part = out_dir / f"{stem}.mp4", part_path(out_dir, stem, attempt)
     json_path, srt_path = out_dir / f"{stem}.json", out_dir / f"{stem}.srt"
+    vtt_path = out_dir / f"{stem}.vtt"
     bound = log.bind(clip=plan.index, stem=stem, encoder=encoder.name)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,8 +239,12 @@ async def render_clip(
         if on_progress is not None:
             on_progress(min(1.0, max(0.0, p.out_seconds / seconds)) if not p.done else 1.0)
 
+    in_range = clip_words(words, start, end)
+    measure = partial(loudness.measure_range, ffmpeg, seconds=seconds, profile=profile)
+    audio_in = await measure(source, start) if info.has_audio else None
     tmp = Path(tempfile.mkdtemp(prefix=debris.fifo_prefix()))  # 0700, marked: the next start finds it
     fifo = tmp / "video.yuv"
+    ass = tmp / "captions.ass" if captions is not None and in_range else None
     argv = encode_argv(
         ffmpeg=ffmpeg,
         fifo=fifo,
@@ -237,15 +257,20 @@ async def render_clip(
         source=source if info.has_audio else None,
         start=start,
         audio_bitrate=profile.audio_bitrate,
+        video_filter=ass_filter(ass) if ass is not None else None,
+        audio_filter=loudness.profile_filter(audio_in, profile),
     )
     done = sidecars = False
     try:
         os.mkfifo(fifo, 0o600)
+        if ass is not None and captions is not None:
+            rel = clip_relative(in_range, start, start + seconds)
+            await anyio.to_thread.run_sync(write_ass, ass, rel, captions, width, height)
         written = await _encode(fifo, spec, argv, progress)
         if written != frames:
             raise RenderError(f"{source}: extractor wrote {written} of {frames} frames for clip {plan.index}")
         t_encoded = time.perf_counter()
-        in_range = clip_words(words, start, end)
+        audio_out = await measure(part, 0.0) if audio_in is not None else None
         doc = sidecar_dict(
             info=info,
             plan=plan,
@@ -261,9 +286,13 @@ async def render_clip(
             frames=frames,
             timings={"render_seconds": round(t_encoded - t0, 3), "fps": round(frames / (t_encoded - t0), 2)},
             extra=extra_sidecar,
+            loudness=loudness.sidecar_entry(profile, audio_in, audio_out),
         )
+        if before_publish is not None:
+            await before_publish()
         sidecars = True
-        await anyio.to_thread.run_sync(write_sidecars, json_path, srt_path, doc, srt_text(in_range, start))
+        texts = {srt_path: srt_text(in_range, start), vtt_path: vtt_text(in_range, start)}
+        await anyio.to_thread.run_sync(write_sidecars, json_path, doc, texts)
         os.replace(part, final)
         done = True
     except OSError as e:
@@ -277,6 +306,7 @@ async def render_clip(
                 if sidecars:  # ours, describing a clip that never got its final name
                     json_path.unlink(missing_ok=True)
                     srt_path.unlink(missing_ok=True)
+                    vtt_path.unlink(missing_ok=True)
             await anyio.to_thread.run_sync(partial(shutil.rmtree, tmp, ignore_errors=True))
     elapsed = time.perf_counter() - t0
     metrics.CLIPS.labels(encoder=encoder.name).inc()

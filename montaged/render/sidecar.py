@@ -1,4 +1,4 @@
-"""Files written beside each clip: a JSON sidecar (why this clip, from where, how) and SRT captions.
+"""Files written beside each clip: a JSON sidecar (why this clip, from where, how), SRT and WebVTT.
 
 Both are written to a temporary name and renamed, and before the clip itself is renamed into
 place, so whoever sees ``stem.mp4`` appear finds its sidecars complete.
@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from montaged.asr.formats import to_srt
+from montaged.asr.formats import to_srt, to_vtt
 from montaged.model import ClipPlan, CropPlan, MediaInfo, Word
 
 SIDECAR_VERSION = 1
@@ -49,6 +49,11 @@ def srt_text(words: Sequence[Word], start: float) -> str:
     return to_srt(words, offset=-start)
 
 
+def vtt_text(words: Sequence[Word], start: float) -> str:
+    """WebVTT captions with times relative to the clip."""
+    return to_vtt(words, offset=-start)
+
+
 def sidecar_dict(
     *,
     info: MediaInfo,
@@ -65,6 +70,7 @@ def sidecar_dict(
     frames: int,
     timings: dict[str, float],
     extra: dict[str, Any] | None = None,
+    loudness: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The sidecar document. Times in ``range``/``words`` are source media seconds; crop boxes
     are source pixels in display orientation with ``t`` in seconds from the clip start."""
@@ -100,12 +106,15 @@ def sidecar_dict(
         "output": {"width": width, "height": height, "fps": fps, "frames": frames},
         "encoder": {"name": encoder, "hardware": hardware},
         "timings": timings,
+        "loudness": loudness,
     }
     if extra:
         doc.update(extra)
     return doc
 
 
-def write_sidecars(json_path: Path, srt_path: Path, doc: dict[str, Any], srt: str) -> None:
-    write_atomic(srt_path, srt)
+def write_sidecars(json_path: Path, doc: dict[str, Any], captions: dict[Path, str]) -> None:
+    """Caption files first, the JSON last: a sidecar on disk means its caption files are too."""
+    for path, text in captions.items():
+        write_atomic(path, text)
     write_atomic(json_path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

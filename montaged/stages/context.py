@@ -23,6 +23,7 @@ from montaged.model import ClipPlan, CropPlan, Job, MediaInfo, RenderedClip, Spe
 from montaged.procpool import PoolHealth
 from montaged.select.features import AudioFeatureTrack
 from montaged.store import JobStore
+from montaged.store.lease import JobLease
 
 ProgressFn = Callable[["JobContext", str, float], None]
 
@@ -58,9 +59,14 @@ class Resources:
 
 @dataclass
 class JobContext:
-    """One job's working set as it moves through the stages (results also live in the store)."""
+    """One job's working set as it moves through the stages (results also live in the store).
+
+    ``lease`` is the job's claim: stages write their results through it (``ctx.lease.put_result``),
+    so a stale holder's writes are refused once another worker has taken the job over.
+    """
 
     job: Job
+    lease: JobLease
     media: MediaInfo | None = None
     transcript: Transcript | None = None
     features: AudioFeatureTrack | None = None

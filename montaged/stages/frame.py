@@ -30,5 +30,5 @@ async def frame_stage(ctx: JobContext, res: Resources) -> None:
                 workers=res.frame_workers, job_id=ctx.id,
             )
         ctx.crops = list(plans)
-        await res.store.put_result("frame", key, {"crops": [c.to_dict() for c in plans]})
+        await ctx.lease.put_result("frame", key, {"crops": [c.to_dict() for c in plans]})
     res.progress(ctx, "frame", 1.0)

@@ -21,5 +21,5 @@ async def probe_stage(ctx: JobContext, res: Resources) -> None:
     ctx.keys["probe"] = info.content_hash
     if ctx.job.content_hash != info.content_hash:
         await res.store.set_content_hash(ctx.id, info.content_hash)
-    await res.store.put_result("probe", info.content_hash, info.to_dict())
+    await ctx.lease.put_result("probe", info.content_hash, info.to_dict())
     res.progress(ctx, "probe", 1.0)

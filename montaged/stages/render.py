@@ -7,6 +7,7 @@ left behind, so the output folder never holds a duplicate or a truncated clip.
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from pathlib import Path
@@ -14,8 +15,11 @@ from pathlib import Path
 import anyio
 import structlog
 
+from montaged.config import CaptionStyle, Settings
+from montaged.errors import MediaError
 from montaged.media.source_file import opened_for_stage
 from montaged.model import RenderedClip
+from montaged.render.captions import resolve_style
 from montaged.render.encode import render_clip
 from montaged.stages.context import JobContext, Resources
 
@@ -34,7 +38,7 @@ def clip_stem(ctx: JobContext, index: int) -> str:
 def _finished(out: Path, stem: str, job_id: str) -> RenderedClip | None:
     """The clip a previous attempt of this job completed, if its files are all there."""
     video, sidecar, srt = out / f"{stem}.mp4", out / f"{stem}.json", out / f"{stem}.srt"
-    if not (video.exists() and sidecar.exists() and srt.exists()):
+    if not (video.exists() and sidecar.exists() and srt.exists() and (out / f"{stem}.vtt").exists()):
         return None
     try:
         doc = json.loads(sidecar.read_text())
@@ -46,12 +50,17 @@ def _finished(out: Path, stem: str, job_id: str) -> RenderedClip | None:
     return RenderedClip.from_dict(rendered) if isinstance(rendered, dict) else None
 
 
-def _clean_leftovers(out: Path, stem: str) -> None:
+def _clean_leftovers(out: Path, stem: str, attempt: int) -> None:
     # The clip goes first: a crash halfway through this never leaves a clip without its sidecar.
     # The .tmp names are what write_atomic leaves when the process dies mid-write.
-    for name in (f"{stem}.mp4", f".{stem}.part.mp4", f"{stem}.json", f"{stem}.srt",
-                 f".{stem}.json.tmp", f".{stem}.srt.tmp"):
+    for name in (f"{stem}.mp4", f".{stem}.part.mp4", f"{stem}.json", f"{stem}.srt", f"{stem}.vtt",
+                 f".{stem}.json.tmp", f".{stem}.srt.tmp", f".{stem}.vtt.tmp"):
         (out / name).unlink(missing_ok=True)
+    # Parts of earlier attempts only: a later attempt's belongs to whoever holds the job now.
+    for part in out.glob(f".{glob.escape(stem)}.a*.part.mp4"):
+        tag = part.name.removeprefix(f".{stem}.a").removesuffix(".part.mp4")
+        if tag.isdigit() and int(tag) < attempt:
+            part.unlink(missing_ok=True)
 
 
 async def render_stage(ctx: JobContext, res: Resources) -> None:
@@ -59,6 +68,7 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
     media = ctx.need_media()
     transcript = ctx.need_transcript()
     profile = s.profiles[ctx.job.spec.profile]
+    captions_name, captions = _captions(ctx, s)
     out = output_dir(ctx, res)
     done: dict[int, float] = {}
     results: dict[int, RenderedClip] = {}
@@ -75,7 +85,8 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
             done[i] = 1.0
             report()
             return
-        await anyio.to_thread.run_sync(_clean_leftovers, out, stem)
+        await ctx.lease.check()  # files cannot be fenced: never clean up for a job taken over
+        await anyio.to_thread.run_sync(_clean_leftovers, out, stem, ctx.lease.token)
 
         def on_progress(fraction: float) -> None:
             done[i] = fraction
@@ -85,9 +96,10 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
         async with res.render_slots:
             clip = await render_clip(
                 source=source, info=media, plan=plan, crop=crop, profile=profile, encoder=res.encoder,
-                out_dir=out, stem=stem, words=transcript.words, ffmpeg=s.render.ffmpeg,
-                extra_sidecar=_sidecar_extra(ctx, plan.index, stem, out),
-                on_progress=on_progress,
+                out_dir=out, stem=stem, attempt=ctx.lease.token, before_publish=ctx.lease.check,
+                words=transcript.words, ffmpeg=s.render.ffmpeg,
+                extra_sidecar=_sidecar_extra(ctx, plan.index, stem, out, captions_name),
+                on_progress=on_progress, captions=captions,
             )
         await anyio.to_thread.run_sync(_record_rendered, out / f"{stem}.json", clip)
         results[i] = clip
@@ -101,11 +113,21 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
     ctx.rendered = [results[i] for i in sorted(results)]
 
 
-def _sidecar_extra(ctx: JobContext, index: int, stem: str, out: Path) -> dict[str, object]:
+def _captions(ctx: JobContext, s: Settings) -> tuple[str, CaptionStyle | None]:
+    """The caption style the job asked for (``options.captions``), else its profile's."""
+    name = ctx.option("captions", s.profiles[ctx.job.spec.profile].captions)
+    try:
+        return str(name), resolve_style(s.render.caption_styles, name)
+    except ValueError as e:
+        raise MediaError(f"options.{e}") from None
+
+
+def _sidecar_extra(ctx: JobContext, index: int, stem: str, out: Path, captions: str) -> dict[str, object]:
     return {
         "job_id": ctx.id,
         "profile": ctx.job.spec.profile,
         "notes": list(dict.fromkeys(ctx.notes)),
+        "captions": {"style": captions},
     }
 
 

@@ -40,5 +40,5 @@ async def select_stage(ctx: JobContext, res: Resources) -> None:
         ctx.clips = await anyio.to_thread.run_sync(
             lambda: select_clips(transcript, ctx.features, cfg, turns=ctx.turns, max_clips=max_clips)
         )
-        await res.store.put_result("select", key, {"clips": [c.to_dict() for c in ctx.clips]})
+        await ctx.lease.put_result("select", key, {"clips": [c.to_dict() for c in ctx.clips]})
     res.progress(ctx, "select", 1.0)

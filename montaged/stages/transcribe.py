@@ -131,8 +131,8 @@ async def transcribe_stage(ctx: JobContext, res: Resources) -> None:
     async def ear() -> None:
         results["transcript"] = await hear(
             whisper_recv, cloud_recv, job_id=ctx.id, media=media, settings=s, store=res.store,
-            pool=res.whisper, cache=res.cache, budget=res.budget, on_progress=progress,
-            secrets=res.secrets,
+            pool=res.whisper, cache=res.cache.for_job(ctx.lease), on_progress=progress,
+            budget=res.budget.for_claim(ctx.lease.fence), secrets=res.secrets,
         )
         mark("heard")
 
@@ -166,7 +166,7 @@ async def transcribe_stage(ctx: JobContext, res: Resources) -> None:
     ctx.turns = list(results["turns"])
     ctx.notes.extend(transcript.notes)
     ctx.timeline["transcribe"] = timeline
-    await res.store.put_result("transcribe", key, {
+    await ctx.lease.put_result("transcribe", key, {
         "transcript": transcript.to_dict(),
         "features": ctx.features.to_dict() if ctx.features is not None else None,
         "turns": [t.to_dict() for t in ctx.turns],
