@@ -106,6 +106,58 @@ async def test_migrating_twice_is_a_no_op(backend_url: str) -> None:
     await again.close()
 
 
+async def _at_version_1(url: str) -> None:
+    """A store as montaged left it before fencing: schema 1 with a job mid-run and a reservation."""
+    v1 = load_migrations("sqlite" if url.startswith("sqlite") else "postgres")[0].sql
+    job = (
+        "INSERT INTO jobs (id, spec, profile, state, stage, progress, created_at, updated_at, attempts, "
+        "result, worker, lease_until) VALUES ('old', '{\"source\": \"/m/a.mp4\"}', 'vertical', 'running', "
+        "'frame', 0.5, 1, 1, 2, '{}', 'gone:1', 1)"
+    )
+    ledger = (
+        "INSERT INTO cost_ledger (id, job_id, engine, amount, state, created_at, day, month) "
+        "VALUES ('r1', 'old', 'deepgram', 0.5, 'reserved', 1, '2026-11-24', '2026-11')"
+    )
+    version = (
+        "CREATE TABLE schema_version "
+        "(version integer PRIMARY KEY, name text NOT NULL, applied_at float8 NOT NULL)"
+    )
+    if url.startswith("sqlite"):
+        with sqlite3.connect(sqlite_path(url)) as db:
+            db.executescript(v1)
+            db.execute(version.replace("float8", "REAL"))
+            db.execute("INSERT INTO schema_version VALUES (1, 'init', 0)")
+            db.execute(job)
+            db.execute(ledger)
+        return
+    dsn, schema = split_schema(url)
+    pg = await asyncpg.connect(dsn, server_settings={"search_path": str(schema)})
+    try:
+        await pg.execute(f"CREATE SCHEMA {schema}")
+        await pg.execute(v1)
+        await pg.execute(version)
+        await pg.execute("INSERT INTO schema_version VALUES (1, 'init', 0)")
+        await pg.execute(job)
+        await pg.execute(ledger)
+    finally:
+        await pg.close()
+
+
+async def test_upgrade_to_fencing_keeps_jobs_and_money(backend_url: str) -> None:
+    await _at_version_1(backend_url)
+    store = open_store(backend_url)
+    await store.migrate()
+    assert [v for v, _, _ in await versions(backend_url)] == [1, 2]
+    old = await store.get("old")
+    assert old is not None and old.attempts == 2 and old.stage == "frame"
+    assert await store.sweep_reservations() == []  # made outside any claim: never swept
+    # its worker died before the upgrade: a first crash at frame, under a limit of one
+    poisoned = await store.claim("w", 30, max_attempts=1)
+    assert poisoned is not None and poisoned.error_class == "poisoned" and poisoned.error_stage == "frame"
+    await store.settle("r1", 0.25)
+    await store.close()
+
+
 def migrate_together(url: str, tmp_path: Path, processes: int = 3) -> None:
     """Start ``processes`` workers, release them at once into migrate(), check they all succeed."""
     go = tmp_path / "go"
