@@ -22,6 +22,9 @@ from montaged.errors import RenderError
 
 STEREO = "aformat=channel_layouts=stereo"
 """Clips are stereo: a mono source is measured and corrected as the stereo it becomes."""
+CODEC_HEADROOM_DB = 0.6
+"""The limiter aims this far under the ceiling: AAC's reconstruction overshoots the PCM it was
+given by a few tenths of a dB at the true-peak level, and the ceiling is for the clip as written."""
 LRA_FLOOR = 11.0
 """Loudness range target of at least this (LU); a wider range than measured keeps loudnorm linear."""
 
@@ -90,8 +93,9 @@ async def measure(
 def loudnorm_filter(measured: Loudness, *, target: float, true_peak: float) -> str:
     """The encoder's audio filter: ``measured`` brought to ``target`` LUFS under ``true_peak`` dBTP."""
     lra = min(50.0, max(LRA_FLOOR, math.ceil(measured.lra + 1)))
+    tp = max(-9.0, true_peak - CODEC_HEADROOM_DB)
     return (
-        f"{STEREO},loudnorm=I={target}:TP={true_peak}:LRA={lra}"
+        f"{STEREO},loudnorm=I={target}:TP={tp:.2f}:LRA={lra}"
         f":measured_I={measured.integrated:.2f}:measured_TP={measured.true_peak:.2f}"
         f":measured_LRA={measured.lra:.2f}:measured_thresh={measured.threshold:.2f}"
         f":offset={measured.offset:.2f}:linear=true:print_format=none"
