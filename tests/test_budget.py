@@ -180,6 +180,15 @@ async def test_settle_during_an_outage_is_retried(
     await store.close()
 
 
+async def test_a_settle_the_store_refuses_does_not_fail_the_job(store: JobStore) -> None:
+    budget = Budget(store, cfg())
+    r = await budget.reserve("job-1", "deepgram/nova-3", 60.0)
+    assert isinstance(r, Reservation)
+    assert await store.release_reservation(r.id)  # not open any more: the store refuses a settle
+    assert await budget.settle(r, 30.0) == pytest.approx(0.003)  # logged, not raised
+    assert budget.owed == []  # and not retried forever by the sweeper
+
+
 async def test_unknown_price_is_refused(store: JobStore) -> None:
     refused = await Budget(store, cfg()).reserve("j", "deepgram/nova-2", 10.0, now=NOW)
     assert isinstance(refused, Refusal) and "no price for deepgram/nova-2" in refused.reason

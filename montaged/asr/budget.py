@@ -27,7 +27,7 @@ import anyio
 import structlog
 
 from montaged.config import BudgetConfig
-from montaged.errors import StoreUnavailable
+from montaged.errors import StoreError, StoreUnavailable
 from montaged.metrics import BUDGET
 from montaged.money import usd
 from montaged.store import Caps, Fence, JobStore, Reservation, SpendSummary
@@ -176,6 +176,9 @@ class Budget:
             except StoreUnavailable as e:
                 log.info("budget.settle_waits_for_store", reservation=o.reservation.id, error=str(e))
                 return False
+            except StoreError as e:  # not open any more: retrying cannot help, and the job goes on
+                log.error("budget.settle_refused", reservation=o.reservation.id, cost=round(o.actual, 6),
+                          error=str(e))  # fmt: skip
             self._owed.remove(o)
         return True
 
