@@ -40,7 +40,13 @@ PIDS_NAME = "workers.pid"
 WORKER_MODULE = "montaged.procworker"
 
 
-class StateDirLocked(MontageError):
+class StateDirError(MontageError):
+    """The state dir cannot be used (not creatable, not writable)."""
+
+    code = "state_dir"
+
+
+class StateDirLocked(StateDirError):
     """Another live daemon holds the state dir (two would delete each other's scratch)."""
 
     code = "state_dir_locked"
@@ -119,8 +125,14 @@ def _refusal(state_dir: Path) -> StateDirLocked:
 
 
 def _open_lock(state_dir: Path) -> int:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    return os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise StateDirError(
+            f"{state_dir / LOCK_NAME}: cannot create the state dir's lock file ({e.strerror}); make "
+            "paths.state_dir a folder the daemon's user can write"
+        ) from None
 
 
 def check_state_dir_free(state_dir: Path) -> None:

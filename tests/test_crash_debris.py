@@ -23,7 +23,7 @@ import pytest
 from conftest import make_talk_clip
 from daemon_harness import DaemonProcess, request
 
-from montaged.debris import fifo_prefix, own_state_dir, state_token
+from montaged.debris import check_state_dir_free, fifo_prefix, own_state_dir, state_token
 from montaged.errors import MontageError
 
 pytestmark = pytest.mark.anyio
@@ -63,16 +63,27 @@ async def wait_until(check: object, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_the_fifo_prefix_carries_the_state_dirs_mark(tmp_path: Path) -> None:
+async def test_the_fifo_prefix_carries_the_state_dirs_mark(tmp_path: Path) -> None:
     assert fifo_prefix() == "montage-fifo-"  # outside a daemon (tools, tests)
+    seen: list[str] = []
+
+    async def render() -> None:  # a pipeline task started while the daemon holds its state dir
+        seen.append(fifo_prefix())
+
     with own_state_dir(tmp_path / "state") as owner:
         assert fifo_prefix() == f"montage-fifo-{owner.token}-"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(render)
+        assert seen == [fifo_prefix()]
         assert owner.token == state_token(tmp_path / "state") != state_token(tmp_path / "other")
         with pytest.raises(MontageError, match=rf"another montaged \(pid {os.getpid()}\)"), \
                 own_state_dir(tmp_path / "state"):
             pass
     with own_state_dir(tmp_path / "state"):  # released on exit
         pass
+    (tmp_path / "file").touch()
+    with pytest.raises(MontageError, match="cannot create the state dir's lock file"):
+        check_state_dir_free(tmp_path / "file" / "state")
 
 
 async def test_a_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path, talk: Path) -> None:
