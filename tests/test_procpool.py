@@ -301,9 +301,25 @@ async def test_diarizer_worker_killed_mid_file(media_dir: Path, tmp_path: Path) 
 # --- in a real daemon: the vision pool recovers, later jobs succeed -----------------------------
 
 
-async def test_a_daemon_keeps_framing_after_its_vision_worker_is_killed(tmp_path: Path) -> None:
+async def test_a_daemon_keeps_framing_after_its_vision_worker_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
     from conftest import make_talk_clip
     from daemon_harness import JFK, request, running_daemon, wait_state
+
+    from montaged.debris import state_token
+
+    fifo_dirs: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def recording_mkdtemp(*args: Any, **kwargs: Any) -> str:
+        made = mkdtemp(*args, **kwargs)
+        fifo_dirs.append(Path(made).name)
+        return made
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
 
     talks = [make_talk_clip(tmp_path / f"talk{i}.mp4", seconds=5 + i, size="320x180", speech=JFK)
              for i in range(2)]
@@ -327,3 +343,7 @@ async def test_a_daemon_keeps_framing_after_its_vision_worker_is_killed(tmp_path
         assert all(h.healthy for h in daemon.pipeline.res.pool_health())
         second = await request(sock, "submit", path=str(talks[1]), options={"max_clips": 1})
         assert (await wait_state(sock, second["id"], {"done", "failed"}))["state"] == "done"
+    # the renderer's FIFO folders carry the state dir's mark, so a later start can find them
+    mark = f"montage-fifo-{state_token(tmp_path / 'state')}-"
+    assert [d for d in fifo_dirs if d.startswith("montage-fifo-")]
+    assert all(d.startswith(mark) for d in fifo_dirs if d.startswith("montage-fifo-")), fifo_dirs
