@@ -18,7 +18,11 @@ import anyio
 import pytest
 from conftest import make_talk_clip
 from daemon_harness import JFK, DaemonProcess, request, wait_state
+from fake_deepgram import FakeDeepgram, load_fixtures
 from test_fault_drills import check_output_folder
+
+from montaged.store import Caps
+from montaged.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +152,49 @@ async def test_input_that_kills_the_daemon_every_time_is_poisoned(tmp_path: Path
         assert again["state"] == "done" and again["attempts"] == 4
     finally:
         last.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_resumed_job_is_not_refused_its_own_cloud_ear(tmp_path: Path, media_dir: Path) -> None:
+    """The daemon dies while the job streams to Deepgram; its reservation would leave the job cap no
+    room, so before, the resumed job was refused its cloud ear. Now its reservation releases the
+    dead claim's first: the job ends heard by both ears, and nothing stays reserved."""
+    talk = make_talk_clip(tmp_path / "talk.mp4", seconds=12.0, size="320x180", speech=JFK)
+    db = tmp_path / "shared" / "montage.db"
+    async with FakeDeepgram(load_fixtures(["jfk"], media_dir), api_key="dg-key") as fake:
+        fake.stall_after = [4.0]  # the first stream hangs after 4 s of audio: the daemon dies meanwhile
+        env = {
+            **FAST_LEASE, "MONTAGE_STORE__URL": f"sqlite:///{db}", "MONTAGE_DEEPGRAM_API_KEY": "dg-key",
+            "MONTAGE_DEEPGRAM__ENABLED": "true", "MONTAGE_DEEPGRAM__BASE_URL": fake.ws_url,
+            "MONTAGE_DEEPGRAM__TIMEOUT_SECONDS": "60", "MONTAGE_FRAME__ENABLED": "false",
+            "MONTAGE_BUDGET__PRICES_PER_MINUTE": '{"deepgram/nova-3": 0.006}',
+            "MONTAGE_BUDGET__PER_JOB": "0.002",  # room for one 12 s reservation ($0.0012), not two
+        }  # fmt: skip
+        first = DaemonProcess(tmp_path, log_name="first", **env).start()
+        store = SqliteStore(f"sqlite:///{db}")
+        caps = Caps(per_job=0.002, per_day=10.0, per_month=10.0)
+        try:
+            await first.wait_ready(90)
+            job_id = (await request(first.socket, "submit", path=str(talk), options={"max_clips": 1}))["id"]
+            deadline = time.monotonic() + 60
+            while not (fake.sessions and fake.sessions[0].closed.startswith("stalled")):
+                assert time.monotonic() < deadline, "the first stream never started"
+                await anyio.sleep(0.1)
+            assert (await store.spend(caps, job_id=job_id))[0].reserved > 0
+            first.kill()  # mid-stream, its reservation open
+        finally:
+            if first.proc is not None and first.proc.poll() is None:
+                first.kill()
+        second = DaemonProcess(tmp_path, log_name="second", **env).start()
+        try:
+            await second.wait_ready(90)
+            done = await wait_state(second.socket, job_id, {"done", "failed"}, timeout=120)
+        finally:
+            second.stop()
+        assert done["state"] == "done", done
+        assert done["result"]["transcript"]["engine"] == "rover", done["result"]["notes"]
+        assert not [n for n in done["result"]["notes"] if n.startswith("budget:")]
+        assert len(fake.sessions) == 2
+        job = (await store.spend(caps, job_id=job_id))[0]
+        assert job.reserved == 0 and 0 < job.spent <= 0.002
+        await store.close()

@@ -272,7 +272,7 @@ def log_released(rows: list[Reservation], why: str) -> None:
             job_id=r.job_id,
             engine=r.engine,
             amount=round(r.amount, 6),
-            token=r.token,
+            claim=r.token,
             why=why,
         )
 
@@ -289,7 +289,7 @@ SQL_HOLDER = "SELECT attempts, state FROM jobs WHERE id = $1"
 
 def lease_lost(job_id: str, token: int, current: int | None, what: str) -> LeaseLost:
     """The refusal a stale holder gets; logged here so every refused write leaves a trace."""
-    log.warning("store.fenced", job_id=job_id, token=token, current=current, refused=what)
+    log.warning("store.fenced", job_id=job_id, claim=token, current_claim=current, refused=what)
     now = "the job no longer exists" if current is None else f"it is now on claim {current}"
     return LeaseLost(
         f"job {job_id}: {what} refused: claim {token} no longer holds the job ({now}); another "
