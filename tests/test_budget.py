@@ -7,14 +7,16 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
 
 from montaged.asr import budget as budget_module
-from montaged.asr.budget import Budget, Refusal, Tab, summary_dicts, sweep_reservations
+from montaged.asr.budget import Budget, Refusal, Tab, run_sweeper, summary_dicts, sweep_reservations
 from montaged.config import BudgetConfig
 from montaged.errors import LeaseLost
 from montaged.metrics import BUDGET
@@ -131,6 +133,20 @@ async def test_sweeper_releases_what_a_dead_claim_left(store: JobStore) -> None:
     assert [x.id for x in await sweep_reservations(store, budgets=[budget])] == [r.id]
     day = (await budget.summary(now=NOW))[0]
     assert day.reserved == 0 and day.remaining == pytest.approx(0.01)
+
+
+async def test_run_sweeper_keeps_sweeping(store: JobStore) -> None:
+    budget = Budget(store, cfg())
+    job = await _claimed(store, lease=0.3)
+    r = await budget.for_claim(Fence(job.id, job.attempts)).reserve(job.id, "deepgram/nova-3", 60.0)
+    assert isinstance(r, Reservation)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(run_sweeper, store, budgets=[budget], every_seconds=0.1))
+        deadline = time.monotonic() + 10
+        while (await budget.summary(job.id))[0].reserved > 0:  # released once the lease lapses
+            assert time.monotonic() < deadline, "the sweeper never released it"
+            await anyio.sleep(0.1)
+        tg.cancel_scope.cancel()
 
 
 @pytest.fixture
