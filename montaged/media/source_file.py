@@ -2,15 +2,15 @@
 
 A path is checked at submit, but stages read the file minutes or hours later. Reopening it by
 name would follow whatever the name has become: a symlink to a file outside the input roots, or
-another file moved into its place. So every stage opens the media here, once per open:
+another file moved into its place. So each stage opens the media here, once:
 
 - ``O_NOFOLLOW``: a symlink in the last component is refused, not followed;
 - ``fstat`` of what was opened: a regular file, with the device, inode, size and mtime recorded
   at submit (:class:`~montaged.model.MediaIdentity`);
-- the path of what was opened (``/proc/self/fd/N``) lies inside the input roots;
+- where the opened file really lies (the kernel's ``/proc/self/fd/N`` link) is inside the roots;
 
-and the decoder is handed the opened file itself (``/proc/self/fd/N``, which names the open
-file, not a path that can change; ``pass_fds`` carries it into an ffmpeg child).
+and the decoders are handed the opened file itself, ``/proc/<pid>/fd/N``: a name for the open
+file, not a path that can change (see :func:`opened_for_stage`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import av
-import av.container
 
 from montaged.errors import MediaError, MontageError
 from montaged.model import JobSpec, MediaIdentity
@@ -90,26 +86,13 @@ class SourceFile:
         return shown(self.path)
 
 
-MediaPath = Path | SourceFile
-"""What the decoders accept: a checked job source, or a plain path (tools, tests)."""
-
-
-def source_path(source: MediaPath) -> Path:
-    return source.path if isinstance(source, SourceFile) else Path(source)
-
-
 class OpenedSource:
-    """An open, checked media file. ``url`` names it for FFmpeg in this process (and in a child
-    started with ``pass_fds=[fd]``); close it once the decoder has opened its own handle."""
+    """An open, checked media file (``fd``), with its ``fstat`` as checked."""
 
     def __init__(self, fd: int, path: Path, st: os.stat_result) -> None:
         self.fd = fd
         self.path = path
         self.stat = st
-
-    @property
-    def url(self) -> str:
-        return str(FD_DIR / str(self.fd))
 
     def pread(self, size: int, offset: int = 0) -> bytes:
         return os.pread(self.fd, size, offset)
@@ -128,7 +111,7 @@ class OpenedSource:
         self.close()
 
 
-def open_source(source: MediaPath) -> OpenedSource:
+def open_source(source: SourceFile | Path) -> OpenedSource:
     """Open ``source`` and check what was opened (see the module docstring); raise a MediaError
     that names the file and says what to do when it is not what was submitted."""
     src = source if isinstance(source, SourceFile) else SourceFile(Path(source))
@@ -217,9 +200,3 @@ def _rename(e: BaseException, alias: re.Pattern[str], name: str) -> None:
             _rename(inner, alias, name)
     elif isinstance(e, MontageError):
         e.args = tuple(alias.sub(name, a) if isinstance(a, str) else a for a in e.args)
-
-
-def open_container(source: MediaPath, **options: Any) -> av.container.InputContainer:
-    """``av.open`` of the checked file: FFmpeg opens the descriptor, never the name again."""
-    with open_source(source) as opened:
-        return av.open(opened.url, mode="r", **options)

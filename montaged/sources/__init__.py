@@ -8,6 +8,7 @@ of a file's content, hashing that notices a write, rename without overwriting).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -128,3 +129,10 @@ def move_into(src: Path, folder: Path, note: str | None = None) -> Path | None:
         except OSError as e:
             log.error("error note not written", code="note_not_written", path=shown(dst), error=e.strerror)
     return dst
+
+
+def error_code(e: BaseException) -> str:
+    """A short stable code for a contained error (the errno name for OS errors)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"os_{errno.errorcode.get(e.errno, e.errno)}".lower()
+    return str(getattr(e, "code", "")) or type(e).__name__.lower()

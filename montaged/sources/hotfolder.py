@@ -13,13 +13,11 @@ restart does not read every file again): a second drop is logged and recorded as
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -35,7 +33,8 @@ from montaged.intake import SubmitError, Submitter, check_path_text, check_sourc
 from montaged.media.source_file import shown
 from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
-from montaged.sources import Backoff, Sig, hash_file, move_into, openable, stat_regular
+from montaged.sources import Backoff, Sig, error_code, hash_file, move_into, openable, stat_regular
+from montaged.sources.folders import Folder, on_job_finished, resolve_folders
 
 log = structlog.get_logger(__name__)
 
@@ -56,25 +55,6 @@ MTIME_SLACK_SECONDS = 0.02
 """Kernels stamp mtimes from a coarse clock (up to a scheduler tick behind the write)."""
 WATCH_DEBOUNCE_MS = 300
 """Longest batching of change events (watchfiles' default 1.6 s would delay settling)."""
-
-
-@dataclass(frozen=True)
-class Folder:
-    watched: Path
-    processing: Path
-    done: Path
-    failed: Path
-
-
-def resolve_folders(cfg: HotFolderConfig) -> list[Folder]:
-    def under(base: Path, sub: Path) -> Path:
-        return (sub if sub.is_absolute() else base / sub).resolve()
-
-    out = []
-    for raw in cfg.paths:
-        w = raw.expanduser().resolve()
-        out.append(Folder(w, under(w, cfg.processing_dir), under(w, cfg.done_dir), under(w, cfg.failed_dir)))
-    return out
 
 
 def _same_file(job: Job, source: str, sig: Sig) -> bool:
@@ -563,53 +543,12 @@ async def run_hotfolder(
     await HotFolder(cfg, submitter, paused=paused).run(task_status=task_status)
 
 
-async def on_job_finished(cfg: HotFolderConfig, job: Job) -> None:
-    """With ``after = "move"``, move an ended job's file from processing/ to done/ or failed/.
-
-    Never raises for one job's file: a folder that cannot be written, a file system error, a job
-    record of an unexpected shape are logged with a code and counted, and the file stays in
-    processing/, where the next sweep (every ``rescan_seconds``) tries again.
-    """
-    try:
-        await _move_finished(cfg, job)
-    except Exception as e:
-        INTAKE_ERRORS.labels(task="hotfolder_results", code=_code(e)).inc()
-        log.error("hot folder original not moved; the next sweep retries", code=_code(e), job_id=job.id,
-                  source=shown(str(job.spec.source)), error=f"{type(e).__name__}: {str(e)[:300]}")
-
-
-async def _move_finished(cfg: HotFolderConfig, job: Job) -> None:
-    if cfg.after != "move" or job.state not in TERMINAL_STATES:
-        return
-    src = Path(job.spec.source)
-    folders = await anyio.to_thread.run_sync(resolve_folders, cfg)
-    folder = next((f for f in folders if src.parent == f.processing), None)
-    if folder is None:
-        return  # not a file this hot folder moved
-    if job.state == JobState.DONE:
-        target, note = folder.done, None
-    else:
-        why = (f"{job.error_class}: {job.error_message} (stage {job.error_stage})"
-               if job.state == JobState.FAILED else "cancelled")
-        target, note = folder.failed, f"job {job.id} {job.state}: {why}"
-    moved = await anyio.to_thread.run_sync(move_into, src, target, note)
-    if moved is not None:
-        log.info("hot folder original moved", job_id=job.id, to=shown(moved), state=str(job.state))
-
-
-def _code(e: BaseException) -> str:
-    """A short stable code for a contained error (the errno name for OS errors)."""
-    if isinstance(e, OSError) and e.errno is not None:
-        return f"os_{errno.errorcode.get(e.errno, e.errno)}".lower()
-    return str(getattr(e, "code", "")) or type(e).__name__.lower()
-
-
 async def _contained(task: str, path: Path | None, work: Awaitable[None]) -> None:
     """Run one file's (or one pass's) work; an error ends that work alone, logged and counted.
     The next rescan looks at the file again, so a passing fault (a full disk) heals."""
     try:
         await work
     except Exception as e:
-        INTAKE_ERRORS.labels(task=f"hotfolder_{task}", code=_code(e)).inc()
-        log.error("hot folder error contained", code=_code(e), task=task,
+        INTAKE_ERRORS.labels(task=f"hotfolder_{task}", code=error_code(e)).inc()
+        log.error("hot folder error contained", code=error_code(e), task=task,
                   path=shown(path) if path is not None else None, error=f"{type(e).__name__}: {str(e)[:300]}")
