@@ -32,9 +32,10 @@ from services import own_redis
 
 from montaged.config import HotFolderConfig, RedisIntakeConfig
 from montaged.events import EventBus
-from montaged.intake import Submitter
+from montaged.intake import SubmitError, Submitter
+from montaged.media.source_file import MediaChanged, SourceFile, UnreadableSource, identity_of, open_source
 from montaged.metrics import REGISTRY
-from montaged.model import Job, JobSpec, JobState
+from montaged.model import Job, JobSpec, JobState, MediaIdentity
 from montaged.sources.hotfolder import on_job_finished
 from montaged.sources.redis_stream import RedisIntake
 from montaged.store import open_store
@@ -455,3 +456,95 @@ def test_fuzzed_intake_entries_all_end_and_the_daemon_keeps_serving(
         daemon.stop()
         r.close()
         outside.unlink(missing_ok=True)
+
+
+# ---- the validation and the checked open, without a daemon --------------------------------------
+
+
+async def test_every_field_is_bounded_before_the_filesystem_is_touched(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    store = open_store(sqlite_url)
+    await store.migrate()
+    media = tmp_path / "talk.mp4"
+    media.write_bytes(b"x" * 10)
+    sub = Submitter(store, EventBus(), input_roots=[tmp_path], profiles=["vertical"],
+                    output_roots=[tmp_path / "out"])
+    good = JobSpec(source=str(media), options={"max_clips": 3, "nested": {"a": [1, 2.5, None, True]}})
+    checked = sub.check(good)
+    assert checked.media is not None
+    assert (checked.media.size, checked.media.inode) == (10, media.stat().st_ino)
+    bad: list[tuple[JobSpec, str]] = [
+        (JobSpec(source="~nosuchuser/talk.mp4"), "not an absolute path"),
+        (JobSpec(source=str(tmp_path) + "/a\x00b"), "NUL"),
+        (JobSpec(source=str(tmp_path) + "/talk-\udcff.mp4"), "talk-\\xff.mp4: the name is not valid UTF-8"),
+        (JobSpec(source=str(tmp_path) + "/" + "n" * 256), "more than a file name may be"),
+        (JobSpec(source=str(tmp_path) + "/a" * 2100), "more than a path may be"),
+        (JobSpec(source=str(tmp_path) + "/a\tb.mp4"), "control characters"),
+        (JobSpec(source=str(media), profile="nope"), "not configured"),
+        (JobSpec(source=str(media), profile=7), "must be a string"),  # type: ignore[arg-type]
+        (JobSpec(source=str(media), options=[1]), "must be a JSON object"),  # type: ignore[arg-type]
+        (JobSpec(source=str(media), options={"a": float("nan")}), "not a finite number"),
+        (JobSpec(source=str(media), options={"a": 2**70}), "does not fit 64 bits"),
+        (JobSpec(source=str(media), options={"a": object()}), "not a JSON value"),
+        (JobSpec(source=str(media), options={"k" * 200: 1}), "longer than 128 bytes"),
+        (JobSpec(source=str(media), options={"a": "x" * 70_000}), "options are small values"),
+        (JobSpec(source=str(media), options={"a": ["y" * 1000] * 100}), "more than 65536"),
+        (JobSpec(source=str(media), options={"hotfolder": {}}), "recorded by the hotfolder intake"),
+        (JobSpec(source=str(media), origin="mail"), "origin"),
+        (JobSpec(source=str(media), output_dir="/etc"), "outside the output folder"),
+        (JobSpec(source=str(media), output_dir="~root"), "not an absolute path"),
+    ]
+    deep: dict[str, Any] = {}
+    for _ in range(10):
+        deep = {"a": deep}
+    bad.append((JobSpec(source=str(media), options=deep), "nested deeper than 8"))
+    for spec, words in bad:
+        with pytest.raises(SubmitError) as err:
+            sub.check(spec)
+        assert words in str(err.value), (spec, str(err.value))
+        str(err.value).encode("utf-8")  # every message is printable text
+    await store.close()
+
+
+def test_a_spec_stored_before_identities_still_loads() -> None:
+    old = {"source": "/m/a.mp4", "profile": "vertical", "origin": "socket", "options": {}, "output_dir": None}
+    assert JobSpec.from_dict(old).media is None
+    ident = MediaIdentity(1, 2, 3, 4)
+    spec = JobSpec(source="/m/a.mp4", media=ident)
+    assert JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert JobSpec.from_dict({**old, "media": {"device": "x"}}).media is None
+
+
+def test_the_checked_open_refuses_what_the_path_has_become(tmp_path: Path) -> None:
+    root, outside_dir = tmp_path / "in", tmp_path / "elsewhere"
+    root.mkdir()
+    outside_dir.mkdir()
+    media = root / "talk.mp4"
+    media.write_bytes(b"media")
+    ident = identity_of(media.stat())
+    src = SourceFile(media, ident, (root,))
+    with open_source(src) as opened:
+        assert opened.pread(5) == b"media"
+    fifo = root / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(UnreadableSource, match="not a regular file"):
+        open_source(SourceFile(fifo, None, (root,)))  # refused at once, never blocks on the FIFO
+    # a folder of the path swapped for a link out of the roots: the opened file's real place counts
+    sub = root / "sub"
+    sub.mkdir()
+    (sub / "a.mp4").write_bytes(b"a")
+    inner = SourceFile(sub / "a.mp4", identity_of((sub / "a.mp4").stat()), (root,))
+    shutil.move(str(sub / "a.mp4"), outside_dir / "a.mp4")
+    sub.rmdir()
+    sub.symlink_to(outside_dir)
+    with pytest.raises(MediaChanged, match="outside the input roots"):
+        open_source(inner)
+    os.utime(media, ns=(1, 1))
+    with pytest.raises(MediaChanged, match="has changed since it was submitted"):
+        open_source(src)
+    media.unlink()
+    with pytest.raises(MediaChanged, match="no longer exists"):
+        open_source(src)
+    with pytest.raises(UnreadableSource, match="not valid UTF-8"):
+        open_source(SourceFile(Path(os.fsdecode(bytes(root) + b"/\xff.mp4"))))
