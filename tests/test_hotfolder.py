@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from montaged.media.probe import content_hash
 from montaged.model import JobEvent, JobSpec, JobState
 from montaged.sources.hotfolder import on_job_finished, run_hotfolder
 from montaged.store import JobStore, open_store
+from montaged.store.sqlite import SqliteStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -284,3 +286,27 @@ async def test_move_sweeps_jobs_ended_elsewhere(tmp_path: Path, sqlite_url: str,
             assert (inbox / "processing" / "b.mp4").exists()
             assert r.kinds("job.submitted") == [] and r.kinds("hotfolder.duplicate") == []
         assert len(await r.store.list()) == 3
+
+
+async def test_store_outage_keeps_the_drop_waiting_not_failed(tmp_path: Path, clips: list[Path]) -> None:
+    """The store refuses writes for 2 s (another process holds SQLite's write lock): the settled
+    file waits in processing/ (never failed/), and becomes a job once the store answers."""
+    db = tmp_path / "montage.db"
+    inbox = tmp_path / "in"
+    cfg = hot_cfg(inbox, after="move")
+    async with rig(tmp_path, f"sqlite:///{db}") as r:
+        r.store = r.submitter.store = SqliteStore(f"sqlite:///{db}", busy_timeout=0.2)
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            async with r.hotfolder(cfg):
+                shutil.copyfile(clips[0], inbox / "a.mp4")
+                await r.wait_for(lambda: (inbox / "processing" / "a.mp4").exists())
+                await anyio.sleep(2.0)
+                assert await r.store.list() == [] and not (inbox / "failed").joinpath("a.mp4").exists()
+                lock.execute("ROLLBACK")
+                await r.wait_for(lambda: r.kinds("job.submitted"), timeout=20)
+                assert (inbox / "processing" / "a.mp4").exists() and len(await r.store.list()) == 1
+        finally:
+            lock.close()
+            await r.store.close()
