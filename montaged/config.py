@@ -496,6 +496,19 @@ def _default_caption_styles() -> dict[str, CaptionStyle]:
     }
 
 
+class QualityLimits(Section):
+    """Below these a clip is flagged ``quality`` with a note saying why (it is still written)."""
+
+    low_word_confidence: float = Field(0.5, ge=0, le=1)
+    """A word recognised with less confidence than this counts as low-confidence."""
+    min_mean_confidence: float = Field(0.7, ge=0, le=1)
+    """Flag a clip whose words' mean confidence is lower (mumbled, noisy or misheard speech)."""
+    max_low_confidence_share: float = Field(0.2, ge=0, le=1)
+    """Flag a clip where a larger share of the words is low-confidence."""
+    loudness_tolerance_lu: float = Field(1.0, gt=0)
+    """Flag a clip whose loudness ends further than this from the profile's target (LU)."""
+
+
 class RenderConfig(Section):
     encoder: Literal["auto", "h264_nvenc", "hevc_nvenc", "libx264"] = "auto"
     """``auto`` really opens NVENC at start-up and falls back to libx264."""
@@ -509,6 +522,8 @@ class RenderConfig(Section):
     """ffmpeg executable (Debian's, or imageio-ffmpeg's)."""
     caption_styles: dict[str, CaptionStyle] = Field(default_factory=_default_caption_styles)
     """Named caption looks that profiles and jobs pick by name."""
+    quality: QualityLimits = Field(default_factory=QualityLimits)
+    """When a finished clip is flagged ``quality`` (sidecar, ``montagectl show``, metrics)."""
 
     @field_validator("caption_styles", mode="before")
     @classmethod

@@ -79,3 +79,24 @@ CONTROL_ACCEPT_ERRORS = Counter(
     "montage_control_accept_errors_total", "accept() failures on the control socket (EMFILE, ...)",
     ["errno"], registry=REGISTRY,
 )
+CLIP_WORD_CONFIDENCE = Histogram(
+    "montage_clip_word_confidence", "Mean recognition confidence of the words in each clip",
+    buckets=(0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0), registry=REGISTRY,
+)
+CLIP_LOW_CONFIDENCE_SHARE = Histogram(
+    "montage_clip_low_confidence_share",
+    "Share of each clip's words under render.quality.low_word_confidence",
+    buckets=(0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0), registry=REGISTRY,
+)
+CLIP_LOUDNESS = Histogram(
+    "montage_clip_loudness_lufs", "Integrated loudness of each clip as written (LUFS)",
+    buckets=(-30, -24, -20, -18, -16, -15, -14.5, -14, -13.5, -13, -12, -10), registry=REGISTRY,
+)
+CLIP_TRUE_PEAK = Histogram(
+    "montage_clip_true_peak_dbtp", "True peak of each clip as written (dBTP)",
+    buckets=(-9, -6, -3, -2, -1.5, -1, -0.5, 0, 1), registry=REGISTRY,
+)
+CLIPS_ASSESSED = Counter(
+    "montage_clips_assessed_total", "Clips assessed for quality, by whether they were flagged", ["flagged"],
+    registry=REGISTRY,
+)

@@ -189,6 +189,7 @@ class RenderedClip(Record):
     height: int
     frames: int
     seconds: float  # wall time spent rendering
+    quality: dict[str, Any] | None = None  # montaged.render.quality.assess: measures, warnings, flags
 
 
 @dataclass(frozen=True)

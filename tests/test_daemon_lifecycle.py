@@ -36,6 +36,8 @@ def _assert_clean_outputs(out: Path, clips: list[dict]) -> None:
     for c in clips:
         doc = json.loads(Path(c["sidecar_path"]).read_text())
         assert abs(doc["clip"]["end"] - doc["clip"]["start"] - (c["end"] - c["start"])) < 0.05
+        assert doc["quality"]["mean_word_confidence"] is not None and doc["captions"]["style"] == "bold"
+        assert abs(doc["loudness"]["output"]["integrated_lufs"] - doc["loudness"]["target_lufs"]) <= 1.0
 
 
 async def _wait_for_stage(sock: Path, job_id: str, stage: str, timeout: float = 120) -> None:

@@ -204,6 +204,24 @@ def print_clip(console: Console, clip: dict[str, Any]) -> None:
                   f"{escape(str(clip.get('path', '?')))}", highlight=False)
     if clip.get("reason"):
         console.print(f"      {escape(str(clip['reason']))}", highlight=False, style="dim")
+    if isinstance(q := clip.get("quality"), dict):
+        console.print(f"      {escape(quality_line(q))}", highlight=False,
+                      style="yellow" if q.get("flags") else "dim")
+
+
+def quality_line(q: dict[str, Any]) -> str:
+    """One line of a clip's quality measures; flagged clips say why."""
+
+    def num(key: str, fmt: str) -> str:
+        v = q.get(key)
+        return format(v, fmt) if isinstance(v, int | float) else "-"
+
+    line = (f"quality: words {num('mean_word_confidence', '.2f')} mean confidence, "
+            f"{num('low_confidence_share', '.0%')} low; sound {num('loudness_lufs', '.1f')} LUFS, "
+            f"peak {num('true_peak_dbtp', '.1f')} dBTP")
+    if q.get("warnings"):
+        line += "  [" + ", ".join(map(str, q.get("flags") or [])) + "] " + "; ".join(map(str, q["warnings"]))
+    return line
 
 
 def print_outcome(console: Console, job: dict[str, Any]) -> None:

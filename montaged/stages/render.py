@@ -7,6 +7,7 @@ left behind, so the output folder never holds a duplicate or a truncated clip.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import re
@@ -15,10 +16,11 @@ from pathlib import Path
 import anyio
 import structlog
 
-from montaged.config import CaptionStyle, Settings
+from montaged.config import CaptionStyle, QualityLimits, Settings
 from montaged.errors import MediaError
 from montaged.media.source_file import opened_for_stage
 from montaged.model import RenderedClip
+from montaged.render import quality
 from montaged.render.captions import resolve_style
 from montaged.render.encode import render_clip
 from montaged.stages.context import JobContext, Resources
@@ -101,7 +103,11 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
                 extra_sidecar=_sidecar_extra(ctx, plan.index, stem, out, captions_name),
                 on_progress=on_progress, captions=captions,
             )
-        await anyio.to_thread.run_sync(_record_rendered, out / f"{stem}.json", clip)
+        clip = await anyio.to_thread.run_sync(_record_rendered, out / f"{stem}.json", clip, s.render.quality)
+        if clip.quality is not None:
+            quality.observe(clip.quality)
+            if clip.quality["warnings"]:
+                ctx.notes.append(f"clip {i + 1}: quality: " + "; ".join(clip.quality["warnings"]))
         results[i] = clip
         done[i] = 1.0
         report()
@@ -131,10 +137,14 @@ def _sidecar_extra(ctx: JobContext, index: int, stem: str, out: Path, captions: 
     }
 
 
-def _record_rendered(sidecar: Path, clip: RenderedClip) -> None:
-    """Add the render record to the sidecar so a resumed job can trust the finished clip."""
+def _record_rendered(sidecar: Path, clip: RenderedClip, limits: QualityLimits) -> RenderedClip:
+    """Add the clip's quality and the render record to the sidecar, so a resumed job can trust
+    the finished clip; return the clip with its quality."""
     from montaged.render.sidecar import write_atomic
 
     doc = json.loads(sidecar.read_text())
+    doc["quality"] = quality.assess(doc, limits)
+    clip = dataclasses.replace(clip, quality=doc["quality"])
     doc["rendered"] = clip.to_dict()
     write_atomic(sidecar, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    return clip
