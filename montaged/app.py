@@ -18,7 +18,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 
-from montaged import metrics
+from montaged import metrics, sdnotify
 from montaged.backoff import Backoff
 from montaged.config import Secrets, Settings
 from montaged.control.handlers import ControlOps, Stats
@@ -69,6 +69,7 @@ class Daemon:
         self._store_ok = False
         self.probe: ServiceProbe | None = None
         self.supervisor = Supervisor()
+        self.notifier = sdnotify.Notifier.from_env()  # no-op outside systemd's Type=notify
 
     # ---- health ------------------------------------------------------------------------------
 
@@ -91,6 +92,7 @@ class Daemon:
             log.info("shutting down: intake stopped, running stages may finish",
                      grace_seconds=self.settings.daemon.shutdown_grace_seconds)
             self._intake_scope.cancel()
+            self.notifier.stopping(self._sd_status())
             if self.pipeline is not None:
                 self.pipeline.drain()
             if self._tg is not None:
@@ -117,6 +119,8 @@ class Daemon:
         s = self.settings
         async with anyio.create_task_group() as outer:
             self._tg = outer
+            # not supervised: if the loop itself is stuck, the pings must stop and systemd restart us
+            outer.start_soon(sdnotify.watchdog_loop, self.notifier, self._sd_status)
             if self.handle_signals:
                 outer.start_soon(self._signals)
             if s.metrics.enabled:
@@ -158,11 +162,15 @@ class Daemon:
                 self.pipeline.drain()
             await tg.start(self.pipeline.run)
             self.ready.set()
+            self.notifier.ready(self._sd_status())
             log.info("montaged ready", socket=str(s.control.socket()), store=s.store_url().split("@")[-1],
                      worker=self.pipeline.worker, encoder=res.encoder.name, whisper=res.whisper.model_name,
                      stage_workers=self.pipeline.workers)
             await self._wait_pipeline_done()
             tg.cancel_scope.cancel()
+
+    def _sd_status(self) -> str:
+        return sdnotify.daemon_status(self.health(), paused=bool(self.pipeline and self.pipeline.paused))
 
     def _redis_urls(self) -> list[str]:
         s = self.settings

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from montaged import app
 from montaged.control import protocol as p
-from montaged.control.client import ControlClient
+from montaged.control.client import ControlClient, DaemonUnreachable
 from montaged.control.peers import SocketFolderUnsafe, prepare_folder
 from montaged.control.server import ControlServer
 from montaged.metrics import CONTROL_DROPPED
@@ -162,6 +162,8 @@ async def test_cap_and_timeouts(tmp_path: Path, wired: Any) -> None:
                 [refused] = await _eof(extra)
             assert _code(refused) == "too_many_connections" and "control.max_connections" in \
                 refused["error"]["message"]
+            with pytest.raises(DaemonUnreachable, match=r"serves 4 control connections.*too_many_conn"):
+                await _ping(sock)  # what montagectl and the TUI show (montagectl: exit 3)
 
             # streams[0] subscribes (a listener may stay silent), [1] idles, [2] sends half a line
             await streams[0].send(b'{"id":1,"op":"subscribe"}\n')

@@ -126,7 +126,10 @@ class ControlClient:
         try:
             await self._stream.send(encode(body))
         except (anyio.BrokenResourceError, OSError) as e:
-            raise DaemonUnreachable(f"lost the connection to montaged at {self.path}: {e}") from None
+            with anyio.move_on_after(1):  # the daemon may have said why it hung up: read that first
+                await self.closed.wait()
+            why = self.goodbye or str(e) or type(e).__name__
+            raise DaemonUnreachable(f"lost the connection to montaged at {self.path}: {why}") from None
         with recv, anyio.fail_after(self.timeout):
             try:
                 reply = await recv.receive()
