@@ -69,6 +69,7 @@ class Daemon:
         self._store_ok = False
         self.probe: ServiceProbe | None = None
         self.supervisor = Supervisor()
+        self._res: Resources | None = None
         self.notifier = sdnotify.Notifier.from_env()  # no-op outside systemd's Type=notify
 
     # ---- health ------------------------------------------------------------------------------
@@ -78,6 +79,9 @@ class Daemon:
         redis_ok = self.probe.redis_ok if self.probe is not None else None
         ready = self.ready.is_set()
         down = self.supervisor.degraded()
+        if self._res is not None:
+            down |= {f"pool:{p.name}": f"replacing a dead worker ({p.ready} of {p.workers} ready)"
+                     for p in self._res.pool_health() if not p.healthy and not self._stopping}
         healthy = ready and store_ok and redis_ok is not False and not down and not self._stopping
         return {"status": "ok" if healthy else "degraded", "ready": ready, "store": store_ok,
                 "redis": redis_ok, "stopping": bool(self._stopping), "degraded": down,
@@ -142,6 +146,7 @@ class Daemon:
     async def _serve(self, res: Resources) -> None:
         s = self.settings
         assert self.store is not None
+        self._res = res
         self.submitter = Submitter(self.store, self.bus, input_roots=s.paths.input_roots, profiles=s.profiles)
         self.pipeline = Pipeline(s, self.store, self.bus, res, worker=s.daemon.worker_name)
         self.submitter.set_wake(self.pipeline.wake)

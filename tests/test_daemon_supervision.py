@@ -5,6 +5,8 @@ says which part is down while it waits. The fault is injected into the stats loo
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import anyio
@@ -62,3 +64,22 @@ async def test_a_crashing_side_task_is_restarted_and_reported(
                     if line.startswith('montage_task_restarts_total{task="stats"}')]
         assert restarts and float(restarts[0].split()[-1]) >= 3
         assert daemon.supervisor.restarts()["stats"] >= 3
+
+
+async def test_health_says_degraded_while_a_dead_pool_worker_is_replaced(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path, MONTAGE_FRAME__ENABLED="false") as daemon:
+        assert daemon.metrics_port and daemon._res is not None
+        pool = daemon._res.whisper.pool
+        victim = pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        seen: set[str] = set()
+        with anyio.fail_after(60):  # replacing a worker reloads its model: 1-3 s measured
+            while True:
+                _, body = await _get(daemon.metrics_port, "/healthz")
+                health = json.loads(body)
+                seen |= set(health["degraded"])
+                if seen and health["status"] == "ok":
+                    break
+                await anyio.sleep(0.02)
+        assert seen == {"pool:whisper"}
+        assert victim not in pool.pids and len(pool.pids) == 1
