@@ -255,6 +255,7 @@ class StoreContract:
             store.fail(job_id, stage="render", error_class="internal", message="stale", token=old),
             store.release(job_id, stopped_at="render", token=old),
             store.put_result("select", "k-stale", {"by": "stale"}, fence=Fence(job_id, old)),
+            store.set_content_hash(job_id, "stale-hash", token=old),
         ]
         for write in stale_writes:
             with pytest.raises(
@@ -267,6 +268,7 @@ class StoreContract:
         now = await store.get(job_id)
         assert now is not None and now.state is JobState.RUNNING and now.worker == "fresh"
         assert (now.stage, now.progress, now.error_class, now.result) == ("render", 0.9, None, {})
+        assert now.content_hash is None
         # the current holder goes on as if nothing happened
         assert await store.heartbeat(job_id, "fresh", 30, token=new) is True
         await store.put_result("select", "k", {"by": "fresh"}, fence=Fence(job_id, new))

@@ -20,6 +20,6 @@ async def probe_stage(ctx: JobContext, res: Resources) -> None:
     ctx.media = info
     ctx.keys["probe"] = info.content_hash
     if ctx.job.content_hash != info.content_hash:
-        await res.store.set_content_hash(ctx.id, info.content_hash)
+        await ctx.lease.set_content_hash(info.content_hash)
     await ctx.lease.put_result("probe", info.content_hash, info.to_dict())
     res.progress(ctx, "probe", 1.0)

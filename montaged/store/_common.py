@@ -205,7 +205,10 @@ SQL_SUBMIT = (
     "INSERT INTO jobs (id, spec, profile, state, progress, created_at, updated_at, attempts, content_hash) "
     f"VALUES ($1, $2, $3, 'queued', 0, $4, $4, 0, $5) RETURNING {JOB_COLUMNS}"
 )
-SQL_SET_HASH = "UPDATE jobs SET content_hash = $2, updated_at = $3 WHERE id = $1"
+SQL_SET_HASH = (
+    "UPDATE jobs SET content_hash = $2, updated_at = $3 WHERE id = $1 "
+    "AND (CAST($4 AS INTEGER) IS NULL OR attempts = CAST($4 AS INTEGER))"
+)
 # Prefer a finished job (its outputs exist), else the newest one still on its way.
 SQL_FIND_BY_HASH = (
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE content_hash = $1 AND profile = $2 "

@@ -64,6 +64,9 @@ class JobLease:
     async def release(self, *, stopped_at: str) -> None:
         await self.store.release(self.job_id, stopped_at=stopped_at, token=self.token)
 
+    async def set_content_hash(self, content_hash: str) -> None:
+        await self.store.set_content_hash(self.job_id, content_hash, token=self.token)
+
     async def put_result(self, stage: str, key: str, payload: dict[str, Any]) -> None:
         await self.store.put_result(stage, key, payload, fence=self.fence)
 

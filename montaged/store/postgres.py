@@ -353,8 +353,13 @@ class PostgresStore(c.Transitions):
         )
         return await self._count(sql, job_id, worker, lease_seconds, token) == 1
 
-    async def set_content_hash(self, job_id: str, content_hash: str) -> None:
-        await self._count(c.SQL_SET_HASH, job_id, content_hash, time.time())
+    async def set_content_hash(self, job_id: str, content_hash: str, *, token: int | None = None) -> None:
+        async with self._tx() as conn:
+            status = await conn.execute(c.SQL_SET_HASH, job_id, content_hash, time.time(), token)
+            if status == "UPDATE 0" and token is not None:
+                c.check_holder(
+                    await conn.fetchrow(c.SQL_HOLDER, job_id), Fence(job_id, token), "content hash"
+                )
 
     async def find_by_hash(self, content_hash: str, profile: str) -> Job | None:
         rows = await self._fetch(c.SQL_FIND_BY_HASH, content_hash, profile)

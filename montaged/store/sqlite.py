@@ -374,8 +374,15 @@ class SqliteStore(c.Transitions):
         )
         return bool(await self._exec(sql, job_id, worker, time.time() + lease_seconds, token) == 1)
 
-    async def set_content_hash(self, job_id: str, content_hash: str) -> None:
-        await self._exec(c.SQL_SET_HASH, job_id, content_hash, time.time())
+    async def set_content_hash(self, job_id: str, content_hash: str, *, token: int | None = None) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):
+                changed = _q(conn, c.SQL_SET_HASH, job_id, content_hash, time.time(), token).rowcount
+                if changed == 0 and token is not None:
+                    holder = _q(conn, c.SQL_HOLDER, job_id).fetchone()
+                    c.check_holder(holder, Fence(job_id, token), "content hash")
+
+        await self._run(run)
 
     async def find_by_hash(self, content_hash: str, profile: str) -> Job | None:
         rows = await self._exec(c.SQL_FIND_BY_HASH, content_hash, profile, rows=True)
