@@ -147,7 +147,8 @@ class Daemon:
         s = self.settings
         assert self.store is not None
         self._res = res
-        self.submitter = Submitter(self.store, self.bus, input_roots=s.paths.input_roots, profiles=s.profiles)
+        self.submitter = Submitter(self.store, self.bus, input_roots=s.paths.input_roots, profiles=s.profiles,
+                                   output_roots=[s.paths.outputs()])
         self.pipeline = Pipeline(s, self.store, self.bus, res, worker=s.daemon.worker_name)
         self.submitter.set_wake(self.pipeline.wake)
         self.submitter.poke = self.pipeline.poke  # type: ignore[method-assign]

@@ -250,6 +250,8 @@ class Submitter:
     def _check_output_dir(self, value: str | None) -> str | None:
         if value is None or self.output_roots is None:
             return value
+        if not Path(value).is_absolute():
+            raise SubmitError(f"output_dir {_clip(value)}: give an absolute path")
         resolved = Path(value).resolve()
         allowed = [Path(a).expanduser().resolve() for a in (*self.output_roots, *self.input_roots)]
         if not any(resolved.is_relative_to(a) for a in allowed):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -15,7 +13,7 @@ from montaged.asr.budget import Budget, summary_dicts
 from montaged.config import Secrets, Settings
 from montaged.control import protocol as p
 from montaged.errors import MontageError, StoreUnavailable
-from montaged.intake import SubmitError, Submitter, screen
+from montaged.intake import SubmitError, Submitter
 from montaged.model import JobSpec, JobState
 from montaged.pipeline import Pipeline
 from montaged.render.sidecar import montage_version
@@ -146,22 +144,6 @@ class ControlOps:
             raise p.ProtocolError(p.NOT_FOUND, f"no job {job_id!r}; `montagectl list` shows the jobs")
         return job
 
-    def _output_dir(self, value: str | None) -> str | None:
-        if value is None:
-            return None
-        out = Path(value)
-        if not out.is_absolute():
-            raise p.ProtocolError(p.BAD_REQUEST, f"output_dir {value!r}: give an absolute path")
-        allowed = [self.settings.paths.outputs(), *self.settings.paths.input_roots]
-        resolved = out.expanduser().resolve()
-        if not any(resolved.is_relative_to(Path(a).expanduser().resolve()) for a in allowed):
-            raise p.ProtocolError(
-                "bad_submission",
-                f"output_dir {value!r} is outside the output folder and the input roots; choose a folder"
-                " under one of them",
-            )
-        return str(resolved)
-
     async def op_ping(self, request: p.Request) -> Any:
         return {"pong": True, "version": montage_version(), "worker": self.pipeline.worker}
 
@@ -173,8 +155,6 @@ class ControlOps:
             options=request.options or {},
             output_dir=request.output_dir,
         )
-        screen(spec)  # every field's type, encoding and bounds, before anything touches the filesystem
-        spec = dataclasses.replace(spec, output_dir=self._output_dir(spec.output_dir))
         job = await self.submitter.submit(spec)
         return job.to_dict()
 
