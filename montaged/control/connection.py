@@ -6,6 +6,7 @@ replies) ends at most this connection: ``run`` returns instead of raising, with 
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import SocketStream, TaskGroup
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from montaged.control import protocol as p
 from montaged.control.peers import Peer
@@ -36,6 +37,27 @@ class Limits:
     send_timeout: float = 30.0
 
 
+async def send_within(sock: socket.socket, data: bytes, timeout: float) -> bool:
+    """Write all of ``data`` unless the peer takes none of it for ``timeout`` s; False then.
+
+    Waits with ``wait_writable`` instead of cancelling a stream's send: anyio's socket streams
+    can raise InvalidStateError in a loop callback when a pending send or receive is cancelled
+    just as the socket becomes ready.
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view):]
+            continue
+        except BlockingIOError:
+            pass
+        with anyio.move_on_after(timeout) as scope:
+            await anyio.wait_writable(sock)
+        if scope.cancelled_caught:
+            return False
+    return True
+
+
 class _SlowReader(Exception):
     """The client did not take a reply or event within the send timeout."""
 
@@ -55,6 +77,7 @@ class Connection:
     def __init__(self, stream: SocketStream, handler: Handler, bus: EventBus, limits: Limits,
                  peer: Peer | None = None) -> None:
         self.stream = stream
+        self.sock: socket.socket = stream.extra(SocketAttribute.raw_socket)
         self.handler = handler
         self.bus = bus
         self.limits = limits
@@ -95,9 +118,8 @@ class Connection:
 
     async def _send(self, data: bytes) -> None:
         async with self.lock:
-            with anyio.move_on_after(self.limits.send_timeout) as scope:
-                await self.stream.send(data)
-        if scope.cancelled_caught:
+            sent = await send_within(self.sock, data, self.limits.send_timeout)
+        if not sent:
             self.log.warning("control client does not read; disconnecting", code="send_timeout",
                              seconds=self.limits.send_timeout)
             raise _SlowReader
@@ -116,15 +138,15 @@ class Connection:
                 timeout, code = last_request + self.limits.idle_timeout - now, p.IDLE_TIMEOUT
             else:
                 timeout, code = float("inf"), ""  # a subscriber listens; silence is its job
-            data = b""
-            with anyio.move_on_after(max(timeout, 0.0)):
-                try:
-                    data = await self.stream.receive(READ_CHUNK)
-                except anyio.EndOfStream:
-                    return  # the client hung up
-            if not data:
+            with anyio.move_on_after(max(timeout, 0.0)) as waited:
+                await anyio.wait_readable(self.sock)  # safe to cancel, unlike a pending receive
+            if waited.cancelled_caught:
                 await self._timed_out(code)
                 return
+            try:
+                data = await self.stream.receive(READ_CHUNK)  # readable: returns without waiting
+            except anyio.EndOfStream:
+                return  # the client hung up
             buf += data
             completed = False
             while (nl := buf.find(b"\n", scanned)) >= 0:
@@ -159,8 +181,7 @@ class Connection:
                        " (control.idle_timeout_seconds)")
         self._closed(code)
         self.log.info("control connection closed", code=code)
-        with anyio.move_on_after(1):  # a goodbye, best effort: the client may not be reading
-            await self.stream.send(p.encode(p.error(None, code, message)))
+        await send_within(self.sock, p.encode(p.error(None, code, message)), 1.0)  # best effort
 
     async def _too_long(self, head: bytes) -> None:
         CONTROL_REQUESTS.labels(op="invalid", outcome="error").inc()

@@ -20,7 +20,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
 
 from montaged.config import ControlConfig
 from montaged.control import protocol as p
-from montaged.control.connection import Connection, Handler, Limits
+from montaged.control.connection import Connection, Handler, Limits, send_within
 from montaged.control.peers import Peer, PeerPolicy, SocketFolderUnsafe, peer_of, prepare_folder
 from montaged.events import EventBus
 from montaged.metrics import CONTROL_ACCEPT_ERRORS, CONTROL_CONNECTIONS, CONTROL_DROPPED
@@ -152,10 +152,10 @@ class ControlServer:
         tg.start_soon(self._client, stream, peer)
 
     async def _refuse(self, stream: SocketStream, reason: str, code: str, message: str) -> None:
+        raw = stream.extra(SocketAttribute.raw_socket)
         CONTROL_DROPPED.labels(reason=reason).inc()
-        with contextlib.suppress(Exception):  # a goodbye, best effort
-            with anyio.move_on_after(1):
-                await stream.send(p.encode(p.error(None, code, message)))
+        with contextlib.suppress(OSError):  # a goodbye, best effort
+            await send_within(raw, p.encode(p.error(None, code, message)), 1.0)
         with contextlib.suppress(Exception), anyio.move_on_after(1, shield=True):
             await stream.aclose()
 
