@@ -19,6 +19,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from montaged import metrics, sdnotify
+from montaged.asr.budget import run_sweeper
 from montaged.backoff import Backoff
 from montaged.config import Secrets, Settings
 from montaged.control.handlers import ControlOps, Stats
@@ -149,7 +150,8 @@ class Daemon:
         self._res = res
         self.submitter = Submitter(self.store, self.bus, input_roots=s.paths.input_roots, profiles=s.profiles,
                                    output_roots=[s.paths.outputs()])
-        self.pipeline = Pipeline(s, self.store, self.bus, res, worker=s.daemon.worker_name)
+        self.pipeline = Pipeline(s, self.store, self.bus, res, worker=s.daemon.worker_name,
+                                 supervisor=self.supervisor)
         self.submitter.set_wake(self.pipeline.wake)
         self.submitter.poke = self.pipeline.poke  # type: ignore[method-assign]
         self.stats = Stats(s, self.store, self.pipeline, res, self.submitter)
@@ -163,6 +165,7 @@ class Daemon:
             probe = partial(self.probe.run, s.daemon.stats_seconds, self._probed)
             tg.start_soon(sup.run, "health_probe", probe)
             tg.start_soon(sup.run, "stats", self._stats_loop)
+            tg.start_soon(sup.run, "budget_sweeper", partial(run_sweeper, self.store, budgets=(res.budget,)))
             await self._start_intake(tg)
             if self._stopping:
                 self.pipeline.drain()

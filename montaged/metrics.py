@@ -53,18 +53,6 @@ TASK_RESTARTS = Counter(
 )
 TASK_UP = Gauge("montage_task_up", "1 while a supervised daemon task runs, 0 while it waits to restart",
                 ["task"], registry=REGISTRY)
-INTAKE_REFUSED = Counter(
-    "montage_intake_refused_total", "Intake entries refused, by source and reason code", ["source", "code"],
-    registry=REGISTRY,
-)
-INTAKE_ERRORS = Counter(
-    "montage_intake_errors_total",
-    "Errors contained by intake tasks (moving originals, publishing outcomes), by task and code",
-    ["task", "code"], registry=REGISTRY,
-)
-POOL_RESTARTS = Counter(
-    "montage_pool_restarts_total", "Pool workers replaced after they died", ["pool"], registry=REGISTRY
-)
 CONTROL_CONNECTIONS = Gauge(
     "montage_control_connections", "Control socket clients being served", registry=REGISTRY
 )
@@ -78,6 +66,18 @@ CONTROL_DROPPED = Counter(
 CONTROL_ACCEPT_ERRORS = Counter(
     "montage_control_accept_errors_total", "accept() failures on the control socket (EMFILE, ...)",
     ["errno"], registry=REGISTRY,
+)
+POOL_RESTARTS = Counter(
+    "montage_pool_restarts_total", "Pool workers replaced after they died", ["pool"], registry=REGISTRY
+)
+INTAKE_REFUSED = Counter(
+    "montage_intake_refused_total", "Intake entries refused, by source and reason code", ["source", "code"],
+    registry=REGISTRY,
+)
+INTAKE_ERRORS = Counter(
+    "montage_intake_errors_total",
+    "Errors contained by intake tasks (moving originals, publishing outcomes), by task and code",
+    ["task", "code"], registry=REGISTRY,
 )
 CLIP_WORD_CONFIDENCE = Histogram(
     "montage_clip_word_confidence", "Mean recognition confidence of the words in each clip",
@@ -99,4 +99,8 @@ CLIP_TRUE_PEAK = Histogram(
 CLIPS_ASSESSED = Counter(
     "montage_clips_assessed_total", "Clips assessed for quality, by whether they were flagged", ["flagged"],
     registry=REGISTRY,
+)
+QUEUE_WAIT = Histogram(
+    "montage_queue_wait_seconds", "Time from a job's submission to its first claim",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600), registry=REGISTRY,
 )

@@ -26,6 +26,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -34,6 +35,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from montaged import metrics
+from montaged.backoff import Backoff
 from montaged.config import Settings
 from montaged.errors import DiskFullError, LeaseLost, MontageError, StoreUnavailable
 from montaged.events import EventBus
@@ -42,6 +44,7 @@ from montaged.stages import STAGE_FUNCS, STAGE_WEIGHTS
 from montaged.stages.context import JobContext, Resources
 from montaged.store import JobStore
 from montaged.store.lease import JobLease
+from montaged.supervise import Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +98,8 @@ class Pipeline:
         resources: pools, caches and the encoder shared by every job.
         only: claim only these job ids (the one-shot ``process`` command); None = any job.
         worker: name recorded as the job's worker (default host:pid).
+        supervisor: restarts the claim loop, heartbeats and progress flush if they crash (the
+            daemon passes its own, so /healthz reports them; default: a private one).
     """
 
     def __init__(
@@ -106,8 +111,10 @@ class Pipeline:
         *,
         only: Sequence[str] | None = None,
         worker: str | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.settings = settings
+        self.supervisor = supervisor or Supervisor()
         self.store = store
         self.bus = bus
         self.res = resources
@@ -169,9 +176,10 @@ class Pipeline:
         workers = self.workers
         streams = [anyio.create_memory_object_stream[JobContext](size) for _ in STAGES]
         self._queues = {stage: streams[i][0] for i, stage in enumerate(STAGES)}
+        sup = self.supervisor
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._heartbeats)
-            tg.start_soon(self._flush_progress)
+            tg.start_soon(sup.run, "heartbeats", self._heartbeats)
+            tg.start_soon(sup.run, "progress_flush", self._flush_progress)
             for i, stage in enumerate(STAGES):
                 inbox = streams[i][1]
                 outbox = streams[i + 1][0] if i + 1 < len(STAGES) else None
@@ -181,7 +189,8 @@ class Pipeline:
                 if outbox is not None:
                     outbox.close()
             task_status.started()
-            await self._claim_loop(streams[0][0])
+            async with streams[0][0] as first:
+                await sup.run("claims", partial(self._claim_loop, first))
             # drained: the claim loop closed the first stream; stages finish and close in turn.
             await self._wait_idle()
             tg.cancel_scope.cancel()
@@ -193,59 +202,77 @@ class Pipeline:
             self.left = anyio.Event()
 
     async def _claim_loop(self, first: MemoryObjectSendStream[JobContext]) -> None:
-        backoff = 0.5
-        async with first:
-            while self.claiming:
-                await self._capacity.acquire()
-                job: Job | None = None
-                while job is None and self.claiming:
-                    if self.paused:
-                        with anyio.move_on_after(self.settings.daemon.poll_seconds):
-                            await self.wake.wait()
-                        self.wake = anyio.Event()
-                        continue
-                    try:
-                        job = await self.store.claim(
-                            self.worker, self.settings.store.lease_seconds, only=self.only,
-                            max_attempts=self.settings.daemon.max_attempts,
-                        )  # fmt: skip
-                        metrics.STORE_UP.set(1)
-                        backoff = 0.5
-                    except StoreUnavailable as e:
-                        metrics.STORE_UP.set(0)
-                        log.warning("store unavailable; retrying", error=str(e), retry_in=backoff)
-                        await anyio.sleep(backoff)
-                        backoff = min(backoff * 2, 15.0)
-                        continue
-                    if job is None:
-                        if self.only is not None and not await self._any_left():
-                            self.claiming = False  # one-shot: ours are all taken; finish them
-                            break
-                        with anyio.move_on_after(self.settings.daemon.poll_seconds):
-                            await self.wake.wait()
-                        self.wake = anyio.Event()
-                if job is None:
-                    self._capacity.release()
-                    break
-                if job.state is JobState.FAILED:  # poisoned by the claim: its worker kept dying
-                    self._capacity.release()
-                    self._poisoned(job)
-                    continue
-                if job.id in self.inflight:
-                    # Our own job, still running here: its lease lapsed while the store was away
-                    # and the claim renewed it. A second copy would render the same clips twice;
-                    # the running copy goes on under the new claim.
-                    log.info("claimed a job already running here; keeping the running copy", job_id=job.id)
-                    self.inflight[job.id].lease.renew(job.attempts)
-                    self._capacity.release()
-                    continue
-                ctx = JobContext(job, JobLease(self.store, job.id, job.attempts, self.worker))
-                self.inflight[job.id] = ctx
-                metrics.IN_FLIGHT.labels(stage="pipeline").set(len(self.inflight))
-                log.info("job claimed", job_id=job.id, source=job.spec.source, attempt=job.attempts,
-                         resume_from=job.stopped_at)
-                self._announce(job.id, "job.claimed", {"worker": self.worker, "attempt": job.attempts})
-                await first.send(ctx)  # waits while the first stage is full: backpressure
+        """Take jobs while there is room for them; returns once claiming stops (drain, one-shot).
+
+        A crash here is restarted by the supervisor: a capacity slot is never left taken by a job
+        that was not handed to the first stage.
+        """
+        backoff = Backoff(0.5, 15.0)
+        while self.claiming:
+            await self._capacity.acquire()
+            try:
+                ctx = await self._claim_one(backoff)
+            except BaseException:
+                self._capacity.release()
+                raise
+            if ctx is None:
+                self._capacity.release()
+                continue
+            await first.send(ctx)  # waits while the first stage is full: backpressure
+
+    async def _claim_one(self, backoff: Backoff) -> JobContext | None:
+        """Wait for a claimable job; its context (now in flight), or None when there is nothing
+        to hand on (claiming stopped, a poisoned job, a job already running here)."""
+        job: Job | None = None
+        while job is None and self.claiming:
+            if self.paused:
+                await self._nap()
+                continue
+            try:
+                job = await self.store.claim(
+                    self.worker, self.settings.store.lease_seconds, only=self.only,
+                    max_attempts=self.settings.daemon.max_attempts,
+                )  # fmt: skip
+                metrics.STORE_UP.set(1)
+                backoff.reset()
+            except StoreUnavailable as e:
+                metrics.STORE_UP.set(0)
+                delay = backoff.next()
+                log.warning("store unavailable; retrying", error=str(e), retry_in=delay)
+                await anyio.sleep(delay)
+                continue
+            if job is None:
+                if self.only is not None and not await self._any_left():
+                    self.claiming = False  # one-shot: ours are all taken; finish them
+                    return None
+                await self._nap()
+        if job is None:
+            return None
+        if job.state is JobState.FAILED:  # poisoned by the claim: its worker kept dying
+            self._poisoned(job)
+            return None
+        if job.id in self.inflight:
+            # Our own job, still running here: its lease lapsed while the store was away and the
+            # claim renewed it. A second copy would render the same clips twice; the running copy
+            # goes on under the new claim.
+            log.info("claimed a job already running here; keeping the running copy", job_id=job.id)
+            self.inflight[job.id].lease.renew(job.attempts)
+            return None
+        ctx = JobContext(job, JobLease(self.store, job.id, job.attempts, self.worker))
+        self.inflight[job.id] = ctx
+        metrics.IN_FLIGHT.labels(stage="pipeline").set(len(self.inflight))
+        if job.attempts == 1:
+            metrics.QUEUE_WAIT.observe(max(0.0, time.time() - job.created_at))
+        log.info("job claimed", job_id=job.id, source=job.spec.source, attempt=job.attempts,
+                 resume_from=job.stopped_at)
+        self._announce(job.id, "job.claimed", {"worker": self.worker, "attempt": job.attempts})
+        return ctx
+
+    async def _nap(self) -> None:
+        """Sleep until poked or ``daemon.poll_seconds`` pass (another process may store jobs)."""
+        with anyio.move_on_after(self.settings.daemon.poll_seconds):
+            await self.wake.wait()
+        self.wake = anyio.Event()
 
     async def _any_left(self) -> bool:
         """For ``only``: is any of our jobs still queued or running elsewhere?"""
