@@ -8,10 +8,12 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
-from daemon_harness import request, running_daemon
+from conftest import make_talk_clip
+from daemon_harness import JFK, request, running_daemon, wait_state
 from test_observability import _get
 
 from montaged.control.handlers import Stats
@@ -83,3 +85,26 @@ async def test_health_says_degraded_while_a_dead_pool_worker_is_replaced(tmp_pat
                 await anyio.sleep(0.02)
         assert seen == {"pool:whisper"}
         assert victim not in pool.pids and len(pool.pids) == 1
+
+
+async def test_a_crash_in_the_claim_loop_is_restarted_and_the_job_still_runs(tmp_path: Path) -> None:
+    talk = make_talk_clip(tmp_path / "talk.mp4", seconds=4, size="320x180", speech=JFK)
+    async with running_daemon(tmp_path, MONTAGE_FRAME__ENABLED="false") as daemon:
+        assert daemon.store is not None
+        real_claim = daemon.store.claim
+        crashed = anyio.Event()
+
+        async def claim_once_broken(*args: Any, **kwargs: Any) -> Any:
+            if not crashed.is_set():
+                crashed.set()
+                raise KeyError("a row without the column the code expected")
+            return await real_claim(*args, **kwargs)
+
+        daemon.store.claim = claim_once_broken  # type: ignore[method-assign]
+        with anyio.fail_after(30):
+            await crashed.wait()
+        sock = daemon.settings.control.socket()
+        job = await request(sock, "submit", path=str(talk))
+        done = await wait_state(sock, job["id"], {"done", "failed"})
+        assert done["state"] == "done", done
+        assert daemon.supervisor.restarts()["claims"] == 1
