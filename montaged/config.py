@@ -413,7 +413,9 @@ class ProfileConfig(Section):
     level untouched."""
     true_peak: float = Field(-1.0, ge=-9, le=0)
     """Highest true peak of each clip's sound in dBTP when ``loudness`` is set."""
-
+    preset: Annotated[str | None, BeforeValidator(_none_if_blank)] = None
+    """libx264 preset of this profile's clips (as ``render.preset``); ``"auto"`` uses
+    ``render.preset``. NVENC keeps its own preset."""
 
     @field_validator("aspect")
     @classmethod
@@ -430,6 +432,13 @@ def _default_profiles() -> dict[str, ProfileConfig]:
         "square": ProfileConfig(aspect="1:1", width=1080, height=1080),
         "portrait": ProfileConfig(aspect="4:5", width=1080, height=1350),
         "landscape": ProfileConfig(aspect="16:9", width=1920, height=1080),
+        # Quality presets (vertical): a quick look, the posting default, a clean high-quality master.
+        "draft": ProfileConfig(aspect="9:16", width=540, height=960, crf=30, preset="ultrafast",
+                               audio_bitrate="96k"),
+        "social": ProfileConfig(aspect="9:16", width=1080, height=1920, crf=23, preset="veryfast",
+                                audio_bitrate="128k"),
+        "master": ProfileConfig(aspect="9:16", width=1080, height=1920, crf=17, preset="medium",
+                                audio_bitrate="256k", captions="none"),
     }
 
 

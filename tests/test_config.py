@@ -70,7 +70,8 @@ def test_a_profile_table_changes_only_its_keys(tmp_path: Path) -> None:
     cfg = _toml(tmp_path, "[profiles.square]\ncrf = 20\n[profiles.story]\naspect = \"9:16\"\nwidth = 720\n"
                 "height = 1280\n")
     s = load(cfg, env={})
-    assert set(s.profiles) == {"vertical", "square", "portrait", "landscape", "story"}
+    assert set(s.profiles) == {"vertical", "square", "portrait", "landscape", "draft", "social", "master",
+                               "story"}
     square = s.profiles["square"]
     assert (square.aspect, square.width, square.height, square.crf) == ("1:1", 1080, 1080, 20)
     assert s.profiles["story"].width == 720

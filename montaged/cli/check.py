@@ -35,6 +35,25 @@ def _safe_url(url: str) -> str:
     return redact_text(redact_url(url), known_secrets())
 
 
+def _profiles_ok(settings: Settings) -> tuple[bool, str, str]:
+    """Every profile names a caption style that exists and an encoder preset libx264 knows."""
+    from montaged.media.encoders import encoder_args
+    from montaged.render.captions import resolve_style
+
+    errors = []
+    for name, profile in settings.profiles.items():
+        try:
+            resolve_style(settings.render.caption_styles, profile.captions)
+        except ValueError as e:
+            errors.append(f"profiles.{name}.{e}")
+        try:
+            if profile.preset is not None:
+                encoder_args("libx264", profile.preset)
+        except MontageError as e:
+            errors.append(f"profiles.{name}.preset: {str(e).removeprefix('render.preset: ')}")
+    return not errors, "profiles", "; ".join(errors) or ", ".join(settings.profiles)
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check", help="check config, ffmpeg, encoder, models and the store",
                        description="Check that this machine can run Montage: config, ffmpeg, the encoder"
@@ -71,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                                                    " apt-get install fonts-dejavu-core, or pick an installed"
                                                    " family from fc-list)" for k, v in missing.items())
          or ", ".join(sorted({st.font for st in settings.render.caption_styles.values()})))
+    line(*_profiles_ok(settings))
     from montaged.asr.models import resolve
 
     try:

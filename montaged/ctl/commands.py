@@ -42,6 +42,8 @@ async def submit(client: ControlClient, args: argparse.Namespace, out: Console) 
         options["max_clips"] = args.max_clips
     if args.speakers is not None:
         options["speakers"] = args.speakers
+    if args.captions is not None:
+        options["captions"] = args.captions
     output_dir = _absolute(args.output_dir) if args.output_dir is not None else None
     if args.wait:
         await client.request("subscribe")  # first, so no event of the new jobs can be missed

@@ -30,7 +30,7 @@ import structlog
 from montaged import debris, metrics
 from montaged.config import CaptionStyle, ProfileConfig
 from montaged.errors import DiskFullError, MontageError, RenderError
-from montaged.media.encoders import EncoderChoice
+from montaged.media.encoders import EncoderChoice, encoder_args
 from montaged.media.ffmpeg import FFmpegRun, Progress, encode_argv, ffmpeg_process
 from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, RenderedClip, Word
 from montaged.render import loudness
@@ -140,6 +140,13 @@ async def _encode(
         except BaseExceptionGroup as eg:
             raise _leaf_error(eg) from None
     return written
+
+
+def _with_preset(encoder: EncoderChoice, preset: str | None) -> EncoderChoice:
+    """The encoder with the profile's own libx264 preset, if it names one (NVENC keeps its own)."""
+    if preset is None or encoder.name != "libx264":
+        return encoder
+    return EncoderChoice(encoder.name, encoder.hardware, encoder_args("libx264", preset))
 
 
 def _disk_full(path: Path, e: OSError) -> DiskFullError:
@@ -252,7 +259,7 @@ async def render_clip(
         height=height,
         rate=rate,
         frames=frames,
-        video_args=encoder.video_args(profile.crf),
+        video_args=_with_preset(encoder, profile.preset).video_args(profile.crf),
         out=part,
         source=source if info.has_audio else None,
         start=start,
