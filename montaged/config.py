@@ -543,8 +543,6 @@ class RenderConfig(Section):
         return _merge_named(_default_caption_styles(), v)
 
 
-
-
 class HotFolderConfig(Section):
     paths: list[Path] = Field(default_factory=list)
     """Folders watched for new media (only files directly inside; sub-folders are not watched);

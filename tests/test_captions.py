@@ -240,3 +240,24 @@ def test_ass_filter_path_escaping(tmp_path: Path, ffmpeg: str) -> None:
     ass.write_text(ass_document(caption_cues([Word("Hi", 0.0, 0.5, 1.0)], style, 160, 284), style, 160, 284))
     subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi",
                     "-i", "color=s=160x284:d=0.2", "-vf", ass_filter(ass), "-f", "null", "-"], check=True)
+
+
+def test_job_option_wins_over_the_profile() -> None:
+    from montaged.errors import MediaError
+    from montaged.model import Job, JobSpec, JobState
+    from montaged.stages.context import JobContext
+    from montaged.stages.render import _captions
+
+    settings = Settings()
+
+    def ctx(options: dict[str, object], profile: str = "vertical") -> JobContext:
+        spec = JobSpec(source="/media/talk.mp4", profile=profile, options=options)
+        job = Job("j1", spec, JobState.RUNNING, None, 0.0, 0.0, 0.0)
+        return JobContext(job=job, lease=None)  # type: ignore[arg-type]  # _captions reads the spec only
+
+    assert _captions(ctx({}), settings) == ("bold", STYLES["bold"])
+    assert _captions(ctx({"captions": "clean"}), settings) == ("clean", STYLES["clean"])
+    assert _captions(ctx({"captions": "none"}), settings) == ("none", None)
+    assert _captions(ctx({}, profile="master"), settings) == ("none", None)
+    with pytest.raises(MediaError, match=r"options\.captions: no caption style 'fancy'"):
+        _captions(ctx({"captions": "fancy"}), settings)
