@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -13,10 +12,12 @@ from montaged import debris, metrics
 from montaged.asr.budget import Budget
 from montaged.asr.cache import TranscriptCache
 from montaged.asr.whisper_pool import WhisperPool
+from montaged.backoff import Backoff
 from montaged.config import Secrets, Settings
 from montaged.diarize.worker import DiarizerPool
-from montaged.frame.worker import FrameWorkers, default_workers
+from montaged.frame.worker import FrameWorkers
 from montaged.media.encoders import select_encoder
+from montaged.resources_plan import probe_plan
 from montaged.stages.context import JobContext, Resources
 from montaged.store import JobStore, open_store
 
@@ -36,7 +37,7 @@ async def connect_store(settings: Settings, secrets: Secrets, *, wait: bool) -> 
     from montaged.errors import StoreUnavailable
 
     debris.check_state_dir_free(settings.paths.state_dir)
-    delay = 1.0
+    backoff = Backoff(1.0, 30.0, jitter=0.2)
     while True:
         store = open_store(settings.store_url(), password=_secret(secrets, "database_password"),
                            connect_timeout=settings.store.connect_timeout_seconds)
@@ -49,23 +50,21 @@ async def connect_store(settings: Settings, secrets: Secrets, *, wait: bool) -> 
             metrics.STORE_UP.set(0)
             if not wait:
                 raise
-            log.warning("store unavailable at start; retrying", error=str(e), retry_in=delay)
+            delay = backoff.next()
+            log.warning("store unavailable at start; retrying", error=str(e), retry_in=round(delay, 2))
             await anyio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
 
 def _noop_progress(ctx: JobContext, stage: str, fraction: float) -> None:
     return None
 
 
-def render_slots(settings: Settings) -> int:
-    return settings.render.workers or max(1, (os.cpu_count() or 2) // 2)
-
-
 @asynccontextmanager
 async def open_resources(settings: Settings, store: JobStore, secrets: Secrets) -> AsyncIterator[Resources]:
     """Pools (models loaded once), cache, budget and the encoder probed once, for every job.
 
+    Pools are sized once by :func:`montaged.resources_plan.probe_plan` (cores this process may
+    use, cgroup quota, GPU memory; config overrides win), and the plan is logged.
     Holds the state dir for its whole life (:func:`montaged.debris.own_state_dir`) and first
     clears what an earlier instance on it left: workers, encoders, FIFO folders, scratch.
     """
@@ -77,18 +76,24 @@ async def open_resources(settings: Settings, store: JobStore, secrets: Secrets) 
             lambda: select_encoder(settings.render.encoder, settings.render.ffmpeg,
                                    x264_preset=settings.render.preset)
         )
+        plan = await anyio.to_thread.run_sync(probe_plan, settings)
+        log.info("resource plan", plan=plan.lines())
         async with AsyncExitStack() as stack:
-            whisper = await stack.enter_async_context(WhisperPool(settings.whisper, settings.paths.models()))
+            whisper = await stack.enter_async_context(WhisperPool(
+                settings.whisper, settings.paths.models(), workers=plan.whisper_workers,
+                threads=plan.whisper_threads))
             cache = await stack.enter_async_context(
                 TranscriptCache(store, settings.cache, redis_password=_secret(secrets, "redis_password"))
             )
             frame_workers = None
             if settings.frame.enabled:
-                frame_workers = await stack.enter_async_context(FrameWorkers(default_workers(settings.frame)))
-            diarizer = await stack.enter_async_context(DiarizerPool())  # its process starts on first use
+                frame_workers = await stack.enter_async_context(
+                    FrameWorkers(plan.vision_workers, plan.vision_threads))
+            # its process starts on first use
+            diarizer = await stack.enter_async_context(DiarizerPool(threads=plan.diarize_threads))
             yield Resources(
                 settings=settings, store=store, whisper=whisper, cache=cache,
                 budget=Budget(store, settings.budget), frame_workers=frame_workers, encoder=encoder,
-                secrets=secrets, render_slots=anyio.CapacityLimiter(render_slots(settings)),
+                secrets=secrets, render_slots=anyio.CapacityLimiter(plan.render_slots),
                 progress=_noop_progress, work_dir=work_dir, diarizer=diarizer,
             )

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 import structlog
 
+from montaged.backoff import Backoff
 from montaged.config import BudgetConfig
 from montaged.errors import StoreError, StoreUnavailable
 from montaged.metrics import BUDGET
@@ -152,10 +153,9 @@ class Budget:
         # Recorded before the first try: a settle cancelled mid-retry is still owed, not lost.
         self._owed.extend(owed)
         deadline = time.monotonic() + SETTLE_RETRY_SECONDS
-        delay = 0.1
+        backoff = Backoff(0.1, 1.0)
         while not await self.settle_owed(owed) and time.monotonic() < deadline:
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            await backoff.sleep()
         if any(o in self._owed for o in owed):
             log.warning("budget.settle_deferred", job_id=held[0].job_id, cost=round(total, 6),
                         retry="by the reservation sweeper")  # fmt: skip

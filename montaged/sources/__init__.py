@@ -37,23 +37,6 @@ class Sig(NamedTuple):
     mtime_ns: int
 
 
-class Backoff:
-    """Exponential back-off for retrying a service that is down: 0.5 s, 1 s, 2 s … capped."""
-
-    def __init__(self, first: float = 0.5, cap: float = 10.0) -> None:
-        self.first = first
-        self.cap = cap
-        self._next = first
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self.cap, self._next * 2)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
-
-
 def free_name(folder: Path, name: str) -> Path:
     """``folder/name``, or ``folder/stem.2.ext`` … when that is taken (nothing is overwritten)."""
     candidate = folder / name

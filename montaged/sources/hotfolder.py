@@ -27,13 +27,14 @@ import anyio.to_thread
 import structlog
 from watchfiles import Change, awatch
 
+from montaged.backoff import Backoff
 from montaged.config import HotFolderConfig
 from montaged.errors import ConfigError, StoreUnavailable
 from montaged.intake import SubmitError, Submitter, check_path_text, check_source
 from montaged.media.source_file import shown
 from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
-from montaged.sources import Backoff, Sig, error_code, hash_file, move_into, openable, stat_regular
+from montaged.sources import Sig, error_code, hash_file, move_into, openable, stat_regular
 from montaged.sources.folders import Folder, on_job_finished, resolve_folders
 
 log = structlog.get_logger(__name__)

@@ -37,13 +37,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from montaged.backoff import Backoff
 from montaged.config import RedisIntakeConfig
 from montaged.errors import ConfigError, StoreUnavailable
 from montaged.events import EventBus
 from montaged.intake import SubmitError, Submitter
 from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED, REDIS_UP
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
-from montaged.sources import Backoff
 
 log = structlog.get_logger(__name__)
 
