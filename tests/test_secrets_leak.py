@@ -120,6 +120,12 @@ def test_config_errors_hide_secrets(tmp_path: Path) -> None:
             assert not leaks(out), (what, argv, out)
             assert expected in out, (what, argv, out)
 
+    # accepted (libpq reads a password from the query too), but printed without it
+    url = f"postgresql://bob@db.example/montage?password={PLANTED['password in a URL']}&application_name=x"
+    proc = _cli("--check-config", env={**base, "MONTAGE_STORE__URL": url})
+    assert proc.returncode == 0 and not leaks(proc.stdout + proc.stderr), proc.stdout + proc.stderr
+    assert "store postgresql://bob@db.example/montage?password=***&application_name=x," in proc.stdout
+
     toml = tmp_path / "montage.toml"
     toml.write_text(f'[deepgram]\nenabled = true\ntoken = "{PLANTED["mistyped key variable"]}"\n'
                     f'[store]\nurl = "postgresql://bob:{PLANTED["password in a URL"]}@db/m"\n')
