@@ -187,11 +187,11 @@ def main() -> None:
             for r in rows[-len(sets) :]:
                 print(f"  {r.model} beam {r.beam} {r.dataset}: RTF {r.rtf:.3f} WER {r.wer:.3f}", flush=True)
 
-    from montaged.asr.whisper_pool import plan_workers
     from montaged.asr.whisper_worker import resolve_compute_type, resolve_device
+    from montaged.resources_plan import usable_cores, whisper_size
 
     device = resolve_device(cfg.device)
-    workers, threads = plan_workers(cfg, device)
+    workers, threads = whisper_size(cfg, device, usable_cores())
     compute = resolve_compute_type(cfg.compute_type, device)
     print(f"\ndevice {device}, {compute}, {workers} worker(s) × {threads} thread(s)")
     print("\n| model | beam | audio | RTF | WER | errors / words | pool start s |")

@@ -54,7 +54,7 @@ from montaged.intake import Submitter  # noqa: E402
 from montaged.logging import setup  # noqa: E402
 from montaged.model import JobSpec, JobState  # noqa: E402
 from montaged.pipeline import Pipeline  # noqa: E402
-from montaged.runtime import connect_store, open_resources, render_slots  # noqa: E402
+from montaged.runtime import connect_store, open_resources  # noqa: E402
 from montaged.stages.context import Resources  # noqa: E402
 
 TARGET = 0.20
@@ -254,6 +254,7 @@ async def run_job(
             whisper = {"workers": res.whisper.workers, "threads": res.whisper.threads,
                        "compute_type": res.whisper.compute_type, "device": res.whisper.device}
             frame_workers = res.frame_workers.workers if res.frame_workers else 0
+            render_slots = int(res.render_slots.total_tokens)
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
@@ -274,7 +275,7 @@ async def run_job(
         "encoder": {"name": encoder.name, "args": list(encoder.args)},
         "whisper": whisper,
         "frame_workers": frame_workers,
-        "render_slots": render_slots(settings),
+        "render_slots": render_slots,
         "overrides": sets,
         "settings": {
             "whisper": settings.whisper.model_dump(), "diarize_backend": settings.diarize.backend,

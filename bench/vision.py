@@ -35,9 +35,10 @@ import structlog  # noqa: E402
 
 from montaged.config import FrameConfig, ProfileConfig  # noqa: E402
 from montaged.frame.analyse import analyse_clip  # noqa: E402
-from montaged.frame.worker import FrameWorkers, default_workers, plan_crops_in_process  # noqa: E402
+from montaged.frame.worker import FrameWorkers, plan_crops_in_process  # noqa: E402
 from montaged.media.probe import probe_media  # noqa: E402
 from montaged.model import ClipPlan, MediaInfo  # noqa: E402
+from montaged.resources_plan import usable_cores, vision_size  # noqa: E402
 
 BUDGET = 0.05
 
@@ -81,7 +82,7 @@ async def run_pool(
 ) -> tuple[float, float]:
     """Wall seconds and summed worker CPU seconds to frame ``clips`` with ``workers`` processes."""
     profile = ProfileConfig.model_validate({})
-    async with FrameWorkers(workers, threads=max(1, (os.cpu_count() or 2) // workers)) as pool:
+    async with FrameWorkers(workers, threads=max(1, usable_cores() // workers)) as pool:
         await pool.plan(
             talk, info, ClipPlan(99, 0.0, 0.5, 1.0, {}, "warm-up", ""), profile, cfg
         )  # spawn + imports
@@ -135,7 +136,7 @@ def main() -> None:
     print(f"  parts (ms per output s): {parts}")
 
     rows = []
-    for workers in sorted({default_workers(cfg), 2}):
+    for workers in sorted({vision_size(cfg, usable_cores())[0], 2}):
         wall, cpu = anyio.run(run_pool, talk, info, clips, cfg, workers)
         rows.append((workers, wall, cpu))
         ratio = wall / info.duration

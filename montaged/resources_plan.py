@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from montaged.config import Settings
+from montaged.config import FrameConfig, Settings, WhisperConfig
 from montaged.hostlimits import CpuLimits, GpuMemory, MemoryLimits, cpu_limits, gpu_memory, memory_limits
 
 # Parameters (millions) of the Whisper models by name, for the GPU memory estimate (OpenAI's and
@@ -96,20 +96,41 @@ def whisper_gpu_mb(model: str, compute_type: str, workers: int) -> int | None:
     return workers * (round(weights * 1e6 / (1 << 20)) + CUDA_OVERHEAD_MB)
 
 
+def whisper_size(cfg: WhisperConfig, device: str, cores: int) -> tuple[int, int]:
+    """(workers, threads per worker): the config's, or sized to ``cores``. One worker on CUDA:
+    more share one GPU without much gain (SYSTRAN/faster-whisper#100) and each holds its own
+    model copy."""
+    threads = cfg.cpu_threads or min(2, cores)
+    return cfg.workers or (1 if device == "cuda" else max(1, cores // threads)), threads
+
+
+def diarize_threads(cfg_threads: int, cores: int) -> int:
+    """The config's threads, or half the cores, 1 to 2: the diarizer runs beside the Whisper
+    workers and must not take their cores (on 2 cores, 1 thread cut the 10-minute benchmark's
+    transcribe stage from 49 to 42 s; diarization still ended first)."""
+    return cfg_threads or max(1, min(2, cores // 2))
+
+
+def vision_size(cfg: FrameConfig, cores: int) -> tuple[int, int]:
+    """(framing processes, OpenCV threads each): a process per clip in flight, at most 4 (a job
+    rarely has more clips at once), and the cores shared between them."""
+    workers = cfg.workers or max(1, min(4, cores))
+    return workers, max(1, cores // workers)
+
+
 def plan_resources(settings: Settings, cpu: CpuLimits, *, memory: MemoryLimits | None = None,
-                   gpus: Sequence[GpuMemory] = ()) -> ResourcePlan:
-    """Size every pool from the config and the limits given (pure: :func:`probe_plan` reads them)."""
+                   gpus: Sequence[GpuMemory] = (), device: str | None = None) -> ResourcePlan:
+    """Size every pool from the config and the limits given (pure: :func:`probe_plan` reads them).
+
+    ``device`` is Whisper's resolved device; by default ``whisper.device``, with ``auto`` meaning
+    CUDA when ``gpus`` is not empty.
+    """
     cores = cpu.usable
     w, d, f, r = settings.whisper, settings.diarize, settings.frame, settings.render
-    device = w.device if w.device != "auto" else ("cuda" if gpus else "cpu")
-    whisper_threads = w.cpu_threads or min(2, cores)
-    # One worker on CUDA: more share one GPU without much gain and each holds its own model copy.
-    whisper_workers = w.workers or (1 if device == "cuda" else max(1, cores // whisper_threads))
-    # The diarizer runs beside the Whisper workers: half the cores, 1 to 2 threads.
-    diarize_threads = d.threads or max(1, min(2, cores // 2))
-    # Framing: a process per clip in flight, at most 4 (a job rarely has more clips at once).
-    vision_workers = f.workers or max(1, min(4, cores))
-    vision_threads = max(1, cores // vision_workers)
+    if device is None:
+        device = w.device if w.device != "auto" else ("cuda" if gpus else "cpu")
+    whisper_workers, whisper_threads = whisper_size(w, device, cores)
+    vision_workers, vision_threads = vision_size(f, cores)
     render_slots = r.workers or max(1, cores // 2)
     sources = {"whisper": "config" if w.workers or w.cpu_threads else "auto",
                "diarize": "config" if d.threads else "auto",
@@ -117,12 +138,23 @@ def plan_resources(settings: Settings, cpu: CpuLimits, *, memory: MemoryLimits |
                "render": "config" if r.workers else "auto"}
     need = whisper_gpu_mb(w.model, w.compute_type, whisper_workers) if device == "cuda" else None
     return ResourcePlan(cpu=cpu, memory=memory, whisper_device=device, whisper_workers=whisper_workers,
-                        whisper_threads=whisper_threads, diarize_threads=diarize_threads,
+                        whisper_threads=whisper_threads, diarize_threads=diarize_threads(d.threads, cores),
                         vision_workers=vision_workers, vision_threads=vision_threads,
                         render_slots=render_slots, gpus=tuple(gpus), gpu_need_mb=need, sources=sources)
 
 
 def probe_plan(settings: Settings) -> ResourcePlan:
-    """The plan for this process on this machine (reads affinity, cgroups, nvidia-smi)."""
-    gpus = gpu_memory() if settings.whisper.device != "cpu" else []
-    return plan_resources(settings, cpu_limits(), memory=memory_limits(), gpus=gpus)
+    """The plan for this process on this machine (reads affinity, cgroups, nvidia-smi). Whisper's
+    device is resolved as its pool resolves it (CTranslate2's CUDA device count), so the plan
+    and the pool agree."""
+    from montaged.asr.whisper_worker import resolve_device
+
+    device = resolve_device(settings.whisper.device)
+    gpus = gpu_memory() if device == "cuda" else []
+    return plan_resources(settings, cpu_limits(), memory=memory_limits(), gpus=gpus, device=device)
+
+
+def usable_cores() -> int:
+    """Cores this process may use (affinity mask cut to the cgroup quota), for a pool that a
+    one-shot command or a test starts without a plan."""
+    return cpu_limits().usable

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,10 @@ import pytest
 from conftest import make_talk_clip
 from daemon_harness import JFK, DaemonProcess, daemon_settings, request
 
-from montaged.asr.whisper_pool import available_cores
 from montaged.control.client import ControlClient
-from montaged.frame.worker import default_workers
+from montaged.hostlimits import cpu_limits
 from montaged.model import STAGES
-from montaged.runtime import render_slots
+from montaged.resources_plan import plan_resources
 
 pytestmark = [pytest.mark.anyio]
 
@@ -130,17 +128,20 @@ async def test_jobs_overlap_across_stages_and_workers_follow_the_pools(tmp_path:
     assert distinct >= 2, f"jobs never overlapped across stages: {events}"
     assert busy_stages >= 2, "stats never showed two stages working at once"
 
-    # workers: the configured count wins; pooled stages take one job per pool slot; pools from cores
+    # workers: the configured count wins; pooled stages take one job per pool slot; pools from the
+    # sizing plan (the cores this process may use)
     settings = daemon_settings(tmp_path, **env)
     settings.whisper.workers = settings.frame.workers = 0
     workers = {stage: q["workers"] for stage, q in stats["queues"].items()}
     whisper = stats["pools"]["whisper"]
-    cores = available_cores()
+    cpu = cpu_limits()
+    plan = plan_resources(settings, cpu, device=whisper["device"])
+    assert whisper["workers"] == plan.whisper_workers
     if whisper["device"] == "cpu":
-        assert whisper["workers"] == max(1, cores // min(2, cores))
+        assert whisper["workers"] == max(1, cpu.usable // min(2, cpu.usable))
     assert workers == {"probe": 2, "transcribe": whisper["workers"], "diarize": 2, "select": 3,
-                       "frame": default_workers(settings.frame), "render": render_slots(settings)}
-    assert default_workers(settings.frame) == max(1, min(4, os.cpu_count() or 2))  # one per core, at most 4
+                       "frame": plan.vision_workers, "render": plan.render_slots}
+    assert plan.vision_workers == max(1, min(4, cpu.usable))  # one per usable core, at most 4
 
 
 def _encoders(daemon: DaemonProcess) -> list[psutil.Process]:

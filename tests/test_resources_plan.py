@@ -218,3 +218,13 @@ async def test_guard_loop_follows_real_memory() -> None:
         tg.cancel_scope.cancel()
     assert high.available is not None and low.available is not None
     assert high.paused and not low.paused
+
+
+def test_montaged_check_prints_the_plan_with_overrides(settings_for: Callable[..., Settings],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from montaged.cli.check import _print_plan
+
+    _print_plan(settings_for(MONTAGE_WHISPER__DEVICE="cpu", MONTAGE_RENDER__WORKERS="3"))
+    out = capsys.readouterr().out
+    assert "resource plan" in out and "usable (affinity" in out
+    assert "render: 3 clips at once (config)" in out and "diarize: " in out and "(auto)" in out

@@ -17,12 +17,13 @@ from faster_whisper.vad import VadOptions
 
 from montaged.asr import models
 from montaged.asr.wer import normalize, spell_number, wer, wer_details
-from montaged.asr.whisper_pool import WhisperPool, plan_workers
+from montaged.asr.whisper_pool import WhisperPool
 from montaged.asr.windows import WINDOW_VAD, Windower, _speech, splice, transcribe_stream
 from montaged.config import WhisperConfig
 from montaged.errors import ModelError
 from montaged.media.audio import iter_audio_chunks
 from montaged.model import AudioChunk, Word
+from montaged.resources_plan import whisper_size
 
 pytestmark = pytest.mark.anyio
 SR = AudioChunk.SAMPLE_RATE
@@ -116,15 +117,12 @@ def test_wer_normalisation() -> None:
     assert wer("", "") == 0.0
 
 
-def test_plan_workers_sizes_to_the_machine() -> None:
+def test_whisper_size_to_the_machine() -> None:
     auto = WhisperConfig.model_validate({"workers": 0, "cpu_threads": 0})
-    assert plan_workers(auto, "cpu", cores=2) == (1, 2)
-    assert plan_workers(auto, "cpu", cores=16) == (8, 2)
-    assert plan_workers(auto, "cuda", cores=16) == (1, 2)
-    assert plan_workers(WhisperConfig.model_validate({"workers": 3, "cpu_threads": 1}), "cpu", cores=2) == (
-        3,
-        1,
-    )
+    assert whisper_size(auto, "cpu", 2) == (1, 2)
+    assert whisper_size(auto, "cpu", 16) == (8, 2)
+    assert whisper_size(auto, "cuda", 16) == (1, 2)
+    assert whisper_size(WhisperConfig.model_validate({"workers": 3, "cpu_threads": 1}), "cpu", 2) == (3, 1)
 
 
 @pytest.mark.parametrize("name", sorted(WER_BOUNDS))

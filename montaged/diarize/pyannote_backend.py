@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import structlog
 
-from montaged.diarize import SAMPLE_RATE, default_threads
+from montaged.diarize import SAMPLE_RATE
 from montaged.diarize.turns import relabel
 from montaged.errors import ModelError
 from montaged.model import SpeakerTurn
+from montaged.resources_plan import diarize_threads, usable_cores
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +96,7 @@ class PyannoteDiarizer:
         import torch
 
         self._torch = torch
-        self.threads = default_threads(threads)
+        self.threads = diarize_threads(threads, usable_cores())
         torch.set_num_threads(self.threads)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import structlog
 
-from montaged.diarize import SAMPLE_RATE, default_threads
+from montaged.diarize import SAMPLE_RATE
 from montaged.diarize.turns import relabel, runs_to_turns, vote_frames
 from montaged.errors import ModelError
 from montaged.model import SpeakerTurn
+from montaged.resources_plan import diarize_threads, usable_cores
 
 log = structlog.get_logger(__name__)
 
@@ -118,7 +119,7 @@ class SenkoDiarizer:
 
         self._torch = torch
         self._spectral_cls = SpectralCluster
-        self.threads = default_threads(threads)
+        self.threads = diarize_threads(threads, usable_cores())
         torch.set_num_threads(self.threads)
         if device == "cuda" and not torch.cuda.is_available():
             raise ModelError("diarize.device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")

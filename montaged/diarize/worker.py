@@ -108,10 +108,13 @@ class DiarizerPool(PooledModel):
     background, its result is dropped, and the process then serves the next file.
 
     Args:
+        threads: torch threads for a ``[diarize]`` config that leaves ``threads`` at 0 (the
+            daemon's sizing plan: ``plan.diarize_threads``); 0 sizes them in the worker.
         stop_timeout: seconds a file being diarized gets at close before the process is killed.
     """
 
-    def __init__(self, *, stop_timeout: float = STOP_TIMEOUT) -> None:
+    def __init__(self, *, threads: int = 0, stop_timeout: float = STOP_TIMEOUT) -> None:
+        self.threads = threads
         self.pool = ProcPool(
             "diarizer", workers=1, initializer=_init_worker, warm=False, stop_timeout=stop_timeout,
             hint="; lower diarize.threads or set diarize.backend = 'none'",
@@ -121,9 +124,9 @@ class DiarizerPool(PooledModel):
         """Speaker turns of a PCM spool, diarized in the worker process."""
         if cfg.backend == "none":
             return []
-        rows = await self.pool.run(
-            diarize_pcm_file, pcm_path, SAMPLE_RATE, cfg.backend, speakers, worker_options(cfg)
-        )
+        options = worker_options(cfg)
+        options["threads"] = options["threads"] or self.threads
+        rows = await self.pool.run(diarize_pcm_file, pcm_path, SAMPLE_RATE, cfg.backend, speakers, options)
         return [SpeakerTurn.from_dict(r) for r in rows]
 
     async def stats(self) -> dict[str, int]:

@@ -24,6 +24,7 @@ import structlog
 from montaged.config import FrameConfig, ProfileConfig
 from montaged.model import ClipPlan, CropPlan, MediaInfo, SpeakerTurn
 from montaged.procpool import STOP_TIMEOUT, PooledModel, ProcPool
+from montaged.resources_plan import usable_cores, vision_size
 
 log = structlog.get_logger(__name__)
 
@@ -57,17 +58,12 @@ def _plan_one(
     return plan, time.process_time() - t0
 
 
-def default_workers(cfg: FrameConfig) -> int:
-    """``cfg.workers``, or one per core (at most 4: a job rarely has more clips in flight)."""
-    return cfg.workers or max(1, min(4, os.cpu_count() or 2))
-
-
 class FrameWorkers(PooledModel):
     """A pool of framing processes, started on the first clip.
 
     Args:
-        workers: processes in the pool (see :func:`default_workers`).
-        threads: OpenCV/OpenMP threads per process; default: cores // workers, at least 1.
+        workers: processes in the pool (the daemon's sizing plan: ``plan.vision_workers``).
+        threads: OpenCV/OpenMP threads per process; default: usable cores // workers, at least 1.
         stop_timeout: seconds a clip being framed gets at close before its process is killed.
     """
 
@@ -77,7 +73,7 @@ class FrameWorkers(PooledModel):
         if workers < 1:
             raise ValueError(f"frame workers must be at least 1 (got {workers})")
         self.workers = workers
-        self.threads = threads or max(1, (os.cpu_count() or 2) // workers)
+        self.threads = threads or max(1, usable_cores() // workers)
         self.pool = ProcPool(
             "vision", workers=workers, initializer=_init_worker, initargs=(self.threads,), warm=False,
             stop_timeout=stop_timeout, hint="; lower frame.workers or frame.analysis_width",
@@ -123,7 +119,8 @@ async def plan_crops_in_process(
     if not clips:
         return []
     if workers is None:
-        async with FrameWorkers(min(default_workers(cfg), len(clips))) as pool:
+        workers_wanted, _ = vision_size(cfg, usable_cores())
+        async with FrameWorkers(min(workers_wanted, len(clips))) as pool:
             return await plan_crops_in_process(
                 source, info, clips, profile, cfg, turns, workers=pool, job_id=job_id
             )
