@@ -28,6 +28,7 @@ from montaged.errors import StoreUnavailable
 from montaged.events import EventBus
 from montaged.health import ServiceProbe, serve_http
 from montaged.intake import Submitter
+from montaged.memory_guard import MemoryGuard
 from montaged.model import JobEvent
 from montaged.pipeline import Pipeline
 from montaged.runtime import connect_store, open_resources
@@ -150,8 +151,10 @@ class Daemon:
         self._res = res
         self.submitter = Submitter(self.store, self.bus, input_roots=s.paths.input_roots, profiles=s.profiles,
                                    output_roots=[s.paths.outputs()])
+        guard = MemoryGuard.from_config(s.daemon)
+        guard.check()  # before the first claim
         self.pipeline = Pipeline(s, self.store, self.bus, res, worker=s.daemon.worker_name,
-                                 supervisor=self.supervisor)
+                                 supervisor=self.supervisor, memory_guard=guard)
         self.submitter.set_wake(self.pipeline.wake)
         self.submitter.poke = self.pipeline.poke  # type: ignore[method-assign]
         self.stats = Stats(s, self.store, self.pipeline, res, self.submitter)
@@ -165,6 +168,7 @@ class Daemon:
             probe = partial(self.probe.run, s.daemon.stats_seconds, self._probed)
             tg.start_soon(sup.run, "health_probe", probe)
             tg.start_soon(sup.run, "stats", self._stats_loop)
+            tg.start_soon(sup.run, "memory_guard", partial(guard.run, s.daemon.poll_seconds))
             tg.start_soon(sup.run, "budget_sweeper", partial(run_sweeper, self.store, budgets=(res.budget,)))
             await self._start_intake(tg)
             if self._stopping:

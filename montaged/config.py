@@ -22,6 +22,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -162,6 +163,21 @@ class DaemonConfig(Section):
     it (a crash, a lost lease); the next claim fails it as ``poisoned`` with the stage it last
     reached, so an input that crashes montaged is not run again forever. ``montagectl retry``
     starts a fresh count."""
+    memory_pause_below_mb: int = Field(1024, ge=0)
+    """Memory guard: stop claiming new jobs while the memory this process can still use (the host's
+    ``MemAvailable``, or less under a cgroup memory limit) is below this many MiB; running jobs go
+    on. 0 turns the guard off."""
+    memory_resume_above_mb: int = Field(2048, ge=0)
+    """Claim again once available memory is back above this many MiB (at least
+    ``memory_pause_below_mb``: the gap keeps claims from flapping)."""
+
+    @model_validator(mode="after")
+    def _memory_marks(self) -> DaemonConfig:
+        if self.memory_resume_above_mb < self.memory_pause_below_mb:
+            raise ValueError(f"memory_resume_above_mb ({self.memory_resume_above_mb}) must be at least "
+                             f"memory_pause_below_mb ({self.memory_pause_below_mb}); raise it, or set "
+                             "memory_pause_below_mb = 0 to turn the memory guard off")
+        return self
 
     @field_validator("stage_workers")
     @classmethod

@@ -13,11 +13,18 @@ from collections.abc import Callable
 import anyio
 import structlog
 
+from montaged import metrics
+from montaged.config import DaemonConfig
 from montaged.hostlimits import MemoryLimits, memory_limits
 
 log = structlog.get_logger(__name__)
 
 MIB = 1 << 20
+
+
+def _publish(paused: bool, available: int) -> None:
+    metrics.MEMORY_AVAILABLE.set(available)
+    metrics.MEMORY_GUARD_PAUSED.set(int(paused))
 
 
 class MemoryGuard:
@@ -44,6 +51,13 @@ class MemoryGuard:
         self.on_change = on_change
         self.paused = False
         self.available: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DaemonConfig) -> MemoryGuard:
+        """The daemon's guard: ``daemon.memory_pause_below_mb`` / ``memory_resume_above_mb``, with
+        every sample published as ``montage_memory_available_bytes`` and
+        ``montage_memory_guard_paused``."""
+        return cls(cfg.memory_pause_below_mb, cfg.memory_resume_above_mb, on_change=_publish)
 
     @property
     def enabled(self) -> bool:

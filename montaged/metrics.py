@@ -104,3 +104,12 @@ QUEUE_WAIT = Histogram(
     "montage_queue_wait_seconds", "Time from a job's submission to its first claim",
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600), registry=REGISTRY,
 )
+MEMORY_AVAILABLE = Gauge(
+    "montage_memory_available_bytes",
+    "Memory this process can still use (host MemAvailable, or less under a cgroup limit), as the "
+    "memory guard last sampled it", registry=REGISTRY,
+)
+MEMORY_GUARD_PAUSED = Gauge(
+    "montage_memory_guard_paused", "1 while the memory guard holds claims back (memory low), else 0",
+    registry=REGISTRY,
+)

@@ -39,6 +39,7 @@ from montaged.backoff import Backoff
 from montaged.config import Settings
 from montaged.errors import DiskFullError, LeaseLost, MontageError, StoreUnavailable
 from montaged.events import EventBus
+from montaged.memory_guard import MemoryGuard
 from montaged.model import STAGES, Job, JobEvent, JobState
 from montaged.stages import STAGE_FUNCS, STAGE_WEIGHTS
 from montaged.stages.context import JobContext, Resources
@@ -100,6 +101,7 @@ class Pipeline:
         worker: name recorded as the job's worker (default host:pid).
         supervisor: restarts the claim loop, heartbeats and progress flush if they crash (the
             daemon passes its own, so /healthz reports them; default: a private one).
+        memory_guard: claims wait while it says memory is short (running jobs go on); None: no guard.
     """
 
     def __init__(
@@ -112,8 +114,10 @@ class Pipeline:
         only: Sequence[str] | None = None,
         worker: str | None = None,
         supervisor: Supervisor | None = None,
+        memory_guard: MemoryGuard | None = None,
     ) -> None:
         self.settings = settings
+        self.memory_guard = memory_guard
         self.supervisor = supervisor or Supervisor()
         self.store = store
         self.bus = bus
@@ -220,12 +224,17 @@ class Pipeline:
                 continue
             await first.send(ctx)  # waits while the first stage is full: backpressure
 
+    @property
+    def memory_paused(self) -> bool:
+        """Claims wait because memory is short (the memory guard), not because an operator paused."""
+        return self.memory_guard is not None and self.memory_guard.paused
+
     async def _claim_one(self, backoff: Backoff) -> JobContext | None:
         """Wait for a claimable job; its context (now in flight), or None when there is nothing
         to hand on (claiming stopped, a poisoned job, a job already running here)."""
         job: Job | None = None
         while job is None and self.claiming:
-            if self.paused:
+            if self.paused or self.memory_paused:
                 await self._nap()
                 continue
             try:

@@ -89,6 +89,7 @@ class Stats:
             "draining": self.pipeline.draining,
             "jobs": {s.value: counts.get(s, 0) for s in JobState},
             "in_flight": sorted(self.pipeline.inflight),
+            "memory_paused": self.pipeline.memory_paused,
             "queues": self.pipeline.queue_depths(),
             "pools": {"whisper": {"workers": whisper.workers, "model": whisper.model_name,
                                   "device": whisper.device}},

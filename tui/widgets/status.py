@@ -25,6 +25,8 @@ def status_text(online: bool, worker: str, stats: dict[str, Any] | None, counts:
     stats = stats or {}
     if stats.get("paused"):
         text.append(" ").append(" PAUSED ", style="bold #1c1c1c on #d7af00")
+    elif stats.get("memory_paused"):  # the memory guard holds claims back; running jobs go on
+        text.append(" ").append(" LOW MEMORY ", style="bold #1c1c1c on #d7af00")
     elif stats.get("draining"):
         text.append(" draining", style="bold #d7af00")
     text.append(*SEP)
