@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
+import anyio.to_thread
 import structlog
 
 from montaged import metrics
@@ -13,6 +15,7 @@ from montaged.asr.budget import Budget, summary_dicts
 from montaged.config import Secrets, Settings
 from montaged.control import protocol as p
 from montaged.errors import MontageError, StoreUnavailable
+from montaged.export import job as export
 from montaged.intake import SubmitError, Submitter
 from montaged.model import JobSpec, JobState
 from montaged.pipeline import Pipeline
@@ -86,10 +89,10 @@ class Stats:
             "worker": self.pipeline.worker,
             "uptime": round(time.time() - self.started, 1),
             "paused": self.pipeline.paused,
+            "memory_paused": self.pipeline.memory_paused,
             "draining": self.pipeline.draining,
             "jobs": {s.value: counts.get(s, 0) for s in JobState},
             "in_flight": sorted(self.pipeline.inflight),
-            "memory_paused": self.pipeline.memory_paused,
             "queues": self.pipeline.queue_depths(),
             "pools": {"whisper": {"workers": whisper.workers, "model": whisper.model_name,
                                   "device": whisper.device}},
@@ -214,3 +217,13 @@ class ControlOps:
 
     async def op_stats(self, request: p.Request) -> Any:
         return await self.stats.snapshot()
+
+    async def op_export(self, request: p.Request) -> Any:
+        """A finished job's clips as an editor timeline (text; the client saves it)."""
+        job = await self._job(self._need(request, "job_id"))
+        fmt = export.parse_format(request.format or "otio")
+        drop = (request.options or {}).get("drop_frame")
+        if drop is not None and not isinstance(drop, bool):
+            raise p.ProtocolError(p.BAD_REQUEST, f"options.drop_frame: true or false (got {drop!r})")
+        return await anyio.to_thread.run_sync(
+            partial(export.export_job, job.to_dict(), fmt, drop_frame=drop))

@@ -24,8 +24,9 @@ from pydantic_core import PydanticCustomError
 
 from montaged.model import JobEvent
 
-OPS = ("submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping")
-Op = Literal["submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping"]
+OPS = ("submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping", "export")
+Op = Literal["submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping",
+             "export"]
 
 # error codes a client may act on
 BAD_JSON = "bad_json"
@@ -60,6 +61,7 @@ class Request(BaseModel):
     job_id: str | None = Field(None, description="show/cancel/retry; subscribe: only this job")
     state: str | None = Field(None, description="list: only jobs in this state")
     limit: int | None = Field(None, ge=1, le=10_000, description="list: at most this many")
+    format: str | None = Field(None, description="export: otio, fcpxml or edl")
 
     @field_validator("id", mode="before")
     @classmethod

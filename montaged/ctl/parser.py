@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from montaged.ctl import editing
 from montaged.ctl.exits import EPILOG
 from montaged.model import JobState
 
@@ -105,4 +106,5 @@ def build_parser() -> argparse.ArgumentParser:
     command("pause", "pause intake: queued jobs wait, running jobs go on")
     command("resume", "resume intake")
     command("stats", "jobs by state, queues, encoder, cache, throughput, budget")
+    editing.add_parsers(command)
     return parser
