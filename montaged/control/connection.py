@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
@@ -38,24 +39,21 @@ class Limits:
 
 
 async def send_within(sock: socket.socket, data: bytes, timeout: float) -> bool:
-    """Write all of ``data`` unless the peer takes none of it for ``timeout`` s; False then.
+    """Write all of ``data`` within ``timeout`` s, or return False (a reader taking a byte now
+    and then cannot hold the connection forever).
 
     Waits with ``wait_writable`` instead of cancelling a stream's send: anyio's socket streams
     can raise InvalidStateError in a loop callback when a pending send or receive is cancelled
     just as the socket becomes ready.
     """
     view = memoryview(data)
-    while view:
-        try:
-            view = view[sock.send(view):]
-            continue
-        except BlockingIOError:
-            pass
-        with anyio.move_on_after(timeout) as scope:
-            await anyio.wait_writable(sock)
-        if scope.cancelled_caught:
-            return False
-    return True
+    with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+        while view:
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+    return not scope.cancelled_caught
 
 
 class _SlowReader(Exception):
@@ -148,11 +146,11 @@ class Connection:
             except anyio.EndOfStream:
                 return  # the client hung up
             buf += data
-            completed = False
-            while (nl := buf.find(b"\n", scanned)) >= 0:
-                line = bytes(buf[:nl])
-                del buf[: nl + 1]
-                scanned, completed = 0, True
+            busy_since = time.monotonic()
+            pos = 0  # start of the next line; consumed lines are dropped once, after the loop
+            while (nl := buf.find(b"\n", max(pos, scanned))) >= 0:
+                line = bytes(buf[pos:nl])
+                pos = nl + 1
                 if discarding:
                     discarding = False  # the rest of an oversized line, already answered
                 elif len(line) > self.limits.max_line:
@@ -160,6 +158,11 @@ class Connection:
                 elif line.strip():
                     await self._handle(line, tg)
                     last_request = time.monotonic()
+                if time.monotonic() - busy_since > 0.005:  # a chunk of many lines must not starve
+                    await anyio.lowlevel.checkpoint()  # the daemon's other tasks
+                    busy_since = time.monotonic()
+            completed = pos > 0
+            del buf[:pos]
             scanned = len(buf)
             if not discarding and len(buf) > self.limits.max_line:
                 discarding = True
