@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 PROGRESS_EVENT_SECONDS = 0.25  # at most this often per job on the socket
 PROGRESS_STORE_SECONDS = 2.0  # the store keeps the latest progress, not every tick
 LIGHT_STAGE_WORKERS = 2  # probe, diarize, select: short, a thread each
+DRY_RUN_STAGE = "select"  # options.stop_after: the one stage a job may stop after (a preview)
 
 
 def worker_name() -> str:
@@ -314,7 +315,7 @@ class Pipeline:
                     if not await self._run_stage(ctx, stage):
                         self._leave(ctx)
                         continue
-                    if outbox is None:
+                    if outbox is None or (stage == DRY_RUN_STAGE and is_dry_run(ctx)):
                         await self._finish(ctx)
                         continue
                     if self.draining:
@@ -509,6 +510,11 @@ class Pipeline:
                     self.cancel_job(job_id)
 
 
+def is_dry_run(ctx: JobContext) -> bool:
+    """A preview: the job ends after selection with its ranked candidates, rendering nothing."""
+    return bool(ctx.option("stop_after") == DRY_RUN_STAGE)
+
+
 def decisive_error(group: BaseExceptionGroup[BaseException]) -> MontageError | None:
     """The error that decides a job's outcome among a group's: the job taken over (this copy
     stops), the store being away (the job waits for its lease), then disk full, then any other
@@ -559,4 +565,6 @@ def job_result(ctx: JobContext, wall: float) -> dict[str, Any]:
         "notes": list(dict.fromkeys(ctx.notes)),
         "encoder": ctx.rendered[0].encoder if ctx.rendered else None,
         "cost": round(ctx.cost, 6),
+        "candidates": ctx.candidates,  # every ranked moment, picked or not (montagectl show)
+        "dry_run": is_dry_run(ctx),
     }

@@ -21,12 +21,13 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from montaged.cli.run import expected_failure
 from montaged.config import Secrets, Settings, load
+from montaged.ctl.candidates import print_candidates
 from montaged.errors import ConfigError, MontageError
 from montaged.events import EventBus
 from montaged.intake import Submitter
 from montaged.logging import setup
 from montaged.model import Job, JobSpec, JobState
-from montaged.pipeline import Pipeline
+from montaged.pipeline import DRY_RUN_STAGE, Pipeline
 from montaged.runtime import connect_store, open_resources
 
 
@@ -37,11 +38,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         " FILE and write the clips, sidecar JSON and SRT captions to DIR.",
     )
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="folder for the clips")
+    p.add_argument("--output", "-o", type=Path, metavar="DIR",
+                   help="folder for the clips (required unless --dry-run)")
     p.add_argument("--profile", "-p", default="vertical", help="output profile (default vertical)")
     p.add_argument("--max-clips", type=int, metavar="N", help="at most N clips per file")
     p.add_argument("--speakers", type=int, metavar="N", help="number of speakers, when known")
     p.add_argument("--model", help="Whisper model for this run (default: whisper.model)")
+    p.add_argument("--dry-run", "-n", action="store_true",
+                   help="preview: run up to selection only and print the ranked candidates (range, score,"
+                        " reason, text, speakers); renders nothing")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--verbose", "-v", action="store_true", help="log every stage (stderr)")
     p.set_defaults(func=run)
@@ -61,12 +66,18 @@ def run(args: argparse.Namespace) -> int:
               f"{', '.join(sorted(settings.profiles))}", file=sys.stderr)
         return 2
     setup(settings.log.model_copy(update={"level": "info" if args.verbose else "warning"}))
+    if args.output is None and not args.dry_run:
+        print("montaged process: -o DIR is required (where the clips go), unless --dry-run",
+              file=sys.stderr)
+        return 2
     options: dict[str, Any] = {}
+    if args.dry_run:
+        options["stop_after"] = DRY_RUN_STAGE
     if args.max_clips is not None:
         options["max_clips"] = args.max_clips
     if args.speakers is not None:
         options["speakers"] = args.speakers
-    out = args.output.expanduser().resolve()
+    out = (args.output or Path.cwd()).expanduser().resolve()
     try:
         jobs, refused = anyio.run(_process, settings, [f.expanduser().absolute() for f in args.files], out,
                          args.profile, options, args.json)
@@ -195,6 +206,10 @@ def _summary(console: Console, jobs: list[Job], as_json: bool) -> None:
             console.print(f"[red]✗ {name}[/]: {job.state} in {job.error_stage}: {job.error_message}")
             continue
         result = job.result
+        if result.get("dry_run"):
+            console.print(f"[green]✓ {name}[/]: preview of job {job.id} (nothing rendered)")
+            print_candidates(Console(highlight=False, soft_wrap=True), job.to_dict())
+            continue
         ratio = result.get("processing_ratio")
         console.print(f"[green]✓ {name}[/]: {len(result.get('clips', []))} clips in "
                       f"{result.get('wall_seconds', 0):.1f} s (ratio {ratio}), job {job.id}")

@@ -44,6 +44,9 @@ async def submit(client: ControlClient, args: argparse.Namespace, out: Console) 
         options["speakers"] = args.speakers
     if args.captions is not None:
         options["captions"] = args.captions
+    if args.dry_run:
+        options["stop_after"] = "select"
+        args.wait = True
     output_dir = _absolute(args.output_dir) if args.output_dir is not None else None
     if args.wait:
         await client.request("subscribe")  # first, so no event of the new jobs can be missed

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", "-w", action="store_true",
                    help="show progress until every job is done, failed or cancelled; exit 4 if any did not"
                         " finish")
+    p.add_argument("--dry-run", "-n", action="store_true",
+                   help="preview: run up to selection only and print the ranked candidates (range, score,"
+                        " reason, text, speakers); renders nothing. Implies --wait")
 
     states = [s.value for s in JobState]
     p = command("list", "list jobs, newest first")

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from montaged.ctl.candidates import print_candidates
 from montaged.model import STAGES
 
 STATE_STYLE = {
@@ -152,11 +153,12 @@ def print_job(console: Console, shown: dict[str, Any]) -> None:
             out(f"  {'total':<11} {result['wall_seconds']:8.2f}  (ratio {ratio})", highlight=False)
 
     clips = clips_of(job)
-    if job["state"] == "done":
+    if job["state"] == "done" and not result.get("dry_run"):
         encoder = result.get("encoder") or "-"
         out(f"[bold]clips[/] ({len(clips)}, encoder {escape(str(encoder))})", highlight=False)
         for clip in clips:
             print_clip(console, clip)
+    print_candidates(console, job)
     for note in result.get("notes") or []:
         out(f"  note: {escape(str(note))}", highlight=False)
 
@@ -227,7 +229,11 @@ def quality_line(q: dict[str, Any]) -> str:
 def print_outcome(console: Console, job: dict[str, Any]) -> None:
     """One finished job after ``submit --wait``: its clips, or why it has none."""
     state = job["state"]
-    if state == "done":
+    if state == "done" and (job.get("result") or {}).get("dry_run"):
+        console.print(f"[green]✓[/] {escape(name(job))}  job {job['id']}: preview (nothing rendered)",
+                      highlight=False)
+        print_candidates(console, job)
+    elif state == "done":
         result = job.get("result") or {}
         clips = clips_of(job)
         console.print(f"[green]✓[/] {escape(name(job))}  job {job['id']}: {plural(len(clips), 'clip')} in "

@@ -25,9 +25,12 @@ from montaged.select.score import WEIGHTS, score_windows
 from montaged.select.sentences import Sentence, split_sentences
 from montaged.select.words import build_word_table
 
-__all__ = ["WEIGHTS", "AudioFeatureTrack", "Sentence", "select_clips", "split_sentences"]
+__all__ = ["WEIGHTS", "AudioFeatureTrack", "Sentence", "rank_clips", "select_clips", "split_sentences"]
 
 log = structlog.get_logger(__name__)
+
+MAX_CANDIDATES = 50
+"""Ranked moments kept beside the picks (non-overlapping, best first), for previews and re-cuts."""
 
 
 def _check(cfg: SelectConfig) -> dict[str, float]:
@@ -82,7 +85,22 @@ def select_clips(
     turns: Sequence[SpeakerTurn] = (),
     max_clips: int | None = None,
 ) -> list[ClipPlan]:
-    """The best non-overlapping clips of a talk, in time order.
+    """The best non-overlapping clips of a talk, in time order (see :func:`rank_clips`)."""
+    return rank_clips(transcript, features, cfg, turns=turns, max_clips=max_clips)[0]
+
+
+def rank_clips(
+    transcript: Transcript,
+    features: AudioFeatureTrack | None,
+    cfg: SelectConfig,
+    *,
+    turns: Sequence[SpeakerTurn] = (),
+    max_clips: int | None = None,
+) -> tuple[list[ClipPlan], list[ClipPlan]]:
+    """The best non-overlapping clips of a talk in time order, and the ranked candidates.
+
+    The candidates are up to MAX_CANDIDATES non-overlapping moments, best first (their ``index``
+    is the rank from 0); the clips are the first ``max_clips`` of them, put in time order.
 
     Args:
         transcript: timed words (any engine); sorted here by start time.
@@ -107,7 +125,7 @@ def select_clips(
     words = _label_words(words, turns)
     if not words:
         log.info("no clips: the transcript has no words")
-        return []
+        return [], []
     pads = cfg.lead_in_seconds + cfg.tail_seconds
     sentences = split_sentences(
         words, pause_seconds=cfg.pause_seconds, max_seconds=max(cfg.max_seconds - pads, 1.0)
@@ -127,7 +145,7 @@ def select_clips(
         log.info(
             "no clips: no run of whole sentences fits the clip bounds", sentences=len(sentences), span=span
         )
-        return []
+        return [], []
 
     turn_list = list(turns) or _turns_from_words(words)
     use_exchange = cfg.prefer_whole_exchanges and len({t.speaker for t in turn_list}) >= 2
@@ -145,24 +163,26 @@ def select_clips(
         weights=weights,
     )
     k = min(max_clips or cfg.max_clips, max(1, math.floor(span / cfg.seconds_per_clip)))
-    picked = sorted(choose_top(win.start, win.end, scored.total, k), key=lambda j: float(win.start[j]))
+    # greedy by score: the first k of a longer ranking are exactly the k picks
+    ranked = choose_top(win.start, win.end, scored.total, max(k, MAX_CANDIDATES))
+    picked = sorted(ranked[:k], key=lambda j: float(win.start[j]))
 
-    clips = []
-    for index, j in enumerate(picked):
+    def plan(index: int, j: int) -> ClipPlan:
         a, b = int(scored.word_first[j]), int(scored.word_last[j])
         speakers = tuple(dict.fromkeys(w.speaker for w in words[a : b + 1] if w.speaker is not None))
-        clips.append(
-            ClipPlan(
-                index=index,
-                start=float(win.start[j]),  # not rounded: rounding could move a cut into a word
-                end=float(win.end[j]),
-                score=round(float(scored.total[j]), 4),
-                features={name: round(float(v[j]), 4) for name, v in scored.features.items()},
-                reason=explain(scored, j, wt, sentences, int(win.first[j])),
-                text=" ".join(w.text.strip() for w in words[a : b + 1]),
-                speakers=speakers,
-            )
+        return ClipPlan(
+            index=index,
+            start=float(win.start[j]),  # not rounded: rounding could move a cut into a word
+            end=float(win.end[j]),
+            score=round(float(scored.total[j]), 4),
+            features={name: round(float(v[j]), 4) for name, v in scored.features.items()},
+            reason=explain(scored, j, wt, sentences, int(win.first[j])),
+            text=" ".join(w.text.strip() for w in words[a : b + 1]),
+            speakers=speakers,
         )
+
+    clips = [plan(index, j) for index, j in enumerate(picked)]
+    candidates = [plan(rank, j) for rank, j in enumerate(ranked)]
     log.info(
         "clips selected",
         clips=len(clips),
@@ -172,4 +192,4 @@ def select_clips(
         audio=features is not None,
         seconds=round(time.perf_counter() - t_begin, 3),
     )
-    return clips
+    return clips, candidates

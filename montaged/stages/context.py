@@ -72,6 +72,7 @@ class JobContext:
     features: AudioFeatureTrack | None = None
     turns: list[SpeakerTurn] = field(default_factory=list)
     clips: list[ClipPlan] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # select's ranking, for previews
     crops: list[CropPlan | None] = field(default_factory=list)
     rendered: list[RenderedClip] = field(default_factory=list)
     keys: dict[str, str] = field(default_factory=dict)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio.to_thread
 
 from montaged.errors import MediaError
 from montaged.model import ClipPlan
-from montaged.select import select_clips
+from montaged.select import rank_clips
 from montaged.stages.context import JobContext, Resources, param_key
 
 
@@ -23,12 +25,25 @@ def _max_clips(ctx: JobContext, default: int) -> int:
     return value
 
 
+def candidate_rows(clips: list[ClipPlan], ranked: list[ClipPlan]) -> list[dict[str, Any]]:
+    """Every ranked moment as a row for previews: its rank (1 = best), its range and why, and
+    ``clip``, the clip number (1-based, time order) it became, or None when it was not picked."""
+    picked = {(c.start, c.end): c.index for c in clips}
+    rows = []
+    for plan in ranked:
+        index = picked.get((plan.start, plan.end))
+        rows.append({**plan.to_dict(), "rank": plan.index + 1, "clip": None if index is None else index + 1})
+    return rows
+
+
 async def select_stage(ctx: JobContext, res: Resources) -> None:
     cfg = res.settings.select
     max_clips = _max_clips(ctx, cfg.max_clips)
     key = ctx.keys["select"] = param_key(ctx.keys["transcribe"], cfg.model_dump(), max_clips)
-    if (hit := await res.store.get_result("select", key)) is not None:
+    hit = await res.store.get_result("select", key)
+    if hit is not None and "candidates" in hit:  # results stored before candidates were kept: redo
         ctx.clips = [ClipPlan.from_dict(c) for c in hit["clips"]]
+        ctx.candidates = list(hit["candidates"])
         ctx.cached.add("select")
     else:
         transcript = ctx.need_transcript()
@@ -37,8 +52,10 @@ async def select_stage(ctx: JobContext, res: Resources) -> None:
                 f"{ctx.source}: no speech was recognised, so there is nothing to clip; check that the"
                 " audio track holds speech in the configured language (whisper.language)"
             )
-        ctx.clips = await anyio.to_thread.run_sync(
-            lambda: select_clips(transcript, ctx.features, cfg, turns=ctx.turns, max_clips=max_clips)
+        ctx.clips, ranked = await anyio.to_thread.run_sync(
+            lambda: rank_clips(transcript, ctx.features, cfg, turns=ctx.turns, max_clips=max_clips)
         )
-        await ctx.lease.put_result("select", key, {"clips": [c.to_dict() for c in ctx.clips]})
+        ctx.candidates = candidate_rows(ctx.clips, ranked)
+        await ctx.lease.put_result("select", key, {"clips": [c.to_dict() for c in ctx.clips],
+                                                   "candidates": ctx.candidates})
     res.progress(ctx, "select", 1.0)
