@@ -31,6 +31,7 @@ from montaged.intake import Submitter
 from montaged.memory_guard import MemoryGuard
 from montaged.model import JobEvent
 from montaged.pipeline import Pipeline
+from montaged.retention import run_retention
 from montaged.runtime import connect_store, open_resources
 from montaged.stages.context import Resources
 from montaged.store import JobStore
@@ -168,6 +169,7 @@ class Daemon:
             probe = partial(self.probe.run, s.daemon.stats_seconds, self._probed)
             tg.start_soon(sup.run, "health_probe", probe)
             tg.start_soon(sup.run, "stats", self._stats_loop)
+            tg.start_soon(sup.run, "retention", partial(run_retention, self.store, s.retention))
             tg.start_soon(sup.run, "memory_guard", partial(guard.run, s.daemon.poll_seconds))
             tg.start_soon(sup.run, "budget_sweeper", partial(run_sweeper, self.store, budgets=(res.budget,)))
             await self._start_intake(tg)

@@ -646,6 +646,24 @@ class Settings(BaseSettings):
     whisper: WhisperConfig = Field(default_factory=WhisperConfig)
     deepgram: DeepgramConfig = Field(default_factory=DeepgramConfig)
     fuse: FuseConfig = Field(default_factory=FuseConfig)
+class RetentionConfig(Section):
+    days: float = Field(90.0, ge=0)
+    """Finished jobs (done, failed, cancelled) untouched this many days are deleted with their
+    events; 0 keeps them. Queued and running jobs are never deleted."""
+    events_days: float = Field(30.0, ge=0)
+    """Events of finished jobs older than this many days are deleted (the jobs stay); 0 keeps them."""
+    results_days: float = Field(30.0, ge=0)
+    """Stage results and cached transcripts in the store older than this many days are deleted,
+    except those for media a queued or running job has; 0 keeps them."""
+    max_jobs: int = Field(0, ge=0)
+    """Keep at most this many finished jobs (the most recent); 0: no cap."""
+    max_results: int = Field(0, ge=0)
+    """Keep at most this many stage results and cached transcripts (the newest); 0: no cap."""
+    interval_minutes: float = Field(60.0, ge=0)
+    """How often the daemon prunes (the first time a minute after it starts); 0: only
+    ``montagectl purge``."""
+
+
     cache: CacheConfig = Field(default_factory=CacheConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     diarize: DiarizeConfig = Field(default_factory=DiarizeConfig)
@@ -672,6 +690,7 @@ class Secrets:
     Values are ``SecretStr`` so they print as ``**********`` in reprs and logs.
     """
 
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._env = os.environ if env is None else env
 

@@ -113,3 +113,7 @@ MEMORY_GUARD_PAUSED = Gauge(
     "montage_memory_guard_paused", "1 while the memory guard holds claims back (memory low), else 0",
     registry=REGISTRY,
 )
+PRUNED = Counter(
+    "montage_pruned_total", "Rows deleted by retention (periodic and montagectl purge), by kind",
+    ["kind"], registry=REGISTRY,
+)

@@ -12,7 +12,7 @@ import pytest
 
 from montaged.errors import LeaseLost, StoreError
 from montaged.model import Job, JobSpec, JobState
-from montaged.store import Caps, Fence, JobStore, open_store
+from montaged.store import Caps, Fence, JobStore, Pruned, PrunePolicy, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -426,6 +426,71 @@ class StoreContract:
         assert await store.events("no-such-job") == []
         with pytest.raises(StoreError, match="no-such-job"):
             await store.add_event("no-such-job", "job.note")
+
+    # ---- retention --------------------------------------------------------------------------
+
+    async def _finished(self, store: JobStore, source: str, content_hash: str | None = None,
+                        result_key: str | None = None) -> Job:
+        """A job claimed and finished here; with ``result_key``, it wrote a frame result first."""
+        job = await store.submit(spec(source), content_hash=content_hash)
+        claimed = await store.claim("w", 30, only=[job.id])
+        assert claimed is not None
+        if result_key:
+            await store.put_result("frame", result_key, {"by": source}, fence=Fence(job.id, claimed.attempts))
+        await store.finish(job.id, {}, token=claimed.attempts)
+        return job
+
+    async def test_prune_by_age_keeps_live_jobs_and_the_results_their_media_needs(
+        self, store: JobStore
+    ) -> None:
+        old = await self._finished(store, "/old.mp4", "h-old", "k-old")
+        shared = await self._finished(store, "/shared.mp4", "h-shared", "k-shared")
+        await store.put_result("transcript", "cache-1", {"words": []})  # the transcript cache: no claim
+        failed = await store.submit(spec("/failed.mp4"))
+        claimed = await store.claim("w", 30, only=[failed.id])
+        assert claimed is not None
+        await store.fail(failed.id, stage="probe", error_class="MediaError", message="x",
+                         token=claimed.attempts)
+        cancelled = await store.submit(spec("/cancelled.mp4"))
+        await store.cancel(cancelled.id)
+        await anyio.sleep(0.05)
+        cut = time.time()
+        await anyio.sleep(0.05)
+        queued = await store.submit(spec("/again.mp4"), content_hash="h-shared")  # same media as `shared`
+        running = await store.submit(spec("/running.mp4"))
+        assert await store.claim("w", 30, only=[running.id]) is not None
+        recent = await self._finished(store, "/recent.mp4")
+        gone = [old, shared, failed, cancelled]
+        events_before = sum([len(await store.events(j.id)) for j in gone])
+
+        pruned = await store.prune(PrunePolicy(jobs_before=cut, results_before=time.time() + 1))
+        assert pruned == Pruned(jobs=4, events=events_before, results=2)
+        for job in gone:
+            assert await store.get(job.id) is None and await store.events(job.id) == []
+        for job in (queued, running, recent):
+            assert await store.get(job.id) is not None and await store.events(job.id) != []
+        assert await store.get_result("frame", "k-old") is None
+        assert await store.get_result("transcript", "cache-1") is None
+        assert await store.get_result("frame", "k-shared") == {"by": "/shared.mp4"}  # `queued` needs it
+        assert await store.prune(PrunePolicy(jobs_before=cut)) == Pruned()  # nothing left to do
+
+    async def test_prune_by_count_and_old_events_of_finished_jobs(self, store: JobStore) -> None:
+        jobs = [await self._finished(store, f"/t{i}.mp4") for i in range(3)]
+        for i in range(3):
+            await store.put_result("select", f"r{i}", {"i": i})
+            await anyio.sleep(0.02)
+        running = await store.submit(spec("/running.mp4"))
+        assert await store.claim("w", 30, only=[running.id]) is not None
+        assert await store.prune(PrunePolicy()) == Pruned()
+        pruned = await store.prune(PrunePolicy(max_jobs=1, max_results=1))
+        assert (pruned.jobs, pruned.results) == (2, 2) and pruned.events > 0
+        assert [await store.get(j.id) is not None for j in jobs] == [False, False, True]
+        assert [await store.get_result("select", f"r{i}") for i in range(3)] == [None, None, {"i": 2}]
+        # events of finished jobs go by age; the job itself and a running job's events stay
+        pruned = await store.prune(PrunePolicy(events_before=time.time() + 1))
+        assert pruned == Pruned(events=3)  # submitted, claimed, done
+        assert await store.get(jobs[2].id) is not None and await store.events(jobs[2].id) == []
+        assert await kinds(store, running.id) == ["job.submitted", "job.claimed"]
 
     # ---- cost ledger ------------------------------------------------------------------------
 

@@ -147,7 +147,7 @@ async def test_upgrade_to_fencing_keeps_jobs_and_money(backend_url: str) -> None
     await _at_version_1(backend_url)
     store = open_store(backend_url)
     await store.migrate()
-    assert [v for v, _, _ in await versions(backend_url)] == [1, 2]
+    assert [v for v, _, _ in await versions(backend_url)][:2] == [1, 2]  # then every later one
     old = await store.get("old")
     assert old is not None and old.attempts == 2 and old.stage == "frame"
     assert await store.sweep_reservations() == []  # made outside any claim: never swept

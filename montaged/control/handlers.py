@@ -10,7 +10,7 @@ from typing import Any
 import anyio.to_thread
 import structlog
 
-from montaged import metrics
+from montaged import metrics, retention
 from montaged.asr.budget import Budget, summary_dicts
 from montaged.config import Secrets, Settings
 from montaged.control import protocol as p
@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 
 HISTORY = 60  # samples kept for the TUI's sparklines
 
+MAX_AGE = 100 * 365 * 86_400.0  # purge: an age beyond a century is a typo, not a policy
 
 class Stats:
     """Daemon-wide figures for ``stats`` and the periodic ``daemon.stats`` event."""
@@ -231,3 +232,13 @@ class ControlOps:
             raise p.ProtocolError(p.BAD_REQUEST, f"options.drop_frame: true or false (got {drop!r})")
         return await anyio.to_thread.run_sync(
             partial(export.export_job, job.to_dict(), fmt, drop_frame=drop))
+
+    async def op_purge(self, request: p.Request) -> Any:
+        """Delete finished jobs, events and stage results older than ``options.older_than_seconds``
+        (queued and running jobs, and results their media needs, stay)."""
+        seconds = (request.options or {}).get("older_than_seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= MAX_AGE:
+            raise p.ProtocolError(p.BAD_REQUEST, "purge: options.older_than_seconds must be a number of "
+                                  f"seconds above 0 and at most {MAX_AGE:.0f} (got {seconds!r})")
+        pruned = await retention.prune(self.store, retention.older_than(float(seconds)), why="purge")
+        return {"older_than_seconds": seconds, "pruned": pruned.to_dict()}

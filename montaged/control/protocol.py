@@ -24,9 +24,10 @@ from pydantic_core import PydanticCustomError
 
 from montaged.model import JobEvent
 
-OPS = ("submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping", "export")
+OPS = ("submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping", "export",
+       "purge")
 Op = Literal["submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping",
-             "export"]
+             "export", "purge"]
 
 # error codes a client may act on
 BAD_JSON = "bad_json"

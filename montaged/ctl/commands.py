@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from montaged.control.client import ControlClient, ControlError
-from montaged.ctl import editing, exits, render
+from montaged.ctl import editing, exits, purge, render
 from montaged.ctl.watch import Board, wait_for_jobs, watch
 
 Command = Callable[[ControlClient, argparse.Namespace, Console], Awaitable[int]]
@@ -139,4 +139,5 @@ COMMANDS: dict[str, Command] = {
     "resume": resume,
     "stats": stats,
     "export": editing.export,
+    "purge": purge.purge,
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from montaged.ctl import editing
+from montaged.ctl import editing, purge
 from montaged.ctl.exits import EPILOG
 from montaged.model import JobState
 
@@ -110,4 +110,5 @@ def build_parser() -> argparse.ArgumentParser:
     command("resume", "resume intake")
     command("stats", "jobs by state, queues, encoder, cache, throughput, budget")
     editing.add_parsers(command)
+    purge.add_parsers(command)
     return parser

@@ -52,6 +52,38 @@ class SpendSummary:
         return max(0.0, self.cap - self.spent - self.reserved)
 
 
+@dataclass(frozen=True)
+class PrunePolicy:
+    """What :meth:`JobStore.prune` may delete; ``None`` leaves a rule out.
+
+    Queued and running jobs and their events are never touched, nor a stage result whose media
+    (content hash) a queued or running job has.
+    """
+
+    jobs_before: float | None = None
+    """Finished (done, failed, cancelled) jobs last updated before this Unix time, with their events."""
+    events_before: float | None = None
+    """Events of finished jobs recorded before this Unix time (the jobs stay)."""
+    results_before: float | None = None
+    """Stage results and cached transcripts written before this Unix time."""
+    max_jobs: int | None = None
+    """Keep at most this many finished jobs, the most recently updated."""
+    max_results: int | None = None
+    """Keep at most this many stage results, the most recently written."""
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """Rows :meth:`JobStore.prune` deleted."""
+
+    jobs: int = 0
+    events: int = 0
+    results: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"jobs": self.jobs, "events": self.events, "results": self.results}
+
+
 class ResultStore(Protocol):
     """Where stage results are read and written: the store itself, or a job's fenced view of it."""
 
@@ -126,6 +158,12 @@ class JobStore(Protocol):
         ...
 
     async def get_result(self, stage: str, key: str) -> dict[str, Any] | None: ...
+
+    # retention
+    async def prune(self, policy: PrunePolicy) -> Pruned:
+        """Delete old finished jobs, events and stage results as ``policy`` says, in one
+        transaction; see :class:`PrunePolicy` for what is always kept."""
+        ...
 
     # events
     async def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> JobEvent: ...

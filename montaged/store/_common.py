@@ -214,9 +214,11 @@ SQL_FIND_BY_HASH = (
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE content_hash = $1 AND profile = $2 "
     "AND state NOT IN ('failed', 'cancelled') ORDER BY state = 'done' DESC, created_at DESC LIMIT 1"
 )
-SQL_PUT_RESULT = (
-    "INSERT INTO stage_results (stage, key, payload, created_at) VALUES ($1, $2, $3, $4) "
-    "ON CONFLICT (stage, key) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at"
+SQL_PUT_RESULT = (  # $5: the writing job (NULL outside a claim); its media hash guards the row from pruning
+    "INSERT INTO stage_results (stage, key, payload, created_at, content_hash) "
+    "VALUES ($1, $2, $3, $4, (SELECT content_hash FROM jobs WHERE id = $5)) "
+    "ON CONFLICT (stage, key) DO UPDATE SET payload = EXCLUDED.payload, created_at = EXCLUDED.created_at, "
+    "content_hash = COALESCE(EXCLUDED.content_hash, stage_results.content_hash)"
 )
 SQL_GET_RESULT = "SELECT payload FROM stage_results WHERE stage = $1 AND key = $2"
 SQL_ADD_EVENT = "INSERT INTO job_events (job_id, kind, at, data) VALUES ($1, $2, $3, $4)"

@@ -24,9 +24,10 @@ import structlog
 
 from montaged.errors import StoreError, StoreUnavailable
 from montaged.model import Job, JobEvent, JobSpec, JobState
-from montaged.store import Caps, Fence, Reservation, SpendSummary
+from montaged.store import Caps, Fence, Pruned, PrunePolicy, Reservation, SpendSummary
 from montaged.store import _common as c
 from montaged.store._common import check_amount, decode_payload, job_from_row, now_or, utc_day, utc_month
+from montaged.store._prune import statements as prune_statements
 
 log = structlog.get_logger(__name__)
 Conn = Any  # asyncpg.Connection or the pool proxy that stands in for it
@@ -371,18 +372,26 @@ class PostgresStore(c.Transitions):
         self, stage: str, key: str, payload: dict[str, Any], *, fence: Fence | None = None
     ) -> None:
         if fence is None:
-            await self._count(c.SQL_PUT_RESULT, stage, key, payload, time.time())
+            await self._count(c.SQL_PUT_RESULT, stage, key, payload, time.time(), None)
             return
         async with self._tx() as conn:
             # FOR SHARE: a claim of this job waits until the write has committed, so a write checked
             # against the current claim can never land after the job moved on.
             holder = await conn.fetchrow(f"{c.SQL_HOLDER} FOR SHARE", fence.job_id)
             c.check_holder(holder, fence, f"{stage} result")
-            await conn.execute(c.SQL_PUT_RESULT, stage, key, payload, time.time())
+            await conn.execute(c.SQL_PUT_RESULT, stage, key, payload, time.time(), fence.job_id)
 
     async def get_result(self, stage: str, key: str) -> dict[str, Any] | None:
         rows = await self._fetch(c.SQL_GET_RESULT, stage, key)
         return decode_payload(rows[0][0]) if rows else None
+
+    async def prune(self, policy: PrunePolicy) -> Pruned:
+        counts = {"jobs": 0, "events": 0, "results": 0}
+        async with self._tx() as conn:
+            for counter, sql, args in prune_statements(policy):
+                status = await conn.execute(sql, *args)
+                counts[counter] += int(status.rsplit(" ", 1)[-1])
+        return Pruned(**counts)
 
     async def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> JobEvent:
         now, payload = time.time(), dict(data or {})

@@ -24,9 +24,10 @@ import structlog
 
 from montaged.errors import StoreError, StoreUnavailable
 from montaged.model import Job, JobEvent, JobSpec, JobState
-from montaged.store import Caps, Fence, Reservation, SpendSummary
+from montaged.store import Caps, Fence, Pruned, PrunePolicy, Reservation, SpendSummary
 from montaged.store import _common as c
 from montaged.store._common import check_amount, decode_payload, job_from_row, now_or, utc_day, utc_month
+from montaged.store._prune import statements as prune_statements
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -394,19 +395,29 @@ class SqliteStore(c.Transitions):
         self, stage: str, key: str, payload: dict[str, Any], *, fence: Fence | None = None
     ) -> None:
         if fence is None:
-            await self._exec(c.SQL_PUT_RESULT, stage, key, payload, time.time())
+            await self._exec(c.SQL_PUT_RESULT, stage, key, payload, time.time(), None)
             return
 
         def run(conn: sqlite3.Connection) -> None:
             with _immediate(conn):  # checked and written under the write lock: no claim in between
                 c.check_holder(_q(conn, c.SQL_HOLDER, fence.job_id).fetchone(), fence, f"{stage} result")
-                _q(conn, c.SQL_PUT_RESULT, stage, key, payload, time.time())
+                _q(conn, c.SQL_PUT_RESULT, stage, key, payload, time.time(), fence.job_id)
 
         await self._run(run)
 
     async def get_result(self, stage: str, key: str) -> dict[str, Any] | None:
         rows = await self._exec(c.SQL_GET_RESULT, stage, key, rows=True)
         return decode_payload(rows[0][0]) if rows else None
+
+    async def prune(self, policy: PrunePolicy) -> Pruned:
+        def run(conn: sqlite3.Connection) -> Pruned:
+            counts = {"jobs": 0, "events": 0, "results": 0}
+            with _immediate(conn):
+                for counter, sql, args in prune_statements(policy):
+                    counts[counter] += _q(conn, sql, *args).rowcount
+            return Pruned(**counts)
+
+        return await self._run(run)
 
     async def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> JobEvent:
         now, payload = time.time(), dict(data or {})
