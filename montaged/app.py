@@ -160,8 +160,7 @@ class Daemon:
         self.submitter.poke = self.pipeline.poke  # type: ignore[method-assign]
         self.stats = Stats(s, self.store, self.pipeline, res, self.submitter)
         ops = ControlOps(s, self.store, self.submitter, self.pipeline, self.stats)
-        server = ControlServer(s.control.socket(), ops, self.bus, mode=s.control.socket_mode,
-                               max_line=s.control.max_line_bytes)
+        server = ControlServer(s.control.socket(), ops, self.bus, config=s.control)
         self.probe = ServiceProbe(self.store, self._redis_urls(), redis_password=self._redis_password())
         sup = self.supervisor
         async with anyio.create_task_group() as tg:
@@ -169,8 +168,8 @@ class Daemon:
             probe = partial(self.probe.run, s.daemon.stats_seconds, self._probed)
             tg.start_soon(sup.run, "health_probe", probe)
             tg.start_soon(sup.run, "stats", self._stats_loop)
-            tg.start_soon(sup.run, "retention", partial(run_retention, self.store, s.retention))
             tg.start_soon(sup.run, "memory_guard", partial(guard.run, s.daemon.poll_seconds))
+            tg.start_soon(sup.run, "retention", partial(run_retention, self.store, s.retention))
             tg.start_soon(sup.run, "budget_sweeper", partial(run_sweeper, self.store, budgets=(res.budget,)))
             await self._start_intake(tg)
             if self._stopping:

@@ -9,7 +9,6 @@ lines and checks after every example that the daemon still answers.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import resource
@@ -26,11 +25,10 @@ import anyio
 import psutil
 import pytest
 from anyio.abc import SocketStream
-from daemon_harness import DaemonProcess, daemon_settings, running_daemon
+from daemon_harness import DaemonProcess, running_daemon
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from montaged import app
 from montaged.control import protocol as p
 from montaged.control.client import ControlClient, DaemonUnreachable
 from montaged.control.peers import SocketFolderUnsafe, prepare_folder
@@ -45,16 +43,9 @@ NOBODY = 65534
 
 
 @pytest.fixture
-def wired(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Start in-process daemons whose control server reads the whole ControlConfig (cap,
-    timeouts, peers), as app.py does once it passes ``config=s.control``."""
-
-    def start(tmp_path: Path, **extra: str) -> Any:
-        cfg = daemon_settings(tmp_path, **extra).control
-        monkeypatch.setattr(app, "ControlServer", functools.partial(ControlServer, config=cfg))
-        return running_daemon(tmp_path, **extra)
-
-    return start
+def wired() -> Any:
+    """In-process daemons; their control server reads the whole ControlConfig (cap, timeouts, peers)."""
+    return running_daemon
 
 
 async def _lines(stream: SocketStream, count: int, timeout: float = 20) -> list[dict[str, Any]]:
