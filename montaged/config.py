@@ -521,6 +521,21 @@ def _default_caption_styles() -> dict[str, CaptionStyle]:
     }
 
 
+class AudiogramConfig(Section):
+    """How audio-only input (podcasts: mp3, m4a, wav, flac, opus) is turned into video clips."""
+
+    cover: Path | None = None
+    """Image shown when the audio file has no embedded cover art; unset: none (plain background)."""
+    background: Colour = "#14161C"
+    """Background colour behind the cover, waveform and captions."""
+    speaker_colours: list[Colour] = Field(
+        default_factory=lambda: ["#FFD400", "#4FC3F7", "#FF7043", "#9CCC65", "#BA68C8"], min_length=1
+    )
+    """Colours of the speakers (diarization order): waveform of the clip's main speaker, labels."""
+    label_size: float = Field(0.03, gt=0, le=0.2)
+    """Speaker label size as a share of the frame height."""
+
+
 class QualityLimits(Section):
     """Below these a clip is flagged ``quality`` with a note saying why (it is still written)."""
 
@@ -547,6 +562,8 @@ class RenderConfig(Section):
     """ffmpeg executable (Debian's, or imageio-ffmpeg's)."""
     caption_styles: dict[str, CaptionStyle] = Field(default_factory=_default_caption_styles)
     """Named caption looks that profiles and jobs pick by name."""
+    audiogram: AudiogramConfig = Field(default_factory=AudiogramConfig)
+    """Audiogram clips of audio-only input."""
     quality: QualityLimits = Field(default_factory=QualityLimits)
     """When a finished clip is flagged ``quality`` (sidecar, ``montagectl show``, metrics)."""
 

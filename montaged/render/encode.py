@@ -28,12 +28,12 @@ import anyio.to_thread
 import structlog
 
 from montaged import debris, metrics
-from montaged.config import CaptionStyle, ProfileConfig
+from montaged.config import AudiogramConfig, CaptionStyle, ProfileConfig
 from montaged.errors import DiskFullError, MontageError, RenderError
 from montaged.media.encoders import EncoderChoice, encoder_args
 from montaged.media.ffmpeg import FFmpegRun, Progress, encode_argv, ffmpeg_process
 from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, RenderedClip, Word
-from montaged.render import loudness
+from montaged.render import audiogram, loudness
 from montaged.render.captions import ass_filter, clip_relative, write_ass
 from montaged.render.croppath import centre_box
 from montaged.render.extract import ExtractSpec, extract_to_fd, video_phase
@@ -170,6 +170,7 @@ async def render_clip(
     extra_sidecar: dict[str, Any] | None = None,
     on_progress: Callable[[float], None] | None = None,
     captions: CaptionStyle | None = None,
+    audiogram_cfg: AudiogramConfig | None = None,
 ) -> RenderedClip:
     """Render ``plan`` of ``source`` to ``out_dir/stem.mp4`` with ``stem.json``, ``.srt`` and ``.vtt``.
 
@@ -190,6 +191,7 @@ async def render_clip(
         extra_sidecar: merged into the sidecar JSON top level (job id, profile name...).
         on_progress: called with the fraction done (0..1) as the encoder reports progress.
         captions: the style of the captions burned into the picture; ``None``: none burned.
+        audiogram_cfg: cover, colours and background of an audio-only source's clip.
 
     Raises:
         RenderError: ffmpeg failed (the message carries its last stderr lines).
@@ -214,7 +216,9 @@ async def render_clip(
             f"(media is {info.duration:.2f} s long); the selection is wrong"
         )
     dw, dh = info.display_size
-    if crop is None:
+    if not info.has_video:
+        crop = CropPlan(plan.index, "audiogram", (), notes=("audio-only input: audiogram",))
+    elif crop is None:
         box = centre_box(dw, dh, width / height)
         crop = CropPlan(plan.index, "crop", (CropBox(0.0, *box),), notes=("no crop plan: centre crop",))
     spec = ExtractSpec(
@@ -252,6 +256,8 @@ async def render_clip(
     tmp = Path(tempfile.mkdtemp(prefix=debris.fifo_prefix()))  # 0700, marked: the next start finds it
     fifo = tmp / "video.yuv"
     ass = tmp / "captions.ass" if captions is not None and in_range else None
+    argv_video = _with_preset(encoder, profile.preset).video_args(profile.crf)
+    argv_audio = loudness.profile_filter(audio_in, profile)
     argv = encode_argv(
         ffmpeg=ffmpeg,
         fifo=fifo,
@@ -259,21 +265,28 @@ async def render_clip(
         height=height,
         rate=rate,
         frames=frames,
-        video_args=_with_preset(encoder, profile.preset).video_args(profile.crf),
+        video_args=argv_video,
         out=part,
         source=source if info.has_audio else None,
         start=start,
         audio_bitrate=profile.audio_bitrate,
         video_filter=ass_filter(ass) if ass is not None else None,
-        audio_filter=loudness.profile_filter(audio_in, profile),
+        audio_filter=argv_audio,
     )
     done = sidecars = False
     try:
         os.mkfifo(fifo, 0o600)
-        if ass is not None and captions is not None:
-            rel = clip_relative(in_range, start, start + seconds)
-            await anyio.to_thread.run_sync(write_ass, ass, rel, captions, width, height)
-        written = await _encode(fifo, spec, argv, progress)
+        if not info.has_video:
+            written = await audiogram.encode(
+                ffmpeg=ffmpeg, source=source, tmp=tmp, start=start, frames=frames, rate=rate, width=width,
+                height=height, words=clip_relative(in_range, start, start + seconds), style=captions,
+                cfg=audiogram_cfg or AudiogramConfig(), video_args=argv_video, audio_filter=argv_audio,
+                audio_bitrate=profile.audio_bitrate, out=part, on_progress=progress)
+        else:
+            if ass is not None and captions is not None:
+                rel = clip_relative(in_range, start, start + seconds)
+                await anyio.to_thread.run_sync(write_ass, ass, rel, captions, width, height)
+            written = await _encode(fifo, spec, argv, progress)
         if written != frames:
             raise RenderError(f"{source}: extractor wrote {written} of {frames} frames for clip {plan.index}")
         t_encoded = time.perf_counter()

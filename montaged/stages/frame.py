@@ -16,8 +16,8 @@ async def frame_stage(ctx: JobContext, res: Resources) -> None:
     profile = s.profiles[ctx.job.spec.profile]
     key = ctx.keys["frame"] = param_key(ctx.keys["select"], s.frame.model_dump(exclude={"workers"}),
                                         profile.model_dump())
-    if not s.frame.enabled:
-        ctx.crops = [None] * len(ctx.clips)  # the renderer centre-crops
+    if not s.frame.enabled or not ctx.need_media().has_video:
+        ctx.crops = [None] * len(ctx.clips)  # the renderer centre-crops (or draws an audiogram)
         res.progress(ctx, "frame", 1.0)
         return
     if (hit := await res.store.get_result("frame", key)) is not None:

@@ -101,7 +101,7 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
                 out_dir=out, stem=stem, attempt=ctx.lease.token, before_publish=ctx.lease.check,
                 words=transcript.words, ffmpeg=s.render.ffmpeg,
                 extra_sidecar=_sidecar_extra(ctx, plan.index, stem, out, captions_name),
-                on_progress=on_progress, captions=captions,
+                on_progress=on_progress, captions=captions, audiogram_cfg=s.render.audiogram,
             )
         clip = await anyio.to_thread.run_sync(_record_rendered, out / f"{stem}.json", clip, s.render.quality)
         if clip.quality is not None:
