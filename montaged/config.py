@@ -646,23 +646,6 @@ class RedisIntakeConfig(Section):
     """The results and dead-letter streams are trimmed to about this many entries."""
 
 
-class Settings(BaseSettings):
-    """All of Montage's configuration. Every section rejects unknown keys."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="MONTAGE_", env_nested_delimiter="__", extra="forbid", validate_default=True
-    )
-
-    paths: PathsConfig = Field(default_factory=PathsConfig)
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    control: ControlConfig = Field(default_factory=ControlConfig)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    log: LogConfig = Field(default_factory=LogConfig)
-    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
-    audio: AudioConfig = Field(default_factory=AudioConfig)
-    whisper: WhisperConfig = Field(default_factory=WhisperConfig)
-    deepgram: DeepgramConfig = Field(default_factory=DeepgramConfig)
-    fuse: FuseConfig = Field(default_factory=FuseConfig)
 class RetentionConfig(Section):
     days: float = Field(90.0, ge=0)
     """Finished jobs (done, failed, cancelled) untouched this many days are deleted with their
@@ -681,6 +664,23 @@ class RetentionConfig(Section):
     ``montagectl purge``."""
 
 
+class Settings(BaseSettings):
+    """All of Montage's configuration. Every section rejects unknown keys."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MONTAGE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    whisper: WhisperConfig = Field(default_factory=WhisperConfig)
+    deepgram: DeepgramConfig = Field(default_factory=DeepgramConfig)
+    fuse: FuseConfig = Field(default_factory=FuseConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     diarize: DiarizeConfig = Field(default_factory=DiarizeConfig)
@@ -690,6 +690,7 @@ class RetentionConfig(Section):
     profiles: dict[str, ProfileConfig] = Field(default_factory=_default_profiles)
     hotfolder: HotFolderConfig = Field(default_factory=HotFolderConfig)
     redis_intake: RedisIntakeConfig = Field(default_factory=RedisIntakeConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("profiles", mode="before")
     @classmethod
@@ -707,7 +708,6 @@ class Secrets:
     Values are ``SecretStr`` so they print as ``**********`` in reprs and logs.
     """
 
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._env = os.environ if env is None else env
 
