@@ -82,6 +82,29 @@ def test_dry_run_through_montagectl_then_show_lists_every_candidate(tmp_path: Pa
         assert preview.returncode == 0 and "preview (nothing rendered)" in preview.stdout
         assert "REASON / TEXT" in preview.stdout
 
+        # re-cut the best candidate, a second longer at its end: a new job, from the caches
+        best = rows[0]
+        recut = _ctl("render", job["id"], "--candidate", "1", "--end", str(best["end"] + 1.0), "--wait",
+                     "--json", sock=daemon.socket)
+        assert recut.returncode == 0, (recut.stderr, daemon.log()[-3000:])
+        again = json.loads(recut.stdout)["job"]
+        assert again["state"] == "done" and again["id"] != job["id"]
+        assert "transcribe" in again["result"]["cached_stages"]
+        (made,) = again["result"]["clips"]
+        assert again["id"][:8] in Path(made["path"]).name and Path(made["path"]).exists()
+        sidecar = json.loads(Path(made["sidecar_path"]).read_text())
+        planned = sidecar["planned_range"]
+        assert planned["start"] == best["start"] and planned["end"] >= best["end"]
+        assert sidecar["reason"] == best["reason"] and sidecar["score"] == best["score"]
+        for w in sidecar["words"]:  # snapped: no word cut in half
+            assert not w["start"] < planned["end"] < w["end"] and not w["start"] < planned["start"] < w["end"]
+        exact = _ctl("render", again["id"], "--clip", "1", "--start", "1.03", "--end", "4.51", "--exact",
+                     "--wait", sock=daemon.socket)
+        assert exact.returncode == 0, exact.stderr
+        assert "from cache: " in exact.stdout and "transcribe" in exact.stdout
+        assert Path(made["path"]).exists()  # the earlier clip is kept
+        assert len(list((tmp_path / "out").glob("*.mp4"))) == 2
+
         with pytest.raises(ControlError, match=r"options\.stop_after: only 'select'"):
             anyio.run(lambda: request(daemon.socket, "submit", path=str(clip),
                                       options={"stop_after": "frame"}))
@@ -101,6 +124,65 @@ def test_process_dry_run_json(tmp_path: Path) -> None:
     human = subprocess.run([sys.executable, "-m", "montaged", "process", str(clip), "--dry-run"],
                            capture_output=True, text=True, env=env, timeout=200, stdin=subprocess.DEVNULL)
     assert human.returncode == 0 and "RANK" in human.stdout, human.stderr[-2000:]
+    cut = subprocess.run([sys.executable, "-m", "montaged", "process", str(clip), "--range", "1.03-4.51",
+                          "--range", "5-9.5", "--exact", "-o", str(tmp_path / "cuts"), "--json"],
+                         capture_output=True, text=True, env=env, timeout=200, stdin=subprocess.DEVNULL)
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    (job,) = json.loads(cut.stdout)
+    assert "transcribe" in job["result"]["cached_stages"]  # the dry run's transcript, not a second one
+    sidecars = [json.loads(Path(c["sidecar_path"]).read_text()) for c in job["result"]["clips"]]
+    planned = [doc["planned_range"] for doc in sidecars]
+    assert planned == [{"start": 1.03, "end": 4.51}, {"start": 5.0, "end": 9.5}]
     refused = subprocess.run([sys.executable, "-m", "montaged", "process", str(clip)],
                              capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
     assert refused.returncode == 2 and "-o DIR is required" in refused.stderr
+
+
+# ---- re-cuts ------------------------------------------------------------------------------------
+
+
+def test_requested_ranges_snap_to_word_edges_unless_exact() -> None:
+    from montaged.model import Transcript, Word
+    from montaged.select.ranges import RangeError, parse_ranges, requested_clips
+
+    words = tuple(Word(t, s, e, 0.9, spk) for t, s, e, spk in [
+        ("ask", 1.0, 1.4, "A"), ("not", 1.5, 1.9, "A"), ("what", 2.0, 2.6, "B"), ("your", 2.7, 3.0, "B")])
+    tr = Transcript(words, "en", "whisper", "tiny", 4.0)
+    (plan,) = requested_clips(tr, parse_ranges([[1.1, 2.5]], 4.0), exact=False)
+    assert (plan.start, plan.end) == (1.0, 2.6) and plan.text == "ask not what"
+    assert plan.speakers == ("A", "B") and plan.reason == "requested range"
+    (plan,) = requested_clips(tr, parse_ranges([[1.1, 2.5]], 4.0), exact=True,
+                              origin={"score": 0.7, "reason": "a strong hook"})
+    assert (plan.start, plan.end) == (1.1, 2.5) and (plan.score, plan.reason) == (0.7, "a strong hook")
+    assert requested_clips(tr, [(1.45, 3.5)], exact=False)[0].end == 3.5  # in a gap: kept
+    for bad, why in (([[3, 2]], "before end"), ([[5, 6]], "after the media ends"), ([["a", 1]], "ranges"),
+                     ([], "a list of 1 to")):
+        with pytest.raises(RangeError, match=why):
+            parse_ranges(bad, 4.0)
+    with pytest.raises(RangeError, match="inside one word"):
+        requested_clips(tr, [(2.1, 2.2)], exact=False)
+
+
+def test_recut_spec_from_clip_candidate_or_times() -> None:
+    from montaged.model import Job, JobSpec, JobState
+    from montaged.recut import RecutError, recut_spec
+
+    spec = JobSpec(source="/in/talk.mp4", profile="vertical", options={"max_clips": 2, "speakers": 2},
+                   output_dir="/out")
+    result = {"clips": [{"index": 0, "start": 1.0, "end": 9.0, "score": 0.8, "reason": "hook"}],
+              "candidates": [{"rank": 1, "start": 1.0, "end": 9.0, "score": 0.8, "reason": "hook"},
+                             {"rank": 2, "start": 20.0, "end": 31.0, "score": 0.5, "reason": "quote"}]}
+    job = Job("j1", spec, JobState.DONE, None, 1.0, 0.0, 0.0, result=result)
+    new = recut_spec(job, {"clip": 1, "end": 10.5}, profile="square")
+    assert new.profile == "square" and new.output_dir == "/out" and new.source == spec.source
+    assert new.options == {"speakers": 2, "ranges": [[1.0, 10.5]], "exact": False,
+                           "recut_of": {"job_id": "j1", "clip": 1, "score": 0.8, "reason": "hook"}}
+    new = recut_spec(job, {"candidate": 2, "exact": True, "captions": "none"}, profile=None)
+    assert new.options["ranges"] == [[20.0, 31.0]] and new.options["exact"] is True
+    assert new.options["captions"] == "none" and new.profile == "vertical"
+    assert recut_spec(job, {"start": 3, "end": 4}, profile=None).options["recut_of"] == {"job_id": "j1"}
+    for options, why in (({"clip": 3}, "has clips 1 to 1"), ({"candidate": 9}, "candidates 1 to 2"),
+                         ({"start": 3}, "name a clip"), ({"clip": 1, "start": 9.5}, "must end after"),
+                         ({"clip": 1, "candidate": 1}, "not both"), ({"start": -1, "end": 2}, "0 or more")):
+        with pytest.raises(RecutError, match=why):
+            recut_spec(job, options, profile=None)

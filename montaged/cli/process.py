@@ -44,12 +44,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-clips", type=int, metavar="N", help="at most N clips per file")
     p.add_argument("--speakers", type=int, metavar="N", help="number of speakers, when known")
     p.add_argument("--model", help="Whisper model for this run (default: whisper.model)")
+    p.add_argument("--range", "-r", dest="ranges", type=time_range, action="append", metavar="START-END",
+                   help="render exactly this range (seconds, e.g. 12.5-58.0; repeat for more) instead of the"
+                        " ranked picks; edges inside a word move to the nearer word edge unless --exact")
+    p.add_argument("--exact", action="store_true", help="with --range: cut at exactly the given times")
     p.add_argument("--dry-run", "-n", action="store_true",
                    help="preview: run up to selection only and print the ranked candidates (range, score,"
                         " reason, text, speakers); renders nothing")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--verbose", "-v", action="store_true", help="log every stage (stderr)")
     p.set_defaults(func=run)
+
+
+def time_range(text: str) -> tuple[float, float]:
+    """``START-END`` in seconds (``12.5-58``) for ``--range``."""
+    start, sep, end = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        a, b = float(start), float(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use START-END in seconds, e.g. 12.5-58.0") from None
+    if not 0 <= a < b:
+        raise argparse.ArgumentTypeError(f"{text!r}: the start must be 0 or more and before the end")
+    return a, b
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.dry_run:
         options["stop_after"] = DRY_RUN_STAGE
+    if args.ranges:
+        options["ranges"] = [list(r) for r in args.ranges]
+        options["exact"] = args.exact
     if args.max_clips is not None:
         options["max_clips"] = args.max_clips
     if args.speakers is not None:
@@ -213,6 +234,8 @@ def _summary(console: Console, jobs: list[Job], as_json: bool) -> None:
         ratio = result.get("processing_ratio")
         console.print(f"[green]✓ {name}[/]: {len(result.get('clips', []))} clips in "
                       f"{result.get('wall_seconds', 0):.1f} s (ratio {ratio}), job {job.id}")
+        if result.get("cached_stages"):
+            console.print(f"    from cache: {', '.join(result['cached_stages'])}")
         for clip in result.get("clips", []):
             print(clip["path"])
             console.print(f"    {clip['end'] - clip['start']:.1f} s, score {clip['score']:.2f}: "

@@ -19,6 +19,7 @@ from montaged.export import job as export
 from montaged.intake import SubmitError, Submitter
 from montaged.model import JobSpec, JobState
 from montaged.pipeline import DRY_RUN_STAGE, Pipeline
+from montaged.recut import recut_spec
 from montaged.render.sidecar import montage_version
 from montaged.stages.context import Resources
 from montaged.store import JobStore
@@ -222,6 +223,12 @@ class ControlOps:
 
     async def op_stats(self, request: p.Request) -> Any:
         return await self.stats.snapshot()
+
+    async def op_render(self, request: p.Request) -> Any:
+        """Re-cut one range of a finished job (its clip, candidate or times) as a new job."""
+        job = await self._job(self._need(request, "job_id"))
+        new = await self.submitter.submit(recut_spec(job, request.options or {}, profile=request.profile))
+        return new.to_dict()
 
     async def op_export(self, request: p.Request) -> Any:
         """A finished job's clips as an editor timeline (text; the client saves it)."""

@@ -25,9 +25,9 @@ from pydantic_core import PydanticCustomError
 from montaged.model import JobEvent
 
 OPS = ("submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping", "export",
-       "purge")
+       "render", "purge")
 Op = Literal["submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping",
-             "export", "purge"]
+             "export", "render", "purge"]
 
 # error codes a client may act on
 BAD_JSON = "bad_json"

@@ -139,5 +139,6 @@ COMMANDS: dict[str, Command] = {
     "resume": resume,
     "stats": stats,
     "export": editing.export,
+    "render": editing.render_again,
     "purge": purge.purge,
 }

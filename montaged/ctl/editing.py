@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from montaged.control.client import ControlClient
 from montaged.ctl import exits, render
+from montaged.ctl.watch import Board, wait_for_jobs
 
 EXPORT_FORMATS = ("otio", "fcpxml", "edl")
 
@@ -40,6 +41,35 @@ def add_parsers(command: Any) -> None:
                          " timecode tag, else drop frame)")
     tc.add_argument("--non-drop-frame", dest="drop_frame", action="store_const", const=False,
                     help="29.97/59.94 sources: count timecode without drop frames")
+
+
+async def render_again(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
+    options: dict[str, Any] = {"exact": args.exact}
+    for key in ("clip", "candidate", "start", "end", "captions"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.wait:
+        await client.request("subscribe")
+    job = await client.request("render", job_id=args.job_id, profile=args.profile, options=options)
+    if args.wait:
+        board = None
+        if not args.json:
+            out.print(f"submitted {job['id']}  re-cut of {args.job_id}", highlight=False)
+            board = Board(Console(stderr=True, soft_wrap=True), follow_all=False)
+        if board is not None:
+            with board:
+                board.add(job)
+                (job,) = await wait_for_jobs(client, [job["id"]], board)
+            render.print_outcome(out, job)
+        else:
+            (job,) = await wait_for_jobs(client, [job["id"]], None)
+    if args.json:
+        render.emit_json({"job": job})
+    elif not args.wait:
+        (start, end), = job["spec"]["options"]["ranges"]
+        out.print(f"{job['id']}  {render.state_text(job['state'])}  re-cut of {args.job_id}:"
+                  f" {start:.2f}-{end:.2f} s", highlight=False)
+    return exits.OK if not args.wait or job["state"] == "done" else exits.JOB_FAILED
 
 
 def _target(output: Path | None, result: dict[str, Any]) -> Path | None:

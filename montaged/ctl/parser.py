@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from montaged.ctl import editing, purge
 from montaged.ctl.exits import EPILOG
@@ -34,6 +35,16 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 seconds or more")
     return value
 
 
@@ -110,5 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     command("resume", "resume intake")
     command("stats", "jobs by state, queues, encoder, cache, throughput, budget")
     editing.add_parsers(command)
+    _render_parser(command)
     purge.add_parsers(command)
     return parser
+
+
+def _render_parser(command: Any) -> None:
+    p = command("render", "re-cut: render a range of a finished job again, as a new job (earlier clips stay)",
+                "Render a clip (--clip N, as numbered in `montagectl show`), a ranked candidate of a preview"
+                " or a job (--candidate R), or any range (--start/--end, seconds of the source) of a finished"
+                " job's source, as a new job. Its transcript, speakers and analysis come from the caches the"
+                " first job filled; edges inside a word move to the nearer word edge unless --exact. The new"
+                " clip gets its own file name and sidecar.")
+    p.add_argument("job_id", metavar="ID")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--clip", type=positive_int, metavar="N", help="start from the job's clip N")
+    which.add_argument("--candidate", type=positive_int, metavar="R", help="start from candidate of rank R")
+    p.add_argument("--start", type=seconds, metavar="S", help="start here (seconds of the source)")
+    p.add_argument("--end", type=seconds, metavar="E", help="end here (seconds of the source)")
+    p.add_argument("--exact", action="store_true", help="cut at exactly --start/--end, even inside a word")
+    p.add_argument("--profile", "-p", metavar="P", help="output profile (default: the job's)")
+    p.add_argument("--captions", metavar="STYLE",
+                   help='burned caption style (render.caption_styles), or "none"; default: the job\'s')
+    p.add_argument("--wait", "-w", action="store_true", help="show progress until the new job ends")

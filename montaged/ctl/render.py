@@ -201,7 +201,8 @@ def print_clip(console: Console, clip: dict[str, Any]) -> None:
     length = float(clip.get("end", 0)) - float(clip.get("start", 0))
     score = clip.get("score")
     score_text = f"{score:.2f}" if isinstance(score, int | float) else "-"
-    console.print(f"  #{clip.get('index', '?')}  {clip.get('start', 0):7.1f}–{clip.get('end', 0):.1f} s "
+    number = clip["index"] + 1 if isinstance(clip.get("index"), int) else "?"  # as in file names
+    console.print(f"  #{number}  {clip.get('start', 0):7.1f}–{clip.get('end', 0):.1f} s "
                   f"({length:.1f} s)  score {score_text}  {escape(str(clip.get('encoder', '-')))}  "
                   f"{escape(str(clip.get('path', '?')))}", highlight=False)
     if clip.get("reason"):
@@ -248,6 +249,8 @@ def print_outcome(console: Console, job: dict[str, Any]) -> None:
         console.print(f"[red]✗[/] {escape(name(job))}  job {job['id']}: {state}", highlight=False)
 
 
+        if result.get("cached_stages"):  # a re-cut shows here that nothing was transcribed again
+            console.print(f"  from cache: {', '.join(result['cached_stages'])}", highlight=False)
 def print_stats(console: Console, s: dict[str, Any]) -> None:
     """``stats``: jobs by state, queues, pools, encoder, cache, throughput, budget."""
     out = console.print

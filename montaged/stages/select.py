@@ -9,6 +9,7 @@ import anyio.to_thread
 from montaged.errors import MediaError
 from montaged.model import ClipPlan
 from montaged.select import rank_clips
+from montaged.select.ranges import parse_ranges, requested_clips
 from montaged.stages.context import JobContext, Resources, param_key
 
 
@@ -37,6 +38,16 @@ def candidate_rows(clips: list[ClipPlan], ranked: list[ClipPlan]) -> list[dict[s
 
 
 async def select_stage(ctx: JobContext, res: Resources) -> None:
+    if ctx.option("ranges") is not None:  # a re-cut: the ranges asked for, not the ranked ones
+        ranges = parse_ranges(ctx.option("ranges"), ctx.need_media().duration)
+        origin = ctx.option("recut_of")
+        ctx.clips = requested_clips(ctx.need_transcript(), ranges, exact=ctx.option("exact") is True,
+                                    origin=origin if isinstance(origin, dict) else None)
+        # the frame stage keys its cached crop paths on this: the ranges decide the clips here
+        ctx.keys["select"] = param_key(ctx.keys["transcribe"], "ranges",
+                                       [(c.start, c.end) for c in ctx.clips])
+        res.progress(ctx, "select", 1.0)
+        return
     cfg = res.settings.select
     max_clips = _max_clips(ctx, cfg.max_clips)
     key = ctx.keys["select"] = param_key(ctx.keys["transcribe"], cfg.model_dump(), max_clips)
