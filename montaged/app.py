@@ -55,7 +55,7 @@ class Daemon:
         self, settings: Settings, *, secrets: Secrets | None = None, handle_signals: bool = True
     ) -> None:
         self.settings = settings
-        self.secrets = secrets or Secrets()
+        self.secrets = secrets or Secrets(config=settings.secrets)
         self.handle_signals = handle_signals
         self.bus = EventBus()
         self.ready = anyio.Event()
@@ -170,6 +170,7 @@ class Daemon:
             tg.start_soon(sup.run, "stats", self._stats_loop)
             tg.start_soon(sup.run, "memory_guard", partial(guard.run, s.daemon.poll_seconds))
             tg.start_soon(sup.run, "retention", partial(run_retention, self.store, s.retention))
+            tg.start_soon(sup.run, "secrets_refresh", self.secrets.refresh_loop)
             tg.start_soon(sup.run, "budget_sweeper", partial(run_sweeper, self.store, budgets=(res.budget,)))
             await self._start_intake(tg)
             if self._stopping:

@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,9 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from montaged.errors import ConfigError
 from montaged.redact import HIDDEN, names_credential, redact_text, redact_value
+
+if TYPE_CHECKING:
+    from montaged.secrets_aws import AwsSecrets
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/montage/montage.toml"),)
 SECRET_KEYS = ("deepgram_api_key", "database_password", "redis_password")
@@ -664,6 +667,41 @@ class RetentionConfig(Section):
     ``montagectl purge``."""
 
 
+class SecretsConfig(Section):
+    sources: dict[str, str] = Field(default_factory=dict)
+    """Where each secret (``deepgram_api_key``, ``database_password``, ``redis_password``) is read:
+    ``env`` (the default: ``MONTAGE_<NAME>``, ``MONTAGE_<NAME>_FILE``, then
+    ``$CREDENTIALS_DIRECTORY/<name>``), ``file:<path>`` (e.g. a Kubernetes secret volume), or
+    ``aws:<secret id>[#<json key>]`` (AWS Secrets Manager, needs ``pip install 'montage[aws]'``),
+    e.g. ``{database_password = "aws:prod/montage#password"}``. Names of secrets, never values."""
+    aws_region: Annotated[str | None, BeforeValidator(_none_if_blank)] = None
+    """AWS region of Secrets Manager; unset: boto3's default chain (``AWS_REGION``, the profile)."""
+    aws_endpoint_url: Annotated[str | None, BeforeValidator(_none_if_blank)] = None
+    """Secrets Manager endpoint override (a VPC endpoint, or a local test server); unset: AWS's."""
+    aws_ttl_seconds: float = Field(300.0, gt=0)
+    """A value read from AWS is used this long, then read again (a rotated secret is picked up
+    without a restart); the daemon refreshes in the background before it expires."""
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, source in v.items():
+            if name not in SECRET_KEYS:
+                raise ValueError(f"unknown secret {name!r}; secrets are {', '.join(SECRET_KEYS)}")
+            kind, _, rest = source.partition(":")
+            if source != "env" and not (kind in ("file", "aws") and rest.strip()):
+                raise ValueError(f"{name}: source must be env, file:<path> or aws:<secret id>[#<json key>]"
+                                 f" (got {source!r})")
+            if kind == "aws":
+                from montaged.secrets_aws import parse_ref
+
+                try:
+                    parse_ref(source, f"secrets.sources.{name}")
+                except ConfigError as e:
+                    raise ValueError(str(e)) from None
+        return v
+
+
 class Settings(BaseSettings):
     """All of Montage's configuration. Every section rejects unknown keys."""
 
@@ -691,6 +729,7 @@ class Settings(BaseSettings):
     hotfolder: HotFolderConfig = Field(default_factory=HotFolderConfig)
     redis_intake: RedisIntakeConfig = Field(default_factory=RedisIntakeConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
 
     @field_validator("profiles", mode="before")
     @classmethod
@@ -703,15 +742,38 @@ class Settings(BaseSettings):
 
 
 class Secrets:
-    """Credentials, read from ``MONTAGE_<NAME>`` / ``<NAME>_FILE`` or ``$CREDENTIALS_DIRECTORY``.
+    """Credentials, each from the source ``[secrets] sources`` names for it: the environment
+    (``MONTAGE_<NAME>`` / ``MONTAGE_<NAME>_FILE`` / ``$CREDENTIALS_DIRECTORY``, the default), a
+    file, or AWS Secrets Manager (:mod:`montaged.secrets_aws`, cached with a TTL).
 
     Values are ``SecretStr`` so they print as ``**********`` in reprs and logs.
+
+    Args:
+        env: the environment to read (default ``os.environ``).
+        config: the ``[secrets]`` section (default: every secret from the environment).
+        aws: a ready AWS provider (tests); default: built from ``config`` when a source needs it.
     """
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None, *, config: SecretsConfig | None = None,
+                 aws: AwsSecrets | None = None) -> None:
         self._env = os.environ if env is None else env
+        self._sources = config.sources if config is not None else {}
+        self.aws = aws
+        if aws is None and config is not None and any(v.startswith("aws:") for v in self._sources.values()):
+            from montaged.secrets_aws import AwsSecrets
+
+            self.aws = AwsSecrets(region=config.aws_region, endpoint_url=config.aws_endpoint_url,
+                                  ttl=config.aws_ttl_seconds)
 
     def get(self, name: str) -> SecretStr | None:
+        source = self._sources.get(name, "env")
+        if source.startswith("aws:"):
+            from montaged.secrets_aws import parse_ref
+
+            assert self.aws is not None
+            return self.aws.get(parse_ref(source, f"secrets.sources.{name}"))
+        if source.startswith("file:"):
+            return _read_secret_file(name, [Path(source.removeprefix("file:").strip())])
         upper = name.upper()
         for key in (f"MONTAGE_{upper}", upper if name == "deepgram_api_key" else ""):
             if key and (value := self._env.get(key)):
@@ -721,16 +783,32 @@ class Secrets:
             candidates.append(Path(file_var))
         if cred_dir := self._env.get("CREDENTIALS_DIRECTORY"):
             candidates.append(Path(cred_dir) / name)
-        for path in candidates:
-            try:
-                text = path.read_text().strip()
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise ConfigError(f"secret {name}: cannot read {path}: {e.strerror}") from e
-            if text:  # an empty placeholder file (tmpfiles creates one) means "no key"
-                return SecretStr(text)
-        return None
+        return _read_secret_file(name, candidates)
+
+    def prefetch(self) -> None:
+        """Read every secret from AWS once (blocking: run it in a thread), so a wrong id, region or
+        permission stops the start with a clear error and later reads come from the cache."""
+        for name in self._sources:
+            self.get(name)
+
+    async def refresh_loop(self) -> None:
+        """Keep AWS values fresh in the background for the daemon's life; returns at once when no
+        secret comes from AWS."""
+        if self.aws is not None:
+            await self.aws.refresh_loop()
+
+
+def _read_secret_file(name: str, candidates: Iterable[Path]) -> SecretStr | None:
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise ConfigError(f"secret {name}: cannot read {path}: {e.strerror}") from e
+        if text:  # an empty placeholder file (tmpfiles creates one) means "no key"
+            return SecretStr(text)
+    return None
 
 
 def _secret_env_names() -> set[str]:
@@ -750,6 +828,8 @@ def _find_secrets(data: Any, prefix: str = "") -> list[str]:
     if isinstance(data, dict):
         for k, v in data.items():
             path = f"{prefix}{k}"
+            if path == "secrets.sources":  # names where each secret lives, not the secrets
+                continue
             if k in SECRET_KEYS or k in ("password", "api_key"):
                 found.append(path)
             found += _find_secrets(v, path + ".")

@@ -37,6 +37,8 @@ async def connect_store(settings: Settings, secrets: Secrets, *, wait: bool) -> 
     from montaged.errors import StoreUnavailable
 
     debris.check_state_dir_free(settings.paths.state_dir)
+    # secrets from AWS are read here, off the event loop; a wrong id or permission stops the start
+    await anyio.to_thread.run_sync(secrets.prefetch)
     backoff = Backoff(1.0, 30.0, jitter=0.2)
     while True:
         store = open_store(settings.store_url(), password=_secret(secrets, "database_password"),

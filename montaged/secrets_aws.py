@@ -131,6 +131,8 @@ class AwsSecrets:
                 raise
             log.warning("AWS Secrets Manager unavailable; using the last value", secret_id=secret_id,
                         error=str(e))
+            with self._lock:  # for another TTL: reads never wait on an unreachable AWS again and again
+                self._cache[secret_id] = _Entry(entry.value, self._clock())
             return entry.value
         with self._lock:
             if value is None:

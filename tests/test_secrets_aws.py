@@ -3,18 +3,22 @@ secrets, the TTL cache, rotation, an outage, and values that never reach a log o
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import boto3
 import pytest
+from daemon_harness import request, running_daemon
 from structlog.testing import capture_logs
 
+from montaged.config import Secrets, load
 from montaged.errors import ConfigError
 from montaged.secrets_aws import AwsSecretRef, AwsSecrets, parse_ref
 
@@ -181,3 +185,81 @@ async def test_refresh_loop_fetches_before_values_expire(moto: MotoServer) -> No
                     await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
     _no_secret_in(logs)
+
+
+# ---- chosen per secret in the config: Secrets and a real daemon ---------------------------------
+
+def _write_config(path: Path, moto: MotoServer, sources: dict[str, str]) -> Path:
+    table = ", ".join(f'{k} = "{v}"' for k, v in sources.items())
+    path.write_text(f'[secrets]\nsources = {{{table}}}\naws_region = "{REGION}"\n'
+                    f'aws_endpoint_url = "{moto.url}"\naws_ttl_seconds = 60\n')
+    return path
+
+
+def test_config_chooses_a_source_per_secret(moto: MotoServer, tmp_path: Path) -> None:
+    doc, plain = _unique("db"), _unique("deepgram")
+    c = moto.client()
+    c.create_secret(Name=doc, SecretString=f'{{"password": "{SECRET}"}}')
+    c.create_secret(Name=plain, SecretString=ROTATED)
+    mounted = tmp_path / "redis_password"  # a Kubernetes secret volume's file
+    mounted.write_text("from-a-file\n")
+    config = _write_config(tmp_path / "montage.toml", moto, {
+        "database_password": f"aws:{doc}#password", "deepgram_api_key": f"aws:{plain}",
+        "redis_password": f"file:{mounted}"})
+    settings = load(config, env={"HOME": str(tmp_path)})  # the names in [secrets] are not secrets
+    env = {"MONTAGE_DATABASE_PASSWORD": "ignored: the config says aws"}
+    secrets = Secrets(env, config=settings.secrets)
+    with capture_logs() as logs:
+        secrets.prefetch()
+        assert secrets.get("database_password").get_secret_value() == SECRET  # type: ignore[union-attr]
+        assert secrets.get("deepgram_api_key").get_secret_value() == ROTATED  # type: ignore[union-attr]
+        assert secrets.get("redis_password").get_secret_value() == "from-a-file"  # type: ignore[union-attr]
+    _no_secret_in(logs)
+    # a secret not named in sources comes from the environment, as before
+    plain_env = Secrets({"MONTAGE_DATABASE_PASSWORD": "pw"}, config=settings.secrets.model_copy(
+        update={"sources": {}}))
+    assert plain_env.get("database_password").get_secret_value() == "pw"  # type: ignore[union-attr]
+    assert plain_env.aws is None  # no AWS source: boto3 is never touched
+
+
+def test_bad_sources_and_secrets_in_the_file_are_refused(tmp_path: Path) -> None:
+    bad = {"database_pasword": "env", "redis_password": "vault:x", "deepgram_api_key": "aws:#key"}
+    for name, source in bad.items():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'[secrets]\nsources = {{{name} = "{source}"}}\n')
+        with pytest.raises(ConfigError, match=r"secrets\.sources") as e:
+            load(path, env={"HOME": str(tmp_path)})
+        assert any(why in str(e.value) for why in ("unknown secret", "source must be", "aws:<secret id>"))
+    path = tmp_path / "value.toml"
+    path.write_text(f'[secrets]\ndeepgram_api_key = "{SECRET}"\n')  # a value, not a source
+    with pytest.raises(ConfigError, match="secrets are not read from the config file") as e:
+        load(path, env={"HOME": str(tmp_path)})
+    assert SECRET not in str(e.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(180)
+async def test_daemon_reads_and_refreshes_a_secret_from_aws(
+    moto: MotoServer, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    name = _unique("daemon-deepgram")
+    c = moto.client()
+    c.create_secret(Name=name, SecretString=SECRET)
+    async with running_daemon(
+        tmp_path, MONTAGE_FRAME__ENABLED="false", MONTAGE_DEEPGRAM__ENABLED="true",
+        MONTAGE_SECRETS__SOURCES=json.dumps({"deepgram_api_key": f"aws:{name}"}),
+        MONTAGE_SECRETS__AWS_REGION=REGION, MONTAGE_SECRETS__AWS_ENDPOINT_URL=moto.url,
+        MONTAGE_SECRETS__AWS_TTL_SECONDS="1",
+    ) as daemon:
+        stats = await request(daemon.settings.control.socket(), "stats")
+        assert stats["cloud"] == {"enabled": True, "blocked": False, "reason": None}  # the key is there
+        c.put_secret_value(SecretId=name, SecretString=ROTATED)  # rotation, picked up without a restart
+        with anyio.fail_after(30):
+            while True:
+                value = daemon.secrets.get("deepgram_api_key")
+                if value is not None and value.get_secret_value() == ROTATED:
+                    break
+                await anyio.sleep(0.1)
+        assert "secrets_refresh" not in daemon.health()["degraded"]
+    out, err = capfd.readouterr()
+    assert SECRET not in out + err and ROTATED not in out + err

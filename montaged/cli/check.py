@@ -114,8 +114,18 @@ def run(args: argparse.Namespace) -> int:
     except MontageError as e:
         line(False, "whisper model", str(e))
     _print_plan(settings)
-    line(True, "deepgram", "enabled, key present" if settings.deepgram.enabled and Secrets().get(
-        "deepgram_api_key") else ("enabled but no key: Whisper only" if settings.deepgram.enabled else "off"))
+    secrets = Secrets(config=settings.secrets)
+    try:
+        secrets.prefetch()
+        sources = settings.secrets.sources
+        line(True, "secrets", ", ".join(f"{k} from {v.partition(':')[0]}" for k, v in sources.items())
+             or "all from the environment and $CREDENTIALS_DIRECTORY")
+        deepgram_key = secrets.get("deepgram_api_key")
+    except MontageError as e:
+        line(False, "secrets", redact_text(str(e), known_secrets()))
+        deepgram_key = None
+    line(True, "deepgram", "enabled, key present" if settings.deepgram.enabled and deepgram_key
+         else ("enabled but no key: Whisper only" if settings.deepgram.enabled else "off"))
 
     async def ping_store() -> None:
         from montaged.store import open_store
@@ -129,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
             await store.close()
 
     def _password() -> str | None:
-        secret = Secrets().get("database_password")
+        try:
+            secret = secrets.get("database_password")
+        except MontageError:  # already reported on the secrets line
+            return None
         return secret.get_secret_value() if secret else None
 
     try:

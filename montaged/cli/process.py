@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _process(settings: Settings, files: list[Path], out: Path, profile: str,
                    options: dict[str, Any], as_json: bool) -> tuple[list[Job], int]:
-    secrets = Secrets()
+    secrets = Secrets(config=settings.secrets)
     store = await connect_store(settings, secrets, wait=False)
     bus = EventBus()
     console = Console(stderr=True)

@@ -12,7 +12,7 @@ import structlog
 
 from montaged import metrics, retention
 from montaged.asr.budget import Budget, summary_dicts
-from montaged.config import Secrets, Settings
+from montaged.config import Settings
 from montaged.control import protocol as p
 from montaged.errors import MontageError, StoreUnavailable
 from montaged.export import job as export
@@ -27,8 +27,8 @@ from montaged.store import JobStore
 log = structlog.get_logger(__name__)
 
 HISTORY = 60  # samples kept for the TUI's sparklines
-
 MAX_AGE = 100 * 365 * 86_400.0  # purge: an age beyond a century is a typo, not a policy
+
 
 class Stats:
     """Daemon-wide figures for ``stats`` and the periodic ``daemon.stats`` event."""
@@ -78,7 +78,7 @@ class Stats:
         cache = self.res.cache
         ratio, mmph = self.throughput()
         cloud = self.settings.deepgram
-        key = Secrets().get("deepgram_api_key") is not None
+        key = self.res.secrets.get("deepgram_api_key") is not None
         exhausted = any(r["remaining"] <= 0 for r in budget_rows)
         blocked_reason = None
         if cloud.enabled and not key:
