@@ -31,6 +31,7 @@ from montaged.intake import Submitter
 from montaged.memory_guard import MemoryGuard
 from montaged.model import JobEvent
 from montaged.pipeline import Pipeline
+from montaged.redact import redact_url
 from montaged.retention import run_retention
 from montaged.runtime import connect_store, open_resources
 from montaged.stages.context import Resources
@@ -178,7 +179,7 @@ class Daemon:
             await tg.start(self.pipeline.run)
             self.ready.set()
             self.notifier.ready(self._sd_status())
-            log.info("montaged ready", socket=str(s.control.socket()), store=s.store_url().split("@")[-1],
+            log.info("montaged ready", socket=str(s.control.socket()), store=redact_url(s.store_url()),
                      worker=self.pipeline.worker, encoder=res.encoder.name, whisper=res.whisper.model_name,
                      stage_workers=self.pipeline.workers)
             await self._wait_pipeline_done()

@@ -44,6 +44,7 @@ from montaged.events import EventBus
 from montaged.intake import SubmitError, Submitter
 from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED, REDIS_UP
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
+from montaged.redact import redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -194,7 +195,7 @@ class RedisIntake:
                 redis_url, password=password, decode_responses=True, encoding_errors="replace",
                 socket_connect_timeout=5, socket_timeout=cfg.block_ms / 1000 + 5, health_check_interval=30)
         except ValueError as e:
-            raise ConfigError(f"redis_intake.url: {e} (got {redis_url.split('@')[-1]!r})") from None
+            raise ConfigError(f"redis_intake.url: {e} (got {redact_url(redis_url)!r})") from None
         self._publish_once = self.redis.register_script(_PUBLISH_ONCE)
         self._handling: set[str] = set()
         self._sent: dict[str, float] = {}  # outcome markers known to be published
