@@ -8,7 +8,7 @@ against the same centre crop of the source scaled to the profile's size. The las
 render the ``social`` profile again with captions and loudness both off and both on (caption
 words: the JFK fixture's timed words repeated over the clip; their text does not change the cost).
 
-    .venv/bin/python bench/profile_presets.py [--seconds 30]
+    .venv/bin/python bench/profile_presets.py [--seconds 30] [--rows draft,social,master,cost]
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def _cpu() -> float:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--rows", default="draft,social,master,cost",
+                    help="which rows: any of draft, social, master, cost (the captions + loudness pair)")
     args = ap.parse_args()
     settings = Settings()
     with tempfile.TemporaryDirectory(prefix="montage-presets-") as tmp:
@@ -86,11 +88,12 @@ async def main() -> None:
         words = _words(info.duration)
         runs: list[tuple[str, ProfileConfig, CaptionStyle | None]] = [
             (n, settings.profiles[n].model_copy(update={"captions": "none"}), None)
-            for n in ("draft", "social", "master")
+            for n in ("draft", "social", "master") if n in args.rows.split(",")
         ]
         social = settings.profiles["social"]
-        runs += [("social, no captions, no loudness", social.model_copy(update={"loudness": None}), None),
-                 ("social, captions + loudness", social, settings.render.caption_styles[social.captions])]
+        if "cost" in args.rows.split(","):
+            runs += [("social, no captions, no loudness", social.model_copy(update={"loudness": None}), None),
+                     ("social, captions + loudness", social, settings.render.caption_styles[social.captions])]
         print(f"input: {info.duration:.1f} s, {info.width}x{info.height}; libx264; wall seconds on this host")
         print(f"{'profile':<34} {'size':>9} {'CPU s':>7} {'wall s':>7} {'x realtime':>10} {'kB':>7}"
               f" {'kbit/s':>7} {'SSIM':>7}")

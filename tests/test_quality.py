@@ -55,3 +55,12 @@ def test_montagectl_line_and_metrics() -> None:
     observe(q)
     assert flagged() == before + 1
     assert (metrics.REGISTRY.get_sample_value("montage_clip_loudness_lufs_count") or 0) >= 1
+
+
+def test_montagectl_list_counts_flagged_clips() -> None:
+    from montaged.ctl.render import clips_cell
+
+    good, bad = assess(_doc([0.9, 0.95]), QualityLimits()), assess(_doc([0.1, 0.2]), QualityLimits())
+    job = {"result": {"clips": [{"quality": good}, {"quality": bad}, {}]}}
+    assert clips_cell(job) == "3 (1 quality)"
+    assert clips_cell({"result": {"clips": [{"quality": good}]}}) == "1"

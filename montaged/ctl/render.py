@@ -64,6 +64,13 @@ def clips_of(job: dict[str, Any]) -> list[dict[str, Any]]:
     return clips
 
 
+def clips_cell(job: dict[str, Any]) -> str:
+    """How many clips, and how many of them carry the ``quality`` flag."""
+    clips = clips_of(job)
+    flagged = sum("quality" in ((c.get("quality") or {}).get("flags") or ()) for c in clips)
+    return f"{len(clips)} ({flagged} quality)" if flagged else str(len(clips))
+
+
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col, justify in (("ID", "left"), ("STATE", "left"), ("STAGE", "left"), ("PROGRESS", "right"),
@@ -79,7 +86,7 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
             escape(stage or "-"),
             f"{job.get('progress', 0) * 100:.0f}%",
             escape(name(job)),
-            str(len(clips_of(job))) if done else "-",
+            clips_cell(job) if done else "-",
             ago(job.get("created_at"), now),
         )
     return table
