@@ -156,6 +156,21 @@ def _paste(canvas: np.ndarray, tile: np.ndarray, x: int, y: int) -> None:
     canvas[y : y + TILE, x : x + TILE] = tile
 
 
+def pose(
+    src: Source, talking: bool, key: str, t: float, clock: dict[str, float], held: dict[str, np.ndarray],
+    phase: float,
+) -> tuple[np.ndarray, int, int]:  # fmt: skip
+    """One person's tile and offset at ``t``: their recording plays on while they talk (``clock``
+    counts how far); otherwise the last frame shown (``held``) sways a few pixels."""
+    if talking:
+        tile = src.frame(clock[key])
+        clock[key] += 1 / FPS
+        held[key] = tile
+        return tile, 0, 0
+    dx, dy = _sway(t, phase)
+    return held[key], dx, dy
+
+
 def _face_box(src: Source, x: float, y: float) -> Box:
     fx, fy, fw, fh = src.face
     return (x + fx, y + fy, fw, fh)
@@ -245,14 +260,7 @@ def build_dialogue(out: Path, a: Source, b: Source, bg: np.ndarray) -> Scenario:
         boxes = {}
         for k in ("A", "B"):
             x, y = pos[k]
-            if k == talking:
-                tile = src[k].frame(clock[k])
-                clock[k] += 1 / FPS
-                held[k] = tile
-                dx = dy = 0
-            else:
-                tile = held[k]
-                dx, dy = _sway(t, 0.0 if k == "A" else 1.7)
+            tile, dx, dy = pose(src[k], k == talking, k, t, clock, held, 0.0 if k == "A" else 1.7)
             _paste(canvas, tile, x + dx, y + dy)
             boxes[k] = _face_box(src[k], x + dx, y + dy)
         wr.add(canvas)

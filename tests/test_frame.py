@@ -221,10 +221,13 @@ def test_speaking_runs_from_mouth_motion_and_turns() -> None:
     times = np.arange(50) * 0.2
     runs = speaking_runs(tracks, times, 10.0, speech=[(0.2, 4.9), (5.1, 9.8)])
     assert [r.identity for r in runs] == [tracks[0].identity, tracks[1].identity]
-    assert runs[1].start == pytest.approx(5.0, abs=0.01)  # snapped into the pause
+    assert runs[1].start == pytest.approx(5.1 - 0.12)  # into the pause, just before the next word
     turns = [(0.0, 5.3, "X"), (5.3, 10.0, "Y")]
-    runs = speaking_runs(tracks, times, 10.0, turns=turns)
-    assert runs[1].start == pytest.approx(5.3)  # diarization edges are exact
+    runs = speaking_runs(tracks, times, 10.0, turns=turns, speech=[(0.2, 9.8)])
+    # No pause to land in: the edge goes to where the mouths change (between samples 4.8 and 5.0).
+    assert runs[1].start == pytest.approx(4.9)
+    runs = speaking_runs(tracks, times, 10.0, turns=turns, speech=[(0.2, 5.0), (5.5, 9.8)])
+    assert runs[1].start == pytest.approx(5.25)  # a pause within reach wins: half-way through it
 
 
 def test_voice_activity_on_real_speech(media_dir: Path) -> None:

@@ -2,9 +2,12 @@
 
 Layouts:
 
-- ``crop``: one crop path that follows the active speaker (or motion). Speaker changes pan, unless
-  the pan would be longer than ``cut_distance`` crop widths: then the crop cuts, like a vision
-  mixer switching cameras. Scene cuts always cut, on the exact frame.
+- ``crop``: one crop path that follows the active speaker (or motion). A change of speaker never
+  glides: the crop cuts to the new speaker at the change (placed in the pause before their first
+  word, speaker.py), like a vision mixer switching cameras, or, when the move is no longer than
+  ``cut_distance`` crop widths, eases there over ``EASE_SECONDS`` centred on the change. A face
+  that jumps further than that between two samples of one shot (a reframed camera the scene-cut
+  detector cannot see) is cut to as well. Scene cuts always cut, on the exact frame.
 - ``split``: two paths, the person on the left in the upper pane, for an output no wider than it
   is tall, when two people are both on screen too far apart for one crop, both speak, and they
   change at least ``split_min_switches_per_minute`` times a minute. Each pane frames its face at
@@ -41,6 +44,10 @@ CUT_GAP = 0.001
 """Seconds between the two knots of a hard cut."""
 MAX_PANE_ASPECT = 2.0
 """Stacked panes wider than 2:1 (a 16:9 output split in two) show too little of a face: no split."""
+EASE_SECONDS = 0.2
+"""A near change of speaker moves the crop over this long, centred on the change: at most a
+tenth of a second of the new speaker's first word can be missed, and the move reads as a
+deliberate reframe, not a pan that chases the speaker."""
 
 
 def _clip_turns(
@@ -94,17 +101,23 @@ def _motion(cfg: FrameConfig, frame: Frame) -> tuple[Motion, Motion]:
     return axis(frame.crop_w), axis(frame.crop_h)
 
 
-def _speaker_cuts(
+def _switches(
     runs: Sequence[SpeakerRun],
     times: np.ndarray,
     cx: np.ndarray,
     who: np.ndarray,
     far: float,
     scene_cuts: Sequence[float],
-) -> list[float]:
-    """Run boundaries where the crop would have to pan further than ``far`` pixels. Targets are
-    compared within the shot of the boundary: across a scene cut the picture jumps anyway."""
-    cuts = []
+) -> tuple[list[float], list[float]]:
+    """Times where the crop cuts, and where it eases, to a new target within a shot.
+
+    - Each change of speaker between two people on screen: a cut when the targets are more than
+      ``far`` pixels apart, else an ease.
+    - A jump of one person's target by more than ``far`` between two neighbouring samples (the
+      picture moved without a detected scene cut): a cut halfway between the two samples.
+    Targets are compared within the shot: across a scene cut the picture jumps anyway."""
+    cuts: list[float] = []
+    eases: list[float] = []
     ok = np.isfinite(cx)
     for a, b in itertools.pairwise(runs):
         if a.identity < 0 or b.identity < 0 or a.identity == b.identity:
@@ -112,9 +125,26 @@ def _speaker_cuts(
         shot = max([c for c in scene_cuts if c <= b.start], default=-np.inf)
         before = np.flatnonzero((times >= shot) & (times < b.start) & (who == a.identity) & ok)
         after = np.flatnonzero((times >= b.start) & (who == b.identity) & ok)
-        if before.size and after.size and abs(cx[after[0]] - cx[before[-1]]) > far:
-            cuts.append(b.start)
-    return cuts
+        if before.size and after.size:
+            (cuts if abs(cx[after[0]] - cx[before[-1]]) > far else eases).append(b.start)
+    changes = [*scene_cuts, *(r.start for r in runs)]
+    for i in range(1, len(times)):
+        same = who[i] == who[i - 1] >= 0 and ok[i] and ok[i - 1]
+        jumped = same and abs(cx[i] - cx[i - 1]) > far
+        if jumped and not any(times[i - 1] < c <= times[i] for c in changes):
+            cuts.append(float((times[i - 1] + times[i]) / 2))
+    return sorted(cuts), sorted(eases)
+
+
+def _ease(grid: np.ndarray, xs: np.ndarray, at: float, seconds: float) -> None:
+    """Replace ``xs`` around ``at`` by a cosine move from where it was to where it goes."""
+    i0 = int(np.searchsorted(grid, at - seconds / 2))
+    i1 = min(int(np.searchsorted(grid, at + seconds / 2)), len(grid) - 1)
+    if i0 < 1 or i1 <= i0:
+        return
+    a, b = float(xs[i0 - 1]), float(xs[i1])
+    f = (grid[i0:i1] - grid[i0 - 1]) / (grid[i1] - grid[i0 - 1])
+    xs[i0:i1] = a + (b - a) * (1 - np.cos(np.pi * f)) / 2
 
 
 def _path(
@@ -146,16 +176,21 @@ def _path(
 
 def _follow(
     an: ClipAnalysis, frame: Frame, cfg: FrameConfig, cx: np.ndarray, cy: np.ndarray, grid: np.ndarray,
-    cuts: Sequence[float], bounds: Sequence[float],
+    cuts: Sequence[float], bounds: Sequence[float], eases: Sequence[float] = (),
 ) -> tuple[CropBox, ...]:  # fmt: skip
+    """The smoothed path: every cut and ease starts a new stretch for the smoother (nothing is
+    chased across a change of speaker); eases are then drawn in, cuts become two knots."""
     (xlo, xhi), (ylo, yhi) = frame.bounds()
     mx, my = _motion(cfg, frame)
-    cut_idx = [int(np.searchsorted(grid, c)) for c in cuts]
+    split = [int(np.searchsorted(grid, c)) for c in sorted([*cuts, *eases])]
     gx = _to_grid(grid, an.times, cx, bounds)
     gy = _to_grid(grid, an.times, cy, bounds)
     dt = float(grid[1] - grid[0])
-    xs = smooth_axis(gx, dt, cut_idx, xlo, xhi, mx, default=an.frame_w / 2)
-    ys = smooth_axis(gy, dt, cut_idx, ylo, yhi, my, default=(ylo + yhi) / 2)
+    xs = smooth_axis(gx, dt, split, xlo, xhi, mx, default=an.frame_w / 2)
+    ys = smooth_axis(gy, dt, split, ylo, yhi, my, default=(ylo + yhi) / 2)
+    for e in eases:
+        _ease(grid, xs, e, EASE_SECONDS)
+        _ease(grid, ys, e, EASE_SECONDS)
     return _path(grid, xs, ys, frame, cuts, cfg.path_tolerance_px)
 
 
@@ -273,12 +308,15 @@ def build_plan(
         why = f"confidence {conf:.2f} < frame.min_confidence {cfg.min_confidence:.2f}"
         return _fallback(an, clip_index, aspect, cfg, why, round(conf, 3))
     far = cfg.cut_distance * frame.crop_w
-    speaker_cuts = _speaker_cuts(runs, an.times, tg.cx, tg.identity, far, scene_cuts)
-    cuts = sorted(scene_cuts + [c for c in speaker_cuts if all(abs(c - s) > 0.2 for s in scene_cuts)])
-    bounds = sorted(set(cuts) | {r.start for r in runs[1:]})
-    path = _follow(an, frame, cfg, tg.cx, tg.cy, grid, cuts, bounds)
+    speaker_cuts, eases = _switches(runs, an.times, tg.cx, tg.identity, far, scene_cuts)
+    speaker_cuts = [c for c in speaker_cuts if all(abs(c - s) > 0.2 for s in scene_cuts)]
+    eases = [e for e in eases if all(abs(e - s) > EASE_SECONDS for s in [*scene_cuts, *speaker_cuts])]
+    cuts = sorted(scene_cuts + speaker_cuts)
+    bounds = sorted(set(cuts) | set(eases) | {r.start for r in runs[1:]})
+    path = _follow(an, frame, cfg, tg.cx, tg.cy, grid, cuts, bounds, eases)
     notes.append(
-        f"crop {frame.crop_w:.0f}x{frame.crop_h:.0f}: {len(path)} knots, {len(speaker_cuts)} speaker cuts"
+        f"crop {frame.crop_w:.0f}x{frame.crop_h:.0f}: {len(path)} knots, {len(speaker_cuts)} speaker cuts, "
+        f"{len(eases)} eases"
     )
     return CropPlan(clip_index, "crop", path, confidence=round(conf, 3), notes=tuple(notes))
 
