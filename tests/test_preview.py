@@ -186,3 +186,56 @@ def test_recut_spec_from_clip_candidate_or_times() -> None:
                          ({"clip": 1, "candidate": 1}, "not both"), ({"start": -1, "end": 2}, "0 or more")):
         with pytest.raises(RecutError, match=why):
             recut_spec(job, options, profile=None)
+
+
+# ---- the TUI: the preview list and the re-cut action --------------------------------------------
+
+
+def test_recut_dialog_fields_become_render_options() -> None:
+    from tui.widgets.recut import recut_options
+
+    assert recut_options("2", "", "", False) == {"exact": False, "clip": 2}
+    assert recut_options("#2", "", "31", True) == {"exact": True, "clip": 2, "end": 31.0}
+    assert recut_options("r3", "1.5", "", False) == {"exact": False, "candidate": 3, "start": 1.5}
+    assert recut_options("", "1", "9.5", False) == {"exact": False, "start": 1.0, "end": 9.5}
+    for which, start, end, why in (("x", "", "", "a clip number"), ("r0", "", "", "a rank"),
+                                   ("", "1", "", "both start and end"), ("2", "soon", "", "seconds")):
+        with pytest.raises(ValueError, match=why):
+            recut_options(which, start, end, False)
+
+
+@pytest.mark.anyio
+async def test_tui_lists_candidates_and_sends_a_recut(tmp_path: Path) -> None:
+    from test_tui import screen_text, shows, type_text, until
+
+    from tui.app import make_app
+    from tui.messages import Connected, JobsLoaded
+
+    rows = [{"rank": 1, "start": 0.5, "end": 10.9, "score": 0.31, "clip": 1, "reason": "brisk, engaged pace",
+             "text": "ask not", "speakers": []},
+            {"rank": 2, "start": 12.0, "end": 20.0, "score": 0.12, "clip": None, "reason": "a clear claim",
+             "text": "what", "speakers": []}]
+    job = {"id": "5d1c0ffee0ddf00d5d1c0ffee0ddf00d", "state": "done", "stage": None, "progress": 1.0,
+           "created_at": 1.0, "updated_at": 2.0, "attempts": 1, "content_hash": None, "error_class": None,
+           "error_message": None, "error_stage": None, "stopped_at": None, "worker": None,
+           "spec": {"source": "/in/talk.mp4", "profile": "vertical", "origin": "socket",
+                    "options": {"stop_after": "select"}, "output_dir": None, "media": None},
+           "result": {"clips": [], "dry_run": True, "candidates": rows, "stage_seconds": {"select": 0.1}}}
+    app = make_app(socket=tmp_path / "absent.sock", clock=lambda: 10.0, connect=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        app.post_message(Connected(str(tmp_path / "absent.sock"), "0.1.0", "test:1"))
+        app.post_message(JobsLoaded([job]))
+        await until(pilot, shows("talk.mp4"), "the job in the table")
+        await pilot.press("enter")
+        text = await until(pilot, shows("preview: candidates (2, best first"), "the preview list")
+        assert "r2" in text and "a clear claim" in text and "── clips" not in text
+        await pilot.press("e")
+        await until(pilot, shows("Re-cut job 5d1c0ffee0dd"), "the re-cut dialog")
+        await type_text(pilot, "r9")
+        await pilot.press("enter")
+        await until(pilot, shows("montaged is unreachable"), "the dialog's error (no daemon here)")
+        await pilot.press("escape")
+        await pilot.press("escape")
+        await pilot.press("v")
+        await until(pilot, shows("Preview a talk (candidates only"), "the preview dialog")
+        assert "Re-cut" not in screen_text(app)

@@ -40,6 +40,7 @@ from tui.widgets.confirm import ConfirmScreen
 from tui.widgets.detail import JobScreen
 from tui.widgets.jobs import FilterBar, JobTable
 from tui.widgets.offline import OfflinePanel
+from tui.widgets.recut import RecutScreen
 from tui.widgets.status import StatusLine
 from tui.widgets.submit import SubmitScreen
 from tui.widgets.throughput import ThroughputPanel
@@ -47,9 +48,9 @@ from tui.widgets.throughput import ThroughputPanel
 log = structlog.get_logger(__name__)
 
 TERMINAL_EVENTS = ("job.done", "job.failed", "job.cancelled", "job.released")
-JOB_ACTIONS = {"cancel_job", "retry_job"}
+JOB_ACTIONS = {"cancel_job", "retry_job", "recut_job"}
 MAIN_ONLY_ACTIONS = {"cycle_filter", "open_job", "tab"}
-OUR_ACTIONS = {"submit", "toggle_intake", *JOB_ACTIONS, *MAIN_ONLY_ACTIONS}
+OUR_ACTIONS = {"submit", "preview", "toggle_intake", *JOB_ACTIONS, *MAIN_ONLY_ACTIONS}
 
 
 _M = TypeVar("_M")
@@ -77,6 +78,8 @@ class MontageApp(App[None]):
         Binding("r", "retry_job", "retry"),
         Binding("p", "toggle_intake", "pause/resume"),
         Binding("f", "cycle_filter", "filter"),
+        Binding("v", "preview", "preview", show=False),
+        Binding("e", "recut_job", "re-cut", show=False),
         Binding("1", "tab('jobs')", "jobs", show=False),
         Binding("2", "tab('budget')", "budget", show=False),
         Binding("3", "tab('throughput')", "throughput", show=False),
@@ -336,6 +339,28 @@ class MontageApp(App[None]):
 
         self.push_screen(SubmitScreen(self.socket_path, self._submit_start), submitted)
 
+    def action_preview(self) -> None:
+        def submitted(job: dict[str, Any] | None) -> None:
+            if job is not None:
+                self.post_message(JobChanged(job))
+                self.notify(f"job {fmt.short_id(job['id'])} previews {fmt.file_name(job)}: its candidates"
+                            " show in the job's details when it is done", title="montaged: preview queued")
+
+        self.push_screen(SubmitScreen(self.socket_path, self._submit_start, preview=True), submitted)
+
+    def action_recut_job(self) -> None:
+        job = self._job_or_warn("re-cut")
+        if job is None:
+            return
+
+        def submitted(new: dict[str, Any] | None) -> None:
+            if new is not None:
+                self.post_message(JobChanged(new))
+                self.notify(f"job {fmt.short_id(new['id'])} re-cuts job {fmt.short_id(job['id'])}; the"
+                            " earlier clips stay", title="montaged: re-cut queued")
+
+        self.push_screen(RecutScreen(self.socket_path, job), submitted)
+
     def _job_or_warn(self, verb: str) -> dict[str, Any] | None:
         job = self.selected_job()
         if job is None:
@@ -399,6 +424,10 @@ class MontageApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Submit a file", "Send a media file to the daemon (path with completion)",
                             self.action_submit)
+        yield SystemCommand("Preview a file", "Dry run: rank the candidates, render nothing (v)",
+                            self.action_preview)
+        yield SystemCommand("Re-cut job", "Render a clip, candidate or range of the selected job again (e)",
+                            self.action_recut_job)
         yield SystemCommand("Cancel job", "Cancel the selected job (asks first)", self.action_cancel_job)
         yield SystemCommand("Retry job", "Queue the selected failed or cancelled job again",
                             self.action_retry_job)

@@ -46,7 +46,8 @@ LOST = (
 
 Post = Callable[[Message], Any]
 
-__all__ = ["LIST_LIMIT", "ControlError", "DaemonUnreachable", "call", "run_feed", "translate"]
+__all__ = ["LIST_LIMIT", "ControlError", "DaemonUnreachable", "call", "call_for_dialog", "run_feed",
+           "translate"]
 
 
 async def call(socket: Path, op: str, *, timeout: float = REQUEST_TIMEOUT, **fields: Any) -> Any:
@@ -65,6 +66,17 @@ async def call(socket: Path, op: str, *, timeout: float = REQUEST_TIMEOUT, **fie
     except LOST as e:
         failure = _unreachable(socket, op, e)
     raise failure
+
+
+async def call_for_dialog(socket: Path, op: str, **fields: Any) -> tuple[Any, str | None]:
+    """``(result, None)``, or ``(None, message)`` for a dialog to show and stay open: the daemon's
+    refusal in its own words, or that it is away."""
+    try:
+        return await call(socket, op, **fields), None
+    except ControlError as e:
+        return None, f"montaged refused: {e.message} [{e.code}]"
+    except DaemonUnreachable as e:
+        return None, f"montaged is unreachable: {e}"
 
 
 def _unreachable(socket: Path, op: str, e: BaseException) -> DaemonUnreachable:

@@ -94,7 +94,7 @@ def transcript_block(result: dict[str, Any]) -> RenderableType | None:
 
 def clips_block(result: dict[str, Any]) -> RenderableType | None:
     clips = result.get("clips")
-    if clips is None:
+    if clips is None or result.get("dry_run"):
         return None
     parts: list[RenderableType] = [heading(f"clips ({len(clips)})")]
     if not clips:
@@ -109,6 +109,23 @@ def clips_block(result: dict[str, Any]) -> RenderableType | None:
         line.append("\n   ").append(str(c.get("path", "?")), style="#5fafff")
         parts.append(line)
     return Group(*parts)
+
+
+def candidates_block(result: dict[str, Any]) -> RenderableType | None:
+    """Every ranked moment, picked or not: the preview list (``e`` re-cuts one, e.g. ``r2``)."""
+    rows = result.get("candidates") or []
+    if not rows:
+        return None
+    table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
+    for col in ("rank", "range", "score", "clip", "reason"):
+        table.add_column(col, no_wrap=col != "reason")
+    for r in rows:
+        clip = r.get("clip")
+        span = f"{float(r.get('start', 0)):.1f}–{float(r.get('end', 0)):.1f}s"
+        table.add_row(f"r{r.get('rank', '?')}", span, f"{float(r.get('score', 0)):.2f}",
+                      fmt.DASH if clip is None else f"#{clip}", str(r.get("reason") or fmt.DASH))
+    title = "preview: candidates" if result.get("dry_run") else "candidates"
+    return Group(heading(f"{title} ({len(rows)}, best first · e re-cut)"), table)
 
 
 def notes_block(result: dict[str, Any]) -> RenderableType | None:
@@ -135,7 +152,7 @@ def events_block(events: list[dict[str, Any]], now: float) -> RenderableType | N
 def render_job(job: dict[str, Any], events: list[dict[str, Any]], now: float, started: float) -> Group:
     result = job.get("result") or {}
     blocks = [summary(job, now, started), error_block(job), timings_block(result), transcript_block(result),
-              clips_block(result), notes_block(result), events_block(events, now)]
+              clips_block(result), candidates_block(result), notes_block(result), events_block(events, now)]
     spaced: list[RenderableType] = []
     for block in blocks:
         if block is not None:

@@ -20,7 +20,7 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Input, Static
 
-from tui.client import ControlError, DaemonUnreachable, call
+from tui.client import call_for_dialog
 
 MEDIA_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi", ".ts", ".mxf", ".flv",
                             ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus"})
@@ -81,14 +81,16 @@ class SubmitScreen(ModalScreen[dict[str, Any] | None]):
         Binding("tab", "complete", "complete", priority=True),
     ]
 
-    def __init__(self, socket: Path, start: str = "") -> None:
+    def __init__(self, socket: Path, start: str = "", *, preview: bool = False) -> None:
         super().__init__()
         self.socket = socket
         self.start = start
+        self.preview = preview  # a dry run: selection only, the ranked candidates, nothing rendered
 
     def compose(self) -> ComposeResult:
         with Vertical(id="submit-box", classes="dialog"):
-            yield Static(Text("Submit a talk", style="bold"))
+            title = "Preview a talk (candidates only, nothing rendered)" if self.preview else "Submit a talk"
+            yield Static(Text(title, style="bold"))
             yield Input(self.start, placeholder="/path/to/talk.mp4", suggester=PathSuggester(), id="path",
                         select_on_focus=False)
             yield Static("", id="candidates")
@@ -141,12 +143,9 @@ class SubmitScreen(ModalScreen[dict[str, Any] | None]):
 
     @work(exclusive=True, group="submit")
     async def send(self, path: str) -> None:
-        try:
-            job = await call(self.socket, "submit", path=path)
-        except ControlError as e:
-            self.show_error(f"montaged refused: {e.message} [{e.code}]")
-            return
-        except DaemonUnreachable as e:
-            self.show_error(f"montaged is unreachable: {e}")
+        options = {"stop_after": "select"} if self.preview else None
+        job, problem = await call_for_dialog(self.socket, "submit", path=path, options=options)
+        if problem is not None:
+            self.show_error(problem)
             return
         self.dismiss(job)
