@@ -249,6 +249,8 @@ def print_outcome(console: Console, job: dict[str, Any]) -> None:
                       highlight=False)
         for clip in clips:
             print_clip(console, clip)
+        if result.get("cached_stages"):  # a re-cut shows here that nothing was transcribed again
+            console.print(f"  from cache: {', '.join(result['cached_stages'])}", highlight=False)
     elif state == "failed":
         why = f"failed in {job.get('error_stage')}: {job.get('error_class')}: {job.get('error_message')}"
         console.print(f"[red]✗[/] {escape(name(job))}  job {job['id']}: {escape(why)}", highlight=False)
@@ -256,8 +258,6 @@ def print_outcome(console: Console, job: dict[str, Any]) -> None:
         console.print(f"[red]✗[/] {escape(name(job))}  job {job['id']}: {state}", highlight=False)
 
 
-        if result.get("cached_stages"):  # a re-cut shows here that nothing was transcribed again
-            console.print(f"  from cache: {', '.join(result['cached_stages'])}", highlight=False)
 def print_stats(console: Console, s: dict[str, Any]) -> None:
     """``stats``: jobs by state, queues, pools, encoder, cache, throughput, budget."""
     out = console.print
