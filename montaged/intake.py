@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 import structlog
 
+from montaged import options as job_options
 from montaged.errors import MediaError, MontageError, StoreUnavailable
 from montaged.events import EventBus
 from montaged.media.source_file import SourceFile, identity_of, is_utf8, open_source, shown
@@ -154,6 +155,8 @@ def screen(spec: JobSpec) -> None:
     for key, owner in RESERVED_OPTIONS.items():
         if key in spec.options and spec.origin != owner:
             raise SubmitError(f"options.{key} is recorded by the {owner} intake; remove it")
+    if found := job_options.problems(spec.options):
+        raise SubmitError("; ".join(found))
     if spec.output_dir is not None:
         check_path_text(spec.output_dir, "output_dir")
 

@@ -41,6 +41,7 @@ from montaged.errors import DiskFullError, LeaseLost, MontageError, StoreUnavail
 from montaged.events import EventBus
 from montaged.memory_guard import MemoryGuard
 from montaged.model import STAGES, Job, JobEvent, JobState
+from montaged.options import DRY_RUN_STAGE  # options.stop_after: the one stage a job may stop after
 from montaged.stages import STAGE_FUNCS, STAGE_WEIGHTS
 from montaged.stages.context import JobContext, Resources
 from montaged.store import JobStore
@@ -52,7 +53,6 @@ log = structlog.get_logger(__name__)
 PROGRESS_EVENT_SECONDS = 0.25  # at most this often per job on the socket
 PROGRESS_STORE_SECONDS = 2.0  # the store keeps the latest progress, not every tick
 LIGHT_STAGE_WORKERS = 2  # probe, diarize, select: short, a thread each
-DRY_RUN_STAGE = "select"  # options.stop_after: the one stage a job may stop after (a preview)
 
 
 def worker_name() -> str:

@@ -470,7 +470,7 @@ async def test_every_field_is_bounded_before_the_filesystem_is_touched(
     media.write_bytes(b"x" * 10)
     sub = Submitter(store, EventBus(), input_roots=[tmp_path], profiles=["vertical"],
                     output_roots=[tmp_path / "out"])
-    good = JobSpec(source=str(media), options={"max_clips": 3, "nested": {"a": [1, 2.5, None, True]}})
+    good = JobSpec(source=str(media), options={"max_clips": 3, "recut_of": {"a": [1, 2.5, None, True]}})
     checked = sub.check(good)
     assert checked.media is not None
     assert (checked.media.size, checked.media.inode) == (10, media.stat().st_ino)
@@ -491,6 +491,8 @@ async def test_every_field_is_bounded_before_the_filesystem_is_touched(
         (JobSpec(source=str(media), options={"a": "x" * 70_000}), "options are small values"),
         (JobSpec(source=str(media), options={"a": ["y" * 1000] * 100}), "more than 65536"),
         (JobSpec(source=str(media), options={"hotfolder": {}}), "recorded by the hotfolder intake"),
+        (JobSpec(source=str(media), options={"reel": True}), "options.reel: not a job option (got True)"),
+        (JobSpec(source=str(media), options={"max_clips": 0}), "options.max_clips: must be a whole number"),
         (JobSpec(source=str(media), origin="mail"), "origin"),
         (JobSpec(source=str(media), output_dir="/etc"), "outside the output folder"),
         (JobSpec(source=str(media), output_dir="~root"), "not an absolute path"),

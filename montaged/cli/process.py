@@ -43,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--profile", "-p", default="vertical", help="output profile (default vertical)")
     p.add_argument("--max-clips", type=int, metavar="N", help="at most N clips per file")
     p.add_argument("--speakers", type=int, metavar="N", help="number of speakers, when known")
+    p.add_argument("--min-seconds", type=float, metavar="S", help="shortest clip (select.min_seconds)")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="longest clip (select.max_seconds)")
     p.add_argument("--model", help="Whisper model for this run (default: whisper.model)")
     p.add_argument("--range", "-r", dest="ranges", type=time_range, action="append", metavar="START-END",
                    help="render exactly this range (seconds, e.g. 12.5-58.0; repeat for more) instead of the"
@@ -98,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         options["max_clips"] = args.max_clips
     if args.speakers is not None:
         options["speakers"] = args.speakers
+    for key in ("min_seconds", "max_seconds"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
     out = (args.output or Path.cwd()).expanduser().resolve()
     try:
         jobs, refused = anyio.run(_process, settings, [f.expanduser().absolute() for f in args.files], out,

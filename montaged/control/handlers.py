@@ -18,7 +18,7 @@ from montaged.errors import MontageError, StoreUnavailable
 from montaged.export import job as export
 from montaged.intake import SubmitError, Submitter
 from montaged.model import JobSpec, JobState
-from montaged.pipeline import DRY_RUN_STAGE, Pipeline
+from montaged.pipeline import Pipeline
 from montaged.recut import recut_spec
 from montaged.render.sidecar import montage_version
 from montaged.stages.context import Resources
@@ -154,10 +154,6 @@ class ControlOps:
         return {"pong": True, "version": montage_version(), "worker": self.pipeline.worker}
 
     async def op_submit(self, request: p.Request) -> Any:
-        stop = (request.options or {}).get("stop_after")
-        if stop is not None and stop != DRY_RUN_STAGE:
-            raise p.ProtocolError(p.BAD_REQUEST, f"options.stop_after: only {DRY_RUN_STAGE!r} (a preview"
-                                  f" that ends with the ranked candidates) (got {stop!r})")
         spec = JobSpec(
             source=self._need(request, "path"),
             profile=request.profile or "vertical",

@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from montaged.config import SelectConfig
 from montaged.errors import MediaError
 from montaged.model import ClipPlan
 from montaged.select import rank_clips
@@ -24,6 +25,18 @@ def _max_clips(ctx: JobContext, default: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100:
         raise MediaError(f"options.max_clips: must be a whole number from 1 to 100 (got {value!r})")
     return value
+
+
+def _job_bounds(ctx: JobContext, cfg: SelectConfig) -> SelectConfig:
+    """The select settings with the job's own clip length bounds (``options.min_seconds`` and
+    ``max_seconds``), which must still make a range with the configured other bound."""
+    bounds = {k: float(ctx.option(k)) for k in ("min_seconds", "max_seconds") if ctx.option(k) is not None}
+    cfg = cfg.model_copy(update=bounds)
+    if cfg.min_seconds > cfg.max_seconds:
+        raise MediaError(f"options.min_seconds/max_seconds: clips from {cfg.min_seconds:g} to"
+                         f" {cfg.max_seconds:g} s is no range (the other bound comes from select.*);"
+                         " give both options")
+    return cfg
 
 
 def candidate_rows(clips: list[ClipPlan], ranked: list[ClipPlan]) -> list[dict[str, Any]]:
@@ -48,7 +61,7 @@ async def select_stage(ctx: JobContext, res: Resources) -> None:
                                        [(c.start, c.end) for c in ctx.clips])
         res.progress(ctx, "select", 1.0)
         return
-    cfg = res.settings.select
+    cfg = _job_bounds(ctx, res.settings.select)
     max_clips = _max_clips(ctx, cfg.max_clips)
     key = ctx.keys["select"] = param_key(ctx.keys["transcribe"], cfg.model_dump(), max_clips)
     hit = await res.store.get_result("select", key)

@@ -1,0 +1,103 @@
+"""Job options: one schema, checked when a job is submitted through any door.
+
+The socket, the hot folder, Redis entries and ``montaged process`` all hand their specs to the
+Submitter, which calls :func:`problems`; an unknown key or a bad value is refused there, as
+``options.key: problem (got value)``, instead of failing the job stages later (or being ignored).
+Stages read the same keys with ``JobContext.option``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+MAX_RANGES = 100  # ranges of one re-cut job
+MAX_CLIP_SECONDS = 3600.0
+DRY_RUN_STAGE = "select"
+
+Check = Callable[[Any], str | None]  # the problem with a value, or None
+
+
+def _whole(low: int, high: int, what: str) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"must be a whole number of {what} from {low} to {high}"
+        return None
+
+    return check
+
+
+def _seconds(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_CLIP_SECONDS:
+        return f"must be a number of seconds above 0 and at most {MAX_CLIP_SECONDS:g}"
+    return None
+
+
+def _caption_style(value: Any) -> str | None:
+    if not isinstance(value, str) or not 1 <= len(value) <= 64:
+        return 'must be the name of a caption style (render.caption_styles) or "none"'
+    return None
+
+
+def _stop_after(value: Any) -> str | None:
+    if value != DRY_RUN_STAGE:
+        return f"only {DRY_RUN_STAGE!r} (a preview that ends with the ranked candidates)"
+    return None
+
+
+def _ranges(value: Any) -> str | None:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_RANGES:
+        return f"must be a list of 1 to {MAX_RANGES} [start, end] pairs in seconds"
+    for pair in value:
+        numbers = isinstance(pair, list) and len(pair) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+        if not numbers or not 0 <= pair[0] < pair[1]:
+            return "each range must be [start, end] in seconds, 0 or more, the start before the end"
+    return None
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _object(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "must be a JSON object"
+
+
+SCHEMA: dict[str, tuple[Check, str]] = {
+    "max_clips": (_whole(1, 100, "clips"), "at most this many clips"),
+    "speakers": (_whole(1, 50, "speakers"), "the number of speakers, when known"),
+    "captions": (_caption_style, "burned caption style, or \"none\""),
+    "min_seconds": (_seconds, "shortest clip (overrides select.min_seconds)"),
+    "max_seconds": (_seconds, "longest clip (overrides select.max_seconds)"),
+    "stop_after": (_stop_after, "\"select\": a preview, no render"),
+    "ranges": (_ranges, "render exactly these [start, end] ranges (a re-cut)"),
+    "exact": (_flag, "with ranges: keep the edges even inside a word"),
+    "recut_of": (_object, "which job and clip or candidate a re-cut comes from"),
+    "hotfolder": (_object, "recorded by the hot folder"),
+    "redis": (_object, "recorded by the Redis intake"),
+}
+
+
+def problems(options: dict[str, Any]) -> list[str]:
+    """Every problem with ``options``, each as ``options.key: problem (got value)``."""
+    found = []
+    for key, value in options.items():
+        entry = SCHEMA.get(key)
+        if entry is None:
+            found.append(f"options.{key}: not a job option (got {_shown(value)}); the options are"
+                         f" {', '.join(SCHEMA)}")
+            continue
+        problem = entry[0](value)
+        if problem is not None:
+            found.append(f"options.{key}: {problem} (got {_shown(value)})")
+    low, high = options.get("min_seconds"), options.get("max_seconds")
+    if not found and low is not None and high is not None and low > high:
+        found.append(f"options.min_seconds: must not be longer than options.max_seconds"
+                     f" (got {low!r} > {high!r})")
+    return found
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
