@@ -662,6 +662,9 @@ class RetentionConfig(Section):
     """Keep at most this many finished jobs (the most recent); 0: no cap."""
     max_results: int = Field(0, ge=0)
     """Keep at most this many stage results and cached transcripts (the newest); 0: no cap."""
+    max_results_mb: float = Field(0.0, ge=0)
+    """Keep the newest stage results and cached transcripts up to this many MiB of payload in
+    all (the store's largest rows); 0: no cap."""
     interval_minutes: float = Field(60.0, ge=0)
     """How often the daemon prunes (the first time a minute after it starts); 0: only
     ``montagectl purge``."""

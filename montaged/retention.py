@@ -35,7 +35,8 @@ def policy(cfg: RetentionConfig, *, now: float | None = None) -> PrunePolicy:
 
     return PrunePolicy(jobs_before=before(cfg.days), events_before=before(cfg.events_days),
                        results_before=before(cfg.results_days), max_jobs=cfg.max_jobs or None,
-                       max_results=cfg.max_results or None)
+                       max_results=cfg.max_results or None,
+                       max_result_bytes=int(cfg.max_results_mb * (1 << 20)) or None)
 
 
 def older_than(seconds: float, *, now: float | None = None) -> PrunePolicy:

@@ -39,10 +39,10 @@ def test_ages_and_policy() -> None:
     for bad in ("30", "d", "-1d", "0d", "30 days", ""):
         with pytest.raises(argparse.ArgumentTypeError, match=r"30d, 12h, 90m, 3600s or 2w|more than 0"):
             age(bad)
-    cfg = RetentionConfig(days=90, events_days=0, results_days=30, max_jobs=1000)
+    cfg = RetentionConfig(days=90, events_days=0, results_days=30, max_jobs=1000, max_results_mb=1.5)
     assert retention.policy(cfg, now=100 * retention.DAY) == PrunePolicy(
         jobs_before=10 * retention.DAY, events_before=None, results_before=70 * retention.DAY,
-        max_jobs=1000, max_results=None)
+        max_jobs=1000, max_results=None, max_result_bytes=3 << 19)
     assert retention.older_than(60, now=1000) == PrunePolicy(940, 940, 940)
 
 

@@ -486,6 +486,13 @@ class StoreContract:
         assert (pruned.jobs, pruned.results) == (2, 2) and pruned.events > 0
         assert [await store.get(j.id) is not None for j in jobs] == [False, False, True]
         assert [await store.get_result("select", f"r{i}") for i in range(3)] == [None, None, {"i": 2}]
+        # by bytes: 10 kB results, room for two of them
+        for i in range(3, 6):
+            await store.put_result("select", f"r{i}", {"blob": "x" * 10_000})
+            await anyio.sleep(0.02)
+        assert await store.prune(PrunePolicy(max_result_bytes=25_000)) == Pruned(results=2)  # r3 and r2
+        assert [await store.get_result("select", f"r{i}") is not None for i in range(2, 6)] == [
+            False, False, True, True]
         # events of finished jobs go by age; the job itself and a running job's events stay
         pruned = await store.prune(PrunePolicy(events_before=time.time() + 1))
         assert pruned == Pruned(events=3)  # submitted, claimed, done

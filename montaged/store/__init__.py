@@ -70,6 +70,8 @@ class PrunePolicy:
     """Keep at most this many finished jobs, the most recently updated."""
     max_results: int | None = None
     """Keep at most this many stage results, the most recently written."""
+    max_result_bytes: int | None = None
+    """Keep the most recently written stage results up to this many bytes of payload in all."""
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,17 @@ _OLDEST_RESULTS = (
 )
 
 
-def statements(policy: PrunePolicy) -> list[tuple[str, str, tuple[Any, ...]]]:
+def _over_bytes(size: str) -> str:
+    """Results past the first ``$1`` bytes of payload, newest first (a running total)."""
+    return (f"SELECT stage, key FROM (SELECT stage, key, SUM({size}) OVER (ORDER BY created_at DESC, "
+            f"stage, key ROWS UNBOUNDED PRECEDING) AS total FROM stage_results WHERE {_RESULT_FREE}) "
+            "AS ranked WHERE total > $1")
+
+
+def statements(policy: PrunePolicy, payload_bytes: str) -> list[tuple[str, str, tuple[Any, ...]]]:
     """``(counter, sql, args)`` in order: events before their jobs (counted, not left to the
-    cascade), then jobs, then results."""
+    cascade), then jobs, then results. ``payload_bytes`` is the backend's SQL for the size of a
+    result's ``payload``."""
     out: list[tuple[str, str, tuple[Any, ...]]] = []
     if policy.events_before is not None:
         out.append(("events", f"DELETE FROM job_events WHERE at < $1 AND job_id IN (SELECT id FROM jobs "
@@ -44,4 +52,8 @@ def statements(policy: PrunePolicy) -> list[tuple[str, str, tuple[Any, ...]]]:
     if policy.max_results is not None:
         out.append(("results", f"DELETE FROM stage_results WHERE (stage, key) IN ({_OLDEST_RESULTS})",
                     (policy.max_results,)))
+    if policy.max_result_bytes is not None:
+        over = _over_bytes(payload_bytes)
+        out.append(("results", f"DELETE FROM stage_results WHERE (stage, key) IN ({over})",
+                    (policy.max_result_bytes,)))
     return out

@@ -388,7 +388,7 @@ class PostgresStore(c.Transitions):
     async def prune(self, policy: PrunePolicy) -> Pruned:
         counts = {"jobs": 0, "events": 0, "results": 0}
         async with self._tx() as conn:
-            for counter, sql, args in prune_statements(policy):
+            for counter, sql, args in prune_statements(policy, "octet_length(payload::text)"):
                 status = await conn.execute(sql, *args)
                 counts[counter] += int(status.rsplit(" ", 1)[-1])
         return Pruned(**counts)

@@ -413,7 +413,7 @@ class SqliteStore(c.Transitions):
         def run(conn: sqlite3.Connection) -> Pruned:
             counts = {"jobs": 0, "events": 0, "results": 0}
             with _immediate(conn):
-                for counter, sql, args in prune_statements(policy):
+                for counter, sql, args in prune_statements(policy, "length(CAST(payload AS BLOB))"):
                     counts[counter] += _q(conn, sql, *args).rowcount
             return Pruned(**counts)
 
