@@ -73,6 +73,11 @@ def test_dry_run_through_montagectl_then_show_lists_every_candidate(tmp_path: Pa
         for r in rows:
             assert 0 <= r["start"] < r["end"] and r["reason"] and isinstance(r["speakers"], list)
         assert not list((tmp_path / "out").glob("*.mp4"))  # nothing rendered
+        # a preview's picks go to an editor as they are (no render needed)
+        exported = _ctl("export", job["id"], "--format", "otio", "--json", sock=daemon.socket)
+        assert exported.returncode == 0, exported.stderr
+        picks = [r for r in rows if r["clip"] is not None]
+        assert [c["start"] for c in json.loads(exported.stdout)["clips"]] == [r["start"] for r in picks]
 
         human = _ctl("show", job["id"], sock=daemon.socket)
         assert human.returncode == 0 and "candidates (" in human.stdout and "RANK" in human.stdout

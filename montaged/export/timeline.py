@@ -26,12 +26,17 @@ class ExportError(MediaError):
 
 
 def load_sidecars(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """The sidecar of every rendered clip of a finished ``job`` (a ``Job.to_dict()``), in clip order."""
-    clips = job.get("result", {}).get("clips") or []
+    """The sidecar of every rendered clip of a finished ``job`` (a ``Job.to_dict()``), in clip order;
+    for a preview (nothing rendered), the picked candidates in the sidecars' shape."""
+    result = job.get("result") or {}
+    clips = result.get("clips") or []
+    if job.get("state") == "done" and not clips and result.get("dry_run"):
+        return _picked_candidates(job)
     if job.get("state") != "done" or not clips:
         raise ExportError(
             f"job {job.get('id')} is {job.get('state')} with {len(clips)} rendered clips; exports are"
-            " made from a finished job's clips (`montagectl show ID` shows where it stands)"
+            " made from a finished job's clips or a preview's picks (`montagectl show ID` shows where it"
+            " stands)"
         )
     docs = []
     for clip in sorted(clips, key=lambda c: c.get("index", 0)):
@@ -43,6 +48,23 @@ def load_sidecars(job: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{path}: the sidecar of clip {clip.get('index', 0) + 1} cannot be read ({e}); it is the"
                 " record of the clip's range, so restore it or re-run the job"
             ) from e
+    return docs
+
+
+def _picked_candidates(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """A preview's picks as sidecar-shaped records: the ranges select chose, not yet framed, so
+    they carry no crop path."""
+    rows = [r for r in job["result"].get("candidates") or [] if r.get("clip") is not None]
+    if not rows:
+        raise ExportError(f"preview {job.get('id')} picked no moment; there is nothing to export")
+    docs = []
+    for row in sorted(rows, key=lambda r: r["clip"]):
+        docs.append({
+            "source": {"path": job["spec"]["source"]},
+            "clip": {"index": row["clip"] - 1, "start": row["start"], "end": row["end"]},
+            "score": row.get("score"), "reason": row.get("reason", ""), "text": row.get("text", ""),
+            "speakers": row.get("speakers") or [], "crop": {}, "crop_path": [], "rank": row.get("rank"),
+        })
     return docs
 
 
