@@ -12,7 +12,7 @@ STAMP := $(VENV)/.bootstrapped
 DEMO  := build/demo
 BENCH := $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 
-.PHONY: help bootstrap demo test lint pytest bench config config-check clean distclean
+.PHONY: help bootstrap demo test lint pytest bench config config-check image clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ config: $(STAMP)  ## regenerate config/montage.example.toml from the settings mo
 
 config-check: $(STAMP)  ## fail when config/montage.example.toml is stale
 	$(PY) scripts/gen_example_config.py --check
+
+image: $(STAMP)  ## build the container image with podman (localhost/montage:latest; base from Debian packages)
+	bash scripts/build_image.sh
 
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache *.egg-info snapshot_report.html

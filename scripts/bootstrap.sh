@@ -34,6 +34,11 @@ need_apt=()
 for pair in ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox systemd-analyze:systemd promtool:prometheus docker-compose:docker-compose; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
 done
+# podman builds and runs the container image (scripts/build_image.sh, tests/test_image.py) with
+# buildah's chroot isolation and runc; debootstrap makes its base image from Debian packages
+for pair in podman:podman buildah:buildah runc:runc debootstrap:debootstrap; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair##*:}")
+done
 # private PostgreSQL and Redis servers (initdb/pg_ctl, redis-server) for the fault drills and the
 # secrets test; Debian keeps the PostgreSQL server binaries off PATH, under /usr/lib/postgresql/N/bin
 command -v redis-server >/dev/null 2>&1 || need_apt+=("redis-server")
