@@ -186,7 +186,9 @@ class Daemon:
             tg.cancel_scope.cancel()
 
     def _sd_status(self) -> str:
-        return sdnotify.daemon_status(self.health(), paused=bool(self.pipeline and self.pipeline.paused))
+        pipeline = self.pipeline
+        return sdnotify.daemon_status(self.health(), paused=bool(pipeline and pipeline.paused),
+                                      low_memory=bool(pipeline and pipeline.memory_paused))
 
     def _redis_urls(self) -> list[str]:
         s = self.settings

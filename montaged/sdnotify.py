@@ -145,11 +145,13 @@ def _printable(address: str | bytes) -> str:
 
 
 def format_status(*, running: int, queued: int, paused: bool = False, stopping: bool = False,
-                  degraded: Sequence[str] = ()) -> str:
+                  degraded: Sequence[str] = (), low_memory: bool = False) -> str:
     """One line for ``systemctl status``: ``running 2, queued 5, paused, degraded: redis``."""
     parts = [f"running {running}", f"queued {queued}"]
     if paused:
         parts.append("paused")
+    if low_memory:
+        parts.append("claims held: low memory")
     if stopping:
         parts.append("draining")
     if degraded:
@@ -157,7 +159,7 @@ def format_status(*, running: int, queued: int, paused: bool = False, stopping: 
     return ", ".join(parts)
 
 
-def daemon_status(health: Mapping[str, Any], *, paused: bool) -> str:
+def daemon_status(health: Mapping[str, Any], *, paused: bool, low_memory: bool = False) -> str:
     """The status line from the daemon's ``/healthz`` body and the queued-jobs gauge.
 
     A part is degraded when its health value is ``False`` (``store``, ``redis``; ``None`` means
@@ -171,7 +173,7 @@ def daemon_status(health: Mapping[str, Any], *, paused: bool) -> str:
     if isinstance(extra, Mapping | list | tuple | set | frozenset):
         degraded += [str(p) for p in extra if str(p) not in degraded]
     return format_status(running=int(health.get("in_flight", 0)), queued=int(queued), paused=paused,
-                         stopping=bool(health.get("stopping")), degraded=degraded)
+                         stopping=bool(health.get("stopping")), degraded=degraded, low_memory=low_memory)
 
 
 async def watchdog_loop(notifier: Notifier, status_fn: Callable[[], str]) -> None:

@@ -250,3 +250,8 @@ def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
     for readme in (ROOT / "README.md", ROOT / "systemd" / "README.md"):
         quoted = re.findall(r"exposure (?:score )?(?:of )?(\d\.\d)", readme.read_text())
         assert quoted and set(quoted) == {exposure}, f"{readme.name} quotes {quoted}, measured {exposure}"
+
+
+def test_status_line_says_when_claims_wait_for_memory() -> None:
+    line = format_status(running=1, queued=4, low_memory=True)
+    assert line == "running 1, queued 4, claims held: low memory"
