@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", choices=states, help="only jobs in this state")
     p.add_argument("--limit", "-n", type=positive_int, default=50, metavar="N", help="at most N (default 50)")
 
-    p = command("show", "one job: stages and their timings, clips, error, events")
+    p = command("show", "one job: stages and their timings, clips, ranked candidates, error, events")
     p.add_argument("job_id", metavar="ID")
     p = command("cancel", "cancel a queued or running job")
     p.add_argument("job_id", metavar="ID")
