@@ -8,12 +8,14 @@ Stages read the same keys with ``JobContext.option``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 MAX_RANGES = 100  # ranges of one re-cut job
 MAX_CLIP_SECONDS = 3600.0
 DRY_RUN_STAGE = "select"
+LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,4})?$")
 
 Check = Callable[[Any], str | None]  # the problem with a value, or None
 
@@ -36,6 +38,15 @@ def _seconds(value: Any) -> str | None:
 def _caption_style(value: Any) -> str | None:
     if not isinstance(value, str) or not 1 <= len(value) <= 64:
         return 'must be the name of a caption style (render.caption_styles) or "none"'
+    return None
+
+
+def _language(value: Any) -> str | None:
+    """A code Whisper knows (``de``), optionally with a region for Deepgram (``de-CH``)."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES  # a plain tuple; imported on first use
+
+    if not isinstance(value, str) or not LANGUAGE.match(value) or value.split("-")[0] not in _LANGUAGE_CODES:
+        return "must be a language code Whisper knows, like \"en\", \"de\" or \"pt-BR\""
     return None
 
 
@@ -65,6 +76,7 @@ def _object(value: Any) -> str | None:
 
 
 SCHEMA: dict[str, tuple[Check, str]] = {
+    "language": (_language, "the spoken language, for Whisper and Deepgram alike"),
     "max_clips": (_whole(1, 100, "clips"), "at most this many clips"),
     "speakers": (_whole(1, 50, "speakers"), "the number of speakers, when known"),
     "captions": (_caption_style, "burned caption style, or \"none\""),

@@ -19,12 +19,13 @@ from montaged.store import open_store
 
 
 def test_known_options_pass_and_each_problem_names_key_and_value() -> None:
-    good: dict[str, Any] = {"max_clips": 3, "speakers": 2, "captions": "none", "min_seconds": 15,
-                            "max_seconds": 45.5, "stop_after": "select", "ranges": [[1, 2.5]], "exact": True,
-                            "recut_of": {"job_id": "x"}}
+    good: dict[str, Any] = {"language": "pt-BR", "max_clips": 3, "speakers": 2, "captions": "none",
+                            "min_seconds": 15, "max_seconds": 45.5, "stop_after": "select",
+                            "ranges": [[1, 2.5]], "exact": True, "recut_of": {"job_id": "x"}}
     assert problems(good) == []
     cases = {
-        "reel": (True, "options.reel: not a job option (got True); the options are max_clips"),
+        "reel": (True, "options.reel: not a job option (got True); the options are language, max_clips"),
+        "language": ("klingon", "options.language: must be a language code Whisper knows"),
         "max_clips": (0, "options.max_clips: must be a whole number of clips from 1 to 100 (got 0)"),
         "speakers": (2.5, "options.speakers: must be a whole number of speakers from 1 to 50 (got 2.5)"),
         "captions": ("", 'options.captions: must be the name of a caption style'),
@@ -60,14 +61,58 @@ async def test_the_submitter_refuses_bad_options_for_every_door(tmp_path: Path, 
         await store.close()
 
 
-def test_clip_bounds_of_a_job_override_the_config() -> None:
-    def ctx(options: dict[str, Any]) -> JobContext:
-        job = Job("j", JobSpec(source="/m.mp4", options=options), JobState.RUNNING, "select", 0.5, 0.0, 0.0)
-        return JobContext(job, lease=None)  # type: ignore[arg-type]
+def ctx(options: dict[str, Any]) -> JobContext:
+    """A running job's context with ``options`` (no lease: nothing here writes to a store)."""
+    job = Job("j", JobSpec(source="/m.mp4", options=options), JobState.RUNNING, "select", 0.5, 0.0, 0.0)
+    return JobContext(job, lease=None)  # type: ignore[arg-type]
 
+
+def test_clip_bounds_of_a_job_override_the_config() -> None:
     cfg = SelectConfig(min_seconds=20, max_seconds=60)
     bounded = _job_bounds(ctx({"min_seconds": 10, "max_seconds": 25}), cfg)
     assert (bounded.min_seconds, bounded.max_seconds) == (10.0, 25.0)
     assert _job_bounds(ctx({}), cfg) == cfg
     with pytest.raises(MediaError, match=r"options\.min_seconds/max_seconds: clips from 20 to 15 s is no"):
         _job_bounds(ctx({"max_seconds": 15}), cfg)
+
+
+def test_a_jobs_language_reaches_both_ears_and_the_stage_key() -> None:
+    from montaged.config import load
+    from montaged.stages.transcribe import job_settings
+
+    settings = load(None, env={})
+    assert job_settings(ctx({}), settings) is settings
+    own = job_settings(ctx({"language": "pt-BR"}), settings)
+    assert (own.whisper.language, own.deepgram.language) == ("pt", "pt-BR")
+    assert settings.whisper.language == "en"  # the daemon's own settings are untouched
+
+
+def test_process_with_a_language_hears_again_in_that_language(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import make_talk_clip
+    from daemon_harness import JFK, daemon_env
+
+    clip = make_talk_clip(tmp_path / "talk.mp4", seconds=11, size="320x180", speech=JFK)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MONTAGE_")}, **daemon_env(tmp_path)}
+
+    def preview(*extra: str) -> dict[str, Any]:
+        done = subprocess.run([sys.executable, "-m", "montaged", "process", str(clip), "--dry-run", "--json",
+                               *extra], capture_output=True, text=True, env=env, timeout=200,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (job,) = json.loads(done.stdout)
+        return dict(job["result"])
+
+    first = preview()
+    assert first["transcript"]["language"] == "en" and "transcribe" not in first["cached_stages"]
+    assert "transcribe" in preview("--language", "en")["cached_stages"]  # the same as the default
+    german = preview("--language", "de")  # the test model is English-only: the language is what differs
+    assert german["transcript"]["language"] == "de" and "transcribe" not in german["cached_stages"]
+    refused = subprocess.run([sys.executable, "-m", "montaged", "process", str(clip), "--dry-run",
+                              "--language", "xx"], capture_output=True, text=True, env=env, timeout=60,
+                             stdin=subprocess.DEVNULL)
+    assert refused.returncode == 1 and "options.language: must be a language code" in refused.stderr

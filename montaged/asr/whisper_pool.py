@@ -9,6 +9,7 @@ one retry) only its window, with ``worker_died``, and is replaced.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +126,11 @@ class WhisperPool:
     def health(self) -> PoolHealth:
         return self.pool.health()
 
-    async def transcribe_window(self, samples: np.ndarray, offset: float) -> WindowWords:
+    async def transcribe_window(self, samples: np.ndarray, offset: float,
+                                language: str | None = None) -> WindowWords:
         """Words of one window (media times), with the language the worker decoded in.
+
+        ``language``: a job's own spoken language (``options.language``); None = the pool's.
 
         A worker that dies on the window is replaced and the window retried once; a second death
         raises :class:`~montaged.procpool.WorkerDied`.
@@ -135,7 +139,10 @@ class WhisperPool:
         self._busy += 1
         WORKERS_BUSY.labels(pool="whisper").set(min(self._busy, self.workers))
         try:
-            result = await pool.run(whisper_worker.transcribe_window, samples, offset, self.decode)
+            decode = self.decode
+            if language is not None and language != decode.language:
+                decode = dataclasses.replace(decode, language=language)
+            result = await pool.run(whisper_worker.transcribe_window, samples, offset, decode)
         finally:
             self._busy -= 1
             WORKERS_BUSY.labels(pool="whisper").set(min(self._busy, self.workers))

@@ -273,7 +273,7 @@ async def transcribe_stream(
 
     async def run(win: Window) -> None:
         try:
-            res = await pool.transcribe_window(win.samples, win.offset)
+            res = await pool.transcribe_window(win.samples, win.offset, cfg.language)
             results[win.index] = (_drop_samples(win), res)
             progress(win)
         finally:

@@ -43,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--profile", "-p", default="vertical", help="output profile (default vertical)")
     p.add_argument("--max-clips", type=int, metavar="N", help="at most N clips per file")
     p.add_argument("--speakers", type=int, metavar="N", help="number of speakers, when known")
+    p.add_argument("--language", "-l", metavar="CODE", help="spoken language (en, de…; whisper.language)")
     p.add_argument("--min-seconds", type=float, metavar="S", help="shortest clip (select.min_seconds)")
     p.add_argument("--max-seconds", type=float, metavar="S", help="longest clip (select.max_seconds)")
     p.add_argument("--model", help="Whisper model for this run (default: whisper.model)")
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         options["max_clips"] = args.max_clips
     if args.speakers is not None:
         options["speakers"] = args.speakers
-    for key in ("min_seconds", "max_seconds"):
+    for key in ("language", "min_seconds", "max_seconds"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     out = (args.output or Path.cwd()).expanduser().resolve()

@@ -44,7 +44,7 @@ async def submit(client: ControlClient, args: argparse.Namespace, out: Console) 
         options["speakers"] = args.speakers
     if args.captions is not None:
         options["captions"] = args.captions
-    for key in ("min_seconds", "max_seconds"):
+    for key in ("language", "min_seconds", "max_seconds"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.dry_run:

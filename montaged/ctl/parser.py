@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", "-p", metavar="P", help="output profile (default: the daemon's, vertical)")
     p.add_argument("--max-clips", type=positive_int, metavar="N", help="at most N clips per file")
     p.add_argument("--speakers", type=positive_int, metavar="N", help="number of speakers, when known")
+    p.add_argument("--language", "-l", metavar="CODE",
+                   help="spoken language (en, de, pt-BR…; default: whisper.language)")
     p.add_argument("--min-seconds", type=positive_float, metavar="S", help="shortest clip (select's)")
     p.add_argument("--max-seconds", type=positive_float, metavar="S", help="longest clip (select's)")
     p.add_argument("--captions", metavar="STYLE",

@@ -28,6 +28,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from montaged.asr.ears import hear
+from montaged.config import Settings
 from montaged.diarize import check_speakers
 from montaged.diarize.worker import diarize_in_process
 from montaged.media.audio import stream_audio
@@ -40,8 +41,20 @@ from montaged.stages.context import JobContext, Resources, param_key
 log = structlog.get_logger(__name__)
 
 
+def job_settings(ctx: JobContext, settings: Settings) -> Settings:
+    """The settings this job hears with: its own spoken language (``options.language``) for both
+    ears, so the transcript, its cache keys and this stage's key all follow it."""
+    language = ctx.option("language")
+    if language is None:
+        return settings
+    return settings.model_copy(update={
+        "whisper": settings.whisper.model_copy(update={"language": str(language).split("-")[0]}),
+        "deepgram": settings.deepgram.model_copy(update={"language": str(language)}),
+    })
+
+
 def transcribe_key(ctx: JobContext, res: Resources) -> str:
-    s = res.settings
+    s = job_settings(ctx, res.settings)
     deepgram = s.deepgram.model_dump(exclude={"timeout_seconds", "max_retries", "keepalive_seconds"})
     return param_key(
         ctx.need_media().content_hash, res.whisper.model_name, s.whisper.model_dump(exclude={"workers"}),
@@ -69,7 +82,7 @@ async def _spool(
 
 
 async def transcribe_stage(ctx: JobContext, res: Resources) -> None:
-    s = res.settings
+    s = job_settings(ctx, res.settings)
     media = ctx.need_media()
     key = ctx.keys["transcribe"] = transcribe_key(ctx, res)
     if (hit := await res.store.get_result("transcribe", key)) is not None:
