@@ -130,6 +130,7 @@ if [ "$current" = "$digest" ] && [ "${FORCE:-0}" != 1 ]; then
   exit 0
 fi
 
+old_id=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 say "building $IMAGE from Containerfile (base $PYTHON_IMAGE${TORCH_INDEX_URL:+, torch from $TORCH_INDEX_URL})"
 started=$(date +%s)
 # chroot isolation and the host's network: what works where no OCI runtime may set up namespaces;
@@ -138,5 +139,8 @@ podman build --isolation chroot --network host --format docker \
   "${build_args[@]}" "${volumes[@]}" \
   --label "org.montage.source-digest=$digest" \
   -t "$IMAGE" -f Containerfile .
+new_id=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+# the image this one replaces (its layers stay where the build cache still uses them)
+if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then podman rmi "$old_id" >/dev/null 2>&1 || true; fi
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 say "built $IMAGE in $(( $(date +%s) - started )) s; $(( size / 1000000 )) MB"
