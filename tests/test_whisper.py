@@ -36,7 +36,10 @@ WER_BOUNDS = {
     "jfk.flac": (0.0, 0.10),  # 22 words, all right
     "sense_and_sensibility_01_austen_64kb-0870.wav": (0.0, 0.10),  # 22 words
     "sense_and_sensibility_01_austen_64kb-0880.wav": (0.25, 0.40),  # "ill disposed" → "old -sposed"
-    "sense_and_sensibility_01_austen_64kb-0890.wav": (0.0, 0.15),  # 14 words
+    # 14 words. 0.000 on the host these were first measured on; 0.286 on an AMD EPYC host (int8
+    # kernels differ by CPU: "ill-disposed" heard as "old -exposed", as 0880 hears it everywhere,
+    # and "cold-hearted" joined). One word is 0.07 here, so the bound allows that one phrase.
+    "sense_and_sensibility_01_austen_64kb-0890.wav": (0.0, 0.30),
 }
 
 
@@ -172,7 +175,11 @@ async def test_long_input_through_the_pool(pool: WhisperPool, long_talk: tuple[n
     print(f"WER long input: {score.wer:.3f} ({score.errors}/{score.reference_words}) :: {t.text}")
     # Measured 0.104 (the phone call is the hard part: 0.15 on its own); same margin idea.
     assert score.wer < 0.18
-    assert score.insertions <= 3  # nothing doubled at window edges (measured 1)
+    # Nothing doubled at window edges: a doubled overlap would insert a whole sentence or more at
+    # each of the 4+ edges (20+ words). Measured 1 on the first host; 5 and 11 on an AMD EPYC host,
+    # where temperature fallback on the noisy phone call adds a phrase ("We'll see you next time")
+    # that varies run to run.
+    assert score.insertions <= 12
     assert [w.start for w in t.words] == sorted(w.start for w in t.words)
     assert seen == sorted(seen) and seen[-1] == 1.0
     # Each worker process loaded the model exactly once, however many windows it decoded.
