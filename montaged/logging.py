@@ -41,6 +41,18 @@ class _Stderr:
         sys.stderr.flush()
 
 
+def keep_stdout_clean() -> None:
+    """For commands whose standard output is their result (transcribe, diarize): logs go to stderr,
+    warnings and worse unless logging was set up already, whatever wrote to stdout before."""
+    if structlog.is_configured():
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))  # type: ignore[arg-type]
+    else:
+        structlog.configure(
+            logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
+            wrapper_class=structlog.make_filtering_bound_logger(30),
+        )
+
+
 WORKER_ENV = "MONTAGE_LOG__LEVEL", "MONTAGE_LOG__FORMAT"
 
 

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import structlog
 
 from montaged.config import load
 from montaged.diarize import check_speakers, create_diarizer
 from montaged.diarize.rttm import FORMATS, render
 from montaged.errors import ConfigError, MediaError, MontageError
+from montaged.logging import keep_stdout_clean
 from montaged.model import SpeakerTurn
 
 
@@ -38,25 +38,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=run)
 
 
-class _Stderr:
-    """Whatever ``sys.stderr`` is at the time of writing (test runners swap it)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def _logs_to_stderr() -> None:
-    """Keep standard output for the turns; the daemon configures logging itself."""
-    if not structlog.is_configured():
-        structlog.configure(
-            logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
-            wrapper_class=structlog.make_filtering_bound_logger(30),  # warnings and worse
-        )
-
-
 def decode(path: Path, chunk_seconds: float) -> tuple[np.ndarray, float]:
     """All of ``path``'s audio as 16 kHz mono float32, and the media time of its first sample."""
     from montaged.media.audio import iter_audio_chunks
@@ -70,7 +51,7 @@ def decode(path: Path, chunk_seconds: float) -> tuple[np.ndarray, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    _logs_to_stderr()
+    keep_stdout_clean()
     try:
         settings = load(args.config)
         cfg = settings.diarize

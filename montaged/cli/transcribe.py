@@ -21,6 +21,7 @@ from montaged.asr.whisper_pool import WhisperPool
 from montaged.asr.windows import transcribe_stream
 from montaged.config import Settings, load
 from montaged.errors import MontageError
+from montaged.logging import keep_stdout_clean
 from montaged.model import AudioChunk, Transcript
 
 log = structlog.get_logger(__name__)
@@ -44,27 +45,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=run)
 
 
-class _Stderr:
-    """Whatever ``sys.stderr`` is at the time of writing (it is swapped under test runners)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def _logs_to_stderr() -> None:
-    """Keep standard output for the transcript; the daemon configures logging itself."""
-    if not structlog.is_configured():
-        structlog.configure(
-            logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
-            wrapper_class=structlog.make_filtering_bound_logger(30),  # warnings and worse
-        )
-
-
 def run(args: argparse.Namespace) -> int:
-    _logs_to_stderr()
+    keep_stdout_clean()
     try:
         settings = load(args.config)
         updates: dict[str, object] = {}
