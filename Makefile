@@ -37,8 +37,8 @@ lint: $(STAMP)  ## ruff and mypy
 pytest: $(STAMP)  ## the test suite alone
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-test: lint  ## what CI runs (.ci/run): bootstrap, ruff, mypy, the whole test suite
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+test: lint  ## what CI runs (.ci/run): bootstrap, ruff, mypy, the whole test suite (slowest 25 listed)
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
 
 bench: $(STAMP)  ## run every benchmark in bench/ (each prints its figures)
 	@for f in $(BENCH); do echo "== $$f"; $(PY) $$f; done
