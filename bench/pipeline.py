@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,6 @@ import psutil  # noqa: E402
 from _talk import build_talk  # noqa: E402
 
 from montaged.config import LogConfig, Secrets, Settings, load  # noqa: E402
-from montaged.diarize import worker as diarize_worker  # noqa: E402
 from montaged.events import EventBus  # noqa: E402
 from montaged.intake import Submitter  # noqa: E402
 from montaged.logging import setup  # noqa: E402
@@ -136,11 +134,6 @@ class TreeSampler(threading.Thread):
             self.kind_of[pid] = kind
 
 
-def _pids(executor: Any) -> list[int]:
-    procs = getattr(executor, "_processes", None) or {}
-    return list(procs)
-
-
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
     """``section.key=value`` pairs (value as JSON when it parses, else a string) as overrides."""
     out: dict[str, dict[str, Any]] = {}
@@ -178,23 +171,19 @@ async def warm_up(res: Resources, state: Path, sampler: TreeSampler) -> dict[str
     """What a daemon has done once before its first job finishes: load every model it uses."""
     out: dict[str, float] = {}
     s = res.settings
-    if s.diarize.backend != "none":
+    if s.diarize.backend != "none" and res.diarizer is not None:
         t = time.perf_counter()
         empty = state / "warm.pcm"
         empty.write_bytes(b"")
-        await diarize_worker.diarize_in_process(str(empty), s.diarize, None)  # loads the model
+        await res.diarizer.diarize(str(empty), s.diarize, None)  # starts the worker, loads the model
         out["diarizer_load"] = time.perf_counter() - t
-        sampler.label(_pids(diarize_worker._executor), "diarizer")
+        sampler.label(res.diarizer.pool.pids, "diarizer")
     if res.frame_workers is not None:
         t = time.perf_counter()
-        pool = res.frame_workers._pool
-        assert pool is not None
-        code = "import montaged.frame.plan, montaged.frame.detect"
-        futures = [pool.submit(partial(exec, code)) for _ in range(res.frame_workers.workers)]
-        await anyio.to_thread.run_sync(lambda: [f.result() for f in futures])
+        await res.frame_workers.pool.start()  # each worker imports the vision modules as it starts
         out["frame_workers"] = time.perf_counter() - t
-        sampler.label(_pids(pool), "frame workers (vision)")
-    sampler.label(_pids(res.whisper._executor), "whisper workers")
+        sampler.label(res.frame_workers.pool.pids, "frame workers (vision)")
+    sampler.label(res.whisper.pool.pids, "whisper workers")
     return out
 
 
