@@ -117,3 +117,7 @@ PRUNED = Counter(
     "montage_pruned_total", "Rows deleted by retention (periodic and montagectl purge), by kind",
     ["kind"], registry=REGISTRY,
 )
+CLIP_CROP_CONFIDENCE = Histogram(
+    "montage_clip_crop_confidence", "Framing confidence of each clip written (clips that were framed)",
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=REGISTRY,
+)

@@ -113,6 +113,7 @@ async def test_render_vertical(
     box = doc["crop"]["path"][0]  # no crop plan: the centred 9:16 box, in source pixels
     assert doc["crop"]["layout"] == "crop" and (box["t"], box["y"], box["w"], box["h"]) == (0.0, 0, 202, 360)
     assert doc["crop_path"] == doc["crop"]["path"]
+    assert doc["crop"]["confidence"] is None  # a stand-in centre crop is not a confident framing
     assert box["x"] + box["w"] / 2 == pytest.approx(320, abs=2)  # even-pixel snapping moves it ≤ 2 px
     assert doc["encoder"] == {"name": "libx264", "hardware": False} and doc["montage_version"]
     srt = (out / "clip-000.srt").read_text()
@@ -131,8 +132,9 @@ async def test_crop_path_is_followed(
 ) -> None:
     """The box moves from the white half (t=0) to the black half (t=2): frames go white → black."""
     path = (CropBox(0.0, 0, 0, 202, 360), CropBox(2.0, 438, 0, 202, 360))
-    crop = CropPlan(0, "crop", path)
+    crop = CropPlan(0, "crop", path, confidence=0.7)
     clip = await _render(media["halves"], tmp_path, encoder, crop=crop, plan=_plan(1.0, 4.0))
+    assert json.loads(Path(clip.sidecar_path).read_text())["crop"]["confidence"] == 0.7
     luma = [float(f.mean()) for f in _frames(Path(clip.path))]
     assert luma[0] > 200 and luma[60] < 40  # limited-range white ≈ 235, black ≈ 16
     assert luma[25] == pytest.approx((luma[0] + luma[60]) / 2, abs=25)  # halfway: half white

@@ -216,6 +216,9 @@ async def render_clip(
             f"(media is {info.duration:.2f} s long); the selection is wrong"
         )
     dw, dh = info.display_size
+    # the framer's confidence, or None where no framing ran (a centre crop, an audiogram): a
+    # stand-in plan must not read as a confident one in the sidecar, quality and metrics
+    framing_confidence = crop.confidence if crop is not None and info.has_video else None
     if not info.has_video:
         crop = CropPlan(plan.index, "audiogram", (), notes=("audio-only input: audiogram",))
     elif crop is None:
@@ -308,6 +311,7 @@ async def render_clip(
             extra=extra_sidecar,
             loudness=loudness.sidecar_entry(profile, audio_in, audio_out),
         )
+        doc["crop"]["confidence"] = framing_confidence
         if before_publish is not None:
             await before_publish()
         sidecars = True

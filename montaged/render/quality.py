@@ -63,4 +63,6 @@ def observe(quality: Mapping[str, Any]) -> None:
         metrics.CLIP_LOUDNESS.observe(lufs)
     if (peak := _number(quality.get("true_peak_dbtp"))) is not None:
         metrics.CLIP_TRUE_PEAK.observe(peak)
+    if (framed := _number(quality.get("crop_confidence"))) is not None:
+        metrics.CLIP_CROP_CONFIDENCE.observe(framed)
     metrics.CLIPS_ASSESSED.labels(flagged=str(bool(quality.get("flags"))).lower()).inc()
