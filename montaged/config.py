@@ -550,6 +550,12 @@ class QualityLimits(Section):
     """Flag a clip where a larger share of the words is low-confidence."""
     loudness_tolerance_lu: float = Field(1.0, gt=0)
     """Flag a clip whose loudness ends further than this from the profile's target (LU)."""
+    min_speaker_in_crop: float = Field(0.8, ge=0, le=1)
+    """Flag a clip whose crop holds the active speaker's face in a smaller share of the sampled
+    frames where that face was seen."""
+    min_ssim: float = Field(0.8, ge=0, le=1)
+    """Flag a clip whose encode matches its cropped source worse than this (mean SSIM over a few
+    sampled frames; burned-in captions cost about the share of the picture they cover)."""
 
 
 class RenderConfig(Section):

@@ -121,3 +121,16 @@ CLIP_CROP_CONFIDENCE = Histogram(
     "montage_clip_crop_confidence", "Framing confidence of each clip written (clips that were framed)",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=REGISTRY,
 )
+CLIP_FACE_CONFIDENCE = Histogram(
+    "montage_clip_face_confidence", "Mean face-detection score of the faces seen in each framed clip",
+    buckets=(0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0), registry=REGISTRY,
+)
+CLIP_SPEAKER_IN_CROP = Histogram(
+    "montage_clip_speaker_in_crop",
+    "Share of each framed clip's sampled frames with the active speaker's face inside the crop",
+    buckets=(0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0), registry=REGISTRY,
+)
+CLIP_SSIM = Histogram(
+    "montage_clip_ssim", "Mean SSIM of each clip's encode against its cropped source at sampled frames",
+    buckets=(0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 1.0), registry=REGISTRY,
+)

@@ -166,6 +166,8 @@ class CropPlan(Record):
     second_path: tuple[CropBox, ...] = ()  # lower pane of a split screen
     confidence: float = 1.0
     notes: tuple[str, ...] = ()
+    face_confidence: float | None = None  # mean detector score of the faces seen (frame/onscreen.py)
+    speaker_in_crop: float | None = None  # share of samples with the active speaker's face in the crop
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

@@ -229,6 +229,11 @@ def quality_line(q: dict[str, Any]) -> str:
     line = (f"quality: words {num('mean_word_confidence', '.2f')} mean confidence, "
             f"{num('low_confidence_share', '.0%')} low; sound {num('loudness_lufs', '.1f')} LUFS, "
             f"peak {num('true_peak_dbtp', '.1f')} dBTP")
+    if q.get("speaker_in_crop") is not None or q.get("face_confidence") is not None:
+        line += (f"; faces {num('face_confidence', '.2f')} confidence, "
+                 f"speaker in crop {num('speaker_in_crop', '.0%')}")
+    if q.get("ssim") is not None:
+        line += f"; encode SSIM {num('ssim', '.3f')}"
     if q.get("warnings"):
         line += "  [" + ", ".join(map(str, q.get("flags") or [])) + "] " + "; ".join(map(str, q["warnings"]))
     return line

@@ -24,6 +24,7 @@ the cut. Boxes are in source pixels of the display orientation, at the output (o
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ import structlog
 
 from montaged.config import FrameConfig, ProfileConfig
 from montaged.frame.analyse import ClipAnalysis, analyse_clip
+from montaged.frame.onscreen import face_confidence, speaker_in_crop
 from montaged.frame.smooth import Motion, decimate, smooth_axis
 from montaged.frame.speaker import SpeakerRun, speaking_runs, speech_share
 from montaged.frame.target import Frame, crop_size, face_crop_size, faces_at, parse_aspect, sample_targets
@@ -263,6 +265,12 @@ def build_plan(
         min_hold=cfg.speaker_min_hold_seconds,
     )
     scene_cuts = [max(0.0, c - 0.5 / an.fps) for c in an.cut_times]
+
+    def done(plan: CropPlan) -> CropPlan:
+        """The plan with how well it keeps the active speaker's face in the picture."""
+        inside = speaker_in_crop(an.times, an.tracks, runs, (plan.path, plan.second_path), an.max_gap)
+        return dataclasses.replace(plan, face_confidence=face_confidence(an.tracks), speaker_in_crop=inside)
+
     people = sorted({t.identity for t in an.tracks})
     notes = [
         f"detector {an.detector}: {len(an.tracks)} face tracks, {len(people)} people, "
@@ -290,9 +298,9 @@ def build_plan(
         conf = float(np.mean(confs))
         if conf >= cfg.min_confidence:
             notes.append(f"split: people {pair[0]} (top) and {pair[1]} (bottom)")
-            return CropPlan(
+            return done(CropPlan(
                 clip_index, "split", paths[0], paths[1], confidence=round(conf, 3), notes=tuple(notes)
-            )
+            ))
     tg = sample_targets(
         frame,
         an.times,
@@ -306,7 +314,7 @@ def build_plan(
     conf = float(tg.confidence.mean()) if len(tg.confidence) else 0.0
     if conf < cfg.min_confidence:
         why = f"confidence {conf:.2f} < frame.min_confidence {cfg.min_confidence:.2f}"
-        return _fallback(an, clip_index, aspect, cfg, why, round(conf, 3))
+        return done(_fallback(an, clip_index, aspect, cfg, why, round(conf, 3)))
     far = cfg.cut_distance * frame.crop_w
     speaker_cuts, eases = _switches(runs, an.times, tg.cx, tg.identity, far, scene_cuts)
     speaker_cuts = [c for c in speaker_cuts if all(abs(c - s) > 0.2 for s in scene_cuts)]
@@ -318,7 +326,7 @@ def build_plan(
         f"crop {frame.crop_w:.0f}x{frame.crop_h:.0f}: {len(path)} knots, {len(speaker_cuts)} speaker cuts, "
         f"{len(eases)} eases"
     )
-    return CropPlan(clip_index, "crop", path, confidence=round(conf, 3), notes=tuple(notes))
+    return done(CropPlan(clip_index, "crop", path, confidence=round(conf, 3), notes=tuple(notes)))
 
 
 def centre_plan(info: MediaInfo, clip_index: int, profile: ProfileConfig, why: str) -> CropPlan:

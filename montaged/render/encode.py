@@ -33,7 +33,7 @@ from montaged.errors import DiskFullError, MontageError, RenderError
 from montaged.media.encoders import EncoderChoice, encoder_args
 from montaged.media.ffmpeg import FFmpegRun, Progress, encode_argv, ffmpeg_process
 from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, RenderedClip, Word
-from montaged.render import audiogram, loudness
+from montaged.render import audiogram, fidelity, loudness
 from montaged.render.captions import ass_filter, clip_relative, write_ass
 from montaged.render.croppath import centre_box
 from montaged.render.extract import ExtractSpec, extract_to_fd, video_phase
@@ -293,6 +293,9 @@ async def render_clip(
         if written != frames:
             raise RenderError(f"{source}: extractor wrote {written} of {frames} frames for clip {plan.index}")
         t_encoded = time.perf_counter()
+        faithful = None  # SSIM against the cropped source at a few frames, outside the render timing
+        if info.has_video:
+            faithful = await anyio.to_thread.run_sync(fidelity.measure, spec, (dw, dh), part)
         audio_out = await measure(part, 0.0) if audio_in is not None else None
         doc = sidecar_dict(
             info=info,
@@ -311,7 +314,11 @@ async def render_clip(
             extra=extra_sidecar,
             loudness=loudness.sidecar_entry(profile, audio_in, audio_out),
         )
+        doc["fidelity"] = faithful
         doc["crop"]["confidence"] = framing_confidence
+        framed = framing_confidence is not None
+        doc["crop"]["face_confidence"] = crop.face_confidence if framed else None
+        doc["crop"]["speaker_in_crop"] = crop.speaker_in_crop if framed else None
         if before_publish is not None:
             await before_publish()
         sidecars = True

@@ -1,9 +1,12 @@
-"""How good a finished clip is, from what its sidecar already records: no second look at the media.
+"""How good a finished clip is, from what its sidecar already records.
 
 Word confidence says whether the captions (and the reason the clip was picked) rest on speech the
 recogniser was sure of; the output loudness and true peak say whether the sound meets the
-profile's target. A clip outside :class:`~montaged.config.QualityLimits` carries the ``quality``
-flag and one warning per reason; it is still written, for an editor to judge.
+profile's target; the face-detection confidence and the share of frames with the active speaker's
+face inside the crop (frame/onscreen.py) say whether the framing can be trusted; the SSIM of the
+encode against its cropped source at a few frames (fidelity.py, measured by the renderer) says
+whether the encoder kept the picture. A clip outside :class:`~montaged.config.QualityLimits`
+carries the ``quality`` flag and one warning per reason; it is still written, for an editor to judge.
 """
 
 from __future__ import annotations
@@ -41,6 +44,15 @@ def assess(doc: Mapping[str, Any], limits: QualityLimits) -> dict[str, Any]:
         warnings.append(f"loudness {lufs:.1f} LUFS is off the {target:.1f} LUFS target")
     if peak is not None and ceiling is not None and peak > ceiling:
         warnings.append(f"true peak {peak:.1f} dBTP is over the {ceiling:.1f} dBTP ceiling")
+    inside = _number(crop.get("speaker_in_crop"))
+    if inside is not None and inside < limits.min_speaker_in_crop:
+        warnings.append(f"the speaker's face is inside the crop in {inside:.0%} of the frames "
+                        f"(limit {limits.min_speaker_in_crop:.0%})")
+    faithful = doc.get("fidelity") or {}
+    ssim = _number(faithful.get("ssim"))
+    if ssim is not None and ssim < limits.min_ssim:
+        limit = limits.min_ssim
+        warnings.append(f"the encode's SSIM against the cropped source is {ssim:.3f} (limit {limit:.2f})")
     return {
         "mean_word_confidence": round(mean, 4) if mean is not None else None,
         "low_confidence_share": round(low, 4) if low is not None else None,
@@ -48,21 +60,31 @@ def assess(doc: Mapping[str, Any], limits: QualityLimits) -> dict[str, Any]:
         "loudness_lufs": lufs,
         "true_peak_dbtp": peak,
         "crop_confidence": _number(crop.get("confidence")),
+        "face_confidence": _number(crop.get("face_confidence")),
+        "speaker_in_crop": inside,
+        "ssim": ssim,
+        "ssim_min": _number(faithful.get("ssim_min")),
         "warnings": warnings,
         "flags": [FLAG] if warnings else [],
     }
 
 
+_HISTOGRAMS = (
+    ("mean_word_confidence", metrics.CLIP_WORD_CONFIDENCE),
+    ("low_confidence_share", metrics.CLIP_LOW_CONFIDENCE_SHARE),
+    ("loudness_lufs", metrics.CLIP_LOUDNESS),
+    ("true_peak_dbtp", metrics.CLIP_TRUE_PEAK),
+    ("crop_confidence", metrics.CLIP_CROP_CONFIDENCE),
+    ("face_confidence", metrics.CLIP_FACE_CONFIDENCE),
+    ("speaker_in_crop", metrics.CLIP_SPEAKER_IN_CROP),
+    ("ssim", metrics.CLIP_SSIM),
+)
+"""Each measure and its histogram; a measure a clip does not have (None) is not observed."""
+
+
 def observe(quality: Mapping[str, Any]) -> None:
     """Export one clip's measures to Prometheus."""
-    if (mean := _number(quality.get("mean_word_confidence"))) is not None:
-        metrics.CLIP_WORD_CONFIDENCE.observe(mean)
-    if (low := _number(quality.get("low_confidence_share"))) is not None:
-        metrics.CLIP_LOW_CONFIDENCE_SHARE.observe(low)
-    if (lufs := _number(quality.get("loudness_lufs"))) is not None:
-        metrics.CLIP_LOUDNESS.observe(lufs)
-    if (peak := _number(quality.get("true_peak_dbtp"))) is not None:
-        metrics.CLIP_TRUE_PEAK.observe(peak)
-    if (framed := _number(quality.get("crop_confidence"))) is not None:
-        metrics.CLIP_CROP_CONFIDENCE.observe(framed)
+    for key, histogram in _HISTOGRAMS:
+        if (value := _number(quality.get(key))) is not None:
+            histogram.observe(value)
     metrics.CLIPS_ASSESSED.labels(flagged=str(bool(quality.get("flags"))).lower()).inc()
