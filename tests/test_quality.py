@@ -153,3 +153,23 @@ def test_ssim_of_a_real_render_and_of_a_wrong_crop(tmp_path: Path, ffmpeg: str) 
     doc["fidelity"] = wrong
     assert any("SSIM against the cropped source" in w for w in assess(doc, QualityLimits())["warnings"])
     assert fidelity.ssim(np.full((32, 32), 7, np.uint8), np.full((32, 32), 7, np.uint8)) == 1.0
+
+
+def test_tui_shows_the_flag_in_the_job_list_and_the_measures_in_the_detail() -> None:
+    from rich.console import Group
+    from rich.text import Text
+
+    from tui.widgets.detail import clips_block
+    from tui.widgets.jobs import _clips
+
+    good, bad = assess(_doc([0.9, 0.95]), QualityLimits()), assess(_doc([0.1, 0.2]), QualityLimits())
+    result = {"clips": [{"path": "/o/a.mp4", "quality": good}, {"path": "/o/b.mp4", "quality": bad}]}
+    cell = _clips({"state": "done", "result": result})
+    assert isinstance(cell, Text) and cell.plain == "2 q1"
+    assert any("yellow" in str(s.style) for s in cell.spans)
+    assert _clips({"state": "done", "result": {"clips": [{"quality": good}]}}) == "1"
+    block = clips_block(result)
+    assert isinstance(block, Group)
+    text = "\n".join(str(p) for p in block.renderables)
+    assert text.count("quality: words") == 2
+    assert "[quality] mean word confidence 0.15 is under 0.70" in text

@@ -64,11 +64,15 @@ def clips_of(job: dict[str, Any]) -> list[dict[str, Any]]:
     return clips
 
 
+def flagged_clips(job: dict[str, Any]) -> int:
+    """How many of a job's clips carry the ``quality`` flag."""
+    return sum("quality" in ((c.get("quality") or {}).get("flags") or ()) for c in clips_of(job))
+
+
 def clips_cell(job: dict[str, Any]) -> str:
     """How many clips, and how many of them carry the ``quality`` flag."""
-    clips = clips_of(job)
-    flagged = sum("quality" in ((c.get("quality") or {}).get("flags") or ()) for c in clips)
-    return f"{len(clips)} ({flagged} quality)" if flagged else str(len(clips))
+    flagged = flagged_clips(job)
+    return f"{len(clips_of(job))} ({flagged} quality)" if flagged else str(len(clips_of(job)))
 
 
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:

@@ -22,6 +22,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from montaged.ctl.render import quality_line
 from tui.client import ControlError, DaemonUnreachable, call
 from tui.messages import JobDetailLoaded
 from tui.widgets import format as fmt
@@ -107,6 +108,13 @@ def clips_block(result: dict[str, Any]) -> RenderableType | None:
                              "  ", span, ("  encoder ", "dim"), str(c.get("encoder", "?")))
         line.append("\n   ").append(str(c.get("reason") or fmt.DASH), style="italic")
         line.append("\n   ").append(str(c.get("path", "?")), style="#5fafff")
+        if isinstance(quality := c.get("quality"), dict):
+            measures, _, _ = quality_line({**quality, "warnings": []}).partition("  [")
+            line.append("\n   ").append(measures, style="dim")
+            if quality.get("flags"):
+                flags = ", ".join(map(str, quality["flags"]))
+                line.append("\n   ").append(f"[{flags}] ", style="bold yellow")
+                line.append("; ".join(map(str, quality.get("warnings") or ())), style="yellow")
         parts.append(line)
     return Group(*parts)
 

@@ -13,6 +13,7 @@ from rich.text import Text
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
+from montaged.ctl.render import flagged_clips
 from tui.state import STATES, JobBook
 from tui.widgets import format as fmt
 
@@ -41,6 +42,12 @@ def _cell(text: str | Text, width: int, right: bool) -> Text:
     return cell
 
 
+def _clips(job: dict[str, Any]) -> str | Text:
+    """The clip count, and how many clips carry the ``quality`` flag (``3 q1``), in yellow."""
+    count, flagged = fmt.clip_count(job), flagged_clips(job)
+    return Text.assemble(count, (f" q{flagged}", "bold yellow")) if flagged and count != fmt.DASH else count
+
+
 def row_cells(job: dict[str, Any], book: JobBook, now: float) -> dict[str, Text]:
     """Every column of one job, already padded to its width."""
     started = book.started(job)
@@ -56,7 +63,7 @@ def row_cells(job: dict[str, Any], book: JobBook, now: float) -> dict[str, Text]
         "progress": fmt.percent(job.get("progress")) if state != "queued" else fmt.DASH,
         "elapsed": fmt.duration(fmt.elapsed(job, now, started)),
         "eta": fmt.duration(fmt.eta(job, now, started)) if state == "running" else fmt.DASH,
-        "clips": fmt.clip_count(job),
+        "clips": _clips(job),
         "cost": fmt.money(fmt.job_cost(job)),
     }
     return {key: _cell(values[key], width, right) for key, _, width, right in COLUMNS}
