@@ -163,6 +163,12 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
+async def http_text(port: int, path: str) -> tuple[int, str]:
+    """(status, body as text) of ``GET path`` from the daemon's metrics server."""
+    status, body = await http_get(port, path)
+    return status, body.decode()
+
+
 async def wait_state(socket: Path, job_id: str, states: set[str], timeout: float = 180.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:

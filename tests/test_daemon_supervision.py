@@ -13,8 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import make_talk_clip
-from daemon_harness import JFK, request, running_daemon, wait_state
-from test_observability import _get
+from daemon_harness import JFK, http_text, request, running_daemon, wait_state
 
 from montaged.control.handlers import Stats
 
@@ -44,7 +43,7 @@ async def test_a_crashing_side_task_is_restarted_and_reported(
         health: dict[str, object] = {}
         with anyio.fail_after(60):
             while "stats" not in health.get("degraded", {}):  # type: ignore[operator]
-                status, body = await _get(daemon.metrics_port, "/healthz")
+                status, body = await http_text(daemon.metrics_port, "/healthz")
                 health = json.loads(body)
                 await anyio.sleep(0.05)
         assert status == 503 and health["status"] == "degraded"
@@ -58,10 +57,10 @@ async def test_a_crashing_side_task_is_restarted_and_reported(
         with anyio.fail_after(90):  # back-off after 3+ crashes is a few seconds at most
             while health["status"] != "ok":
                 await anyio.sleep(0.2)
-                status, body = await _get(daemon.metrics_port, "/healthz")
+                status, body = await http_text(daemon.metrics_port, "/healthz")
                 health = json.loads(body)
         assert status == 200 and health["degraded"] == {}
-        _, metrics_text = await _get(daemon.metrics_port, "/metrics")
+        _, metrics_text = await http_text(daemon.metrics_port, "/metrics")
         restarts = [line for line in metrics_text.splitlines()
                     if line.startswith('montage_task_restarts_total{task="stats"}')]
         assert restarts and float(restarts[0].split()[-1]) >= 3
@@ -77,7 +76,7 @@ async def test_health_says_degraded_while_a_dead_pool_worker_is_replaced(tmp_pat
         seen: set[str] = set()
         with anyio.fail_after(60):  # replacing a worker reloads its model: 1-3 s measured
             while True:
-                _, body = await _get(daemon.metrics_port, "/healthz")
+                _, body = await http_text(daemon.metrics_port, "/healthz")
                 health = json.loads(body)
                 seen |= set(health["degraded"])
                 if seen and health["status"] == "ok":

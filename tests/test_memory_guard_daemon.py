@@ -10,8 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 from conftest import make_talk_clip
-from daemon_harness import JFK, request, running_daemon, wait_state
-from test_observability import _get
+from daemon_harness import JFK, http_text, request, running_daemon, wait_state
 
 from montaged.config import load
 from montaged.errors import ConfigError
@@ -43,7 +42,7 @@ async def test_low_memory_pauses_claims_and_they_resume(tmp_path: Path) -> None:
         stats = await request(sock, "stats")
         assert stats["memory_paused"] is True and stats["paused"] is False
         assert "LOW MEMORY" in status_text(True, "w", stats, {}).plain
-        _, text = await _get(daemon.metrics_port, "/metrics")
+        _, text = await http_text(daemon.metrics_port, "/metrics")
         assert _gauge(text, "montage_memory_guard_paused") == 1
         assert 0 < _gauge(text, "montage_memory_available_bytes") < TIB_MB * MIB
 
@@ -52,7 +51,7 @@ async def test_low_memory_pauses_claims_and_they_resume(tmp_path: Path) -> None:
         assert done["state"] == "done", json.dumps(done)[:2000]
         stats = await request(sock, "stats")
         assert stats["memory_paused"] is False
-        _, text = await _get(daemon.metrics_port, "/metrics")
+        _, text = await http_text(daemon.metrics_port, "/metrics")
         assert _gauge(text, "montage_memory_guard_paused") == 0
 
 

@@ -11,23 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 from conftest import make_talk_clip
-from daemon_harness import JFK, daemon_env, request, running_daemon, wait_state
+from daemon_harness import JFK, daemon_env, http_text, request, running_daemon, wait_state
 
 pytestmark = [pytest.mark.timeout(300)]
-
-
-async def _get(port: int, path: str) -> tuple[int, str]:
-    stream = await anyio.connect_tcp("127.0.0.1", port)
-    async with stream:
-        await stream.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        try:
-            while True:
-                data += await stream.receive()
-        except anyio.EndOfStream:
-            pass
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
 
 
 @pytest.mark.anyio
@@ -35,12 +21,12 @@ async def test_metrics_and_health(tmp_path: Path) -> None:
     talk = make_talk_clip(tmp_path / "talk.mp4", seconds=6, size="320x180", speech=JFK)
     async with running_daemon(tmp_path, MONTAGE_FRAME__ENABLED="false") as daemon:
         assert daemon.metrics_port
-        status, body = await _get(daemon.metrics_port, "/healthz")
+        status, body = await http_text(daemon.metrics_port, "/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
         job = await request(daemon.settings.control.socket(), "submit", path=str(talk))
         await wait_state(daemon.settings.control.socket(), job["id"], {"done"})
         await anyio.sleep(1.0)  # one stats tick refreshes the job gauges
-        status, text = await _get(daemon.metrics_port, "/metrics")
+        status, text = await http_text(daemon.metrics_port, "/metrics")
         assert status == 200
         for needle in (
             'montage_jobs{state="done"} 1.0',
@@ -51,7 +37,7 @@ async def test_metrics_and_health(tmp_path: Path) -> None:
             "montage_store_up 1.0",
         ):
             assert needle in text, needle
-        assert (await _get(daemon.metrics_port, "/nope"))[0] == 404
+        assert (await http_text(daemon.metrics_port, "/nope"))[0] == 404
 
 
 def test_json_logs_bind_job_and_hide_secrets(tmp_path: Path) -> None:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from daemon_harness import request, running_daemon
+from daemon_harness import http_text, request, running_daemon
 from test_ctl import ctl
-from test_observability import _get
 
 from montaged import retention
 from montaged.config import RetentionConfig
@@ -82,7 +81,7 @@ async def test_montagectl_purge_through_a_real_daemon(tmp_path: Path) -> None:
         old = await _finished(store, "/old.mp4", "h-old")
         live = await store.submit(JobSpec(source="/again.mp4"), content_hash="h-live")
         await anyio.sleep(1.2)
-        before = _pruned_jobs(await _get(daemon.metrics_port, "/metrics"))
+        before = _pruned_jobs(await http_text(daemon.metrics_port, "/metrics"))
         done = await anyio.to_thread.run_sync(
             partial(ctl, "purge", "--older-than", "1s", "--json", sock=sock))
         assert done.returncode == 0, done
@@ -98,7 +97,7 @@ async def test_montagectl_purge_through_a_real_daemon(tmp_path: Path) -> None:
             with pytest.raises(ControlError, match="older_than_seconds must be a number") as e:
                 await request(sock, "purge", options={"older_than_seconds": wrong})
             assert e.value.code == "bad_request"
-        assert _pruned_jobs(await _get(daemon.metrics_port, "/metrics")) == before + 1
+        assert _pruned_jobs(await http_text(daemon.metrics_port, "/metrics")) == before + 1
 
 
 def _pruned_jobs(reply: tuple[int, str]) -> float:
