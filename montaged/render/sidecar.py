@@ -6,6 +6,7 @@ place, so whoever sees ``stem.mp4`` appear finds its sidecars complete.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -19,7 +20,10 @@ from montaged.model import ClipPlan, CropPlan, MediaInfo, Word
 SIDECAR_VERSION = 1
 
 
+@functools.cache
 def montage_version() -> str:
+    """Read once: the package metadata does not change while the process runs, and a `ping` or a
+    sidecar must not need a file descriptor when the daemon is out of them."""
     try:
         return version("montage")
     except PackageNotFoundError:
