@@ -244,3 +244,20 @@ async def test_tui_lists_candidates_and_sends_a_recut(tmp_path: Path) -> None:
         await pilot.press("v")
         await until(pilot, shows("Preview a talk (candidates only"), "the preview dialog")
         assert "Re-cut" not in screen_text(app)
+
+
+def test_process_takes_a_file_outside_the_daemons_input_roots(tmp_path: Path) -> None:
+    """The operator names the file: `montaged process` works on it wherever it lies (the input
+    roots guard the daemon's doors), as `make demo` does with build/demo/sample.mp4."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    clip = make_talk_clip(elsewhere / "talk.mp4", seconds=6, size="320x180", speech=JFK)
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MONTAGE_")}, **daemon_env(tmp_path),
+           "MONTAGE_PATHS__INPUT_ROOTS": json.dumps([str(roots)])}
+    done = subprocess.run([sys.executable, "-m", "montaged", "process", str(clip), "--dry-run", "--json"],
+                          capture_output=True, text=True, env=env, timeout=200, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (job,) = json.loads(done.stdout)
+    assert job["state"] == "done" and job["result"]["candidates"], job

@@ -122,12 +122,16 @@ def run(args: argparse.Namespace) -> int:
 
 async def _process(settings: Settings, files: list[Path], out: Path, profile: str,
                    options: dict[str, Any], as_json: bool) -> tuple[list[Job], int]:
+    # The operator names the files on the command line: any readable file may be processed, so the
+    # stages' checks at use (paths.input_roots, meant for the daemon's doors) accept the same "/".
+    paths = settings.paths.model_copy(update={"input_roots": [Path("/")]})
+    settings = settings.model_copy(update={"paths": paths})
     secrets = Secrets(config=settings.secrets)
     store = await connect_store(settings, secrets, wait=False)
     bus = EventBus()
     console = Console(stderr=True)
     try:
-        submitter = Submitter(store, bus, input_roots=[Path("/")], profiles=settings.profiles)
+        submitter = Submitter(store, bus, input_roots=settings.paths.input_roots, profiles=settings.profiles)
         ids: list[str] = []
         failed_submit = 0
         for f in files:
