@@ -27,7 +27,7 @@ demo: $(STAMP)  ## synthesise a 3-minute sample talk, cut it into clips, print w
 	rm -rf $(DEMO)/clips  # clips of an earlier run; transcript and other stage results stay cached
 	$(VENV)/bin/montaged process $(DEMO)/sample.mp4 -o $(DEMO)/clips
 	@echo
-	@echo "Clips (video, sidecar .json, .srt captions) in $(DEMO)/clips/:"
+	@echo "Clips (video with burned captions, sidecar .json, .srt and .vtt captions) in $(DEMO)/clips/:"
 	@find $(DEMO)/clips -maxdepth 2 -name '*.mp4' ! -name '.*' | sort | sed 's/^/  /'
 
 lint: $(STAMP)  ## ruff and mypy
