@@ -411,6 +411,19 @@ class FrameConfig(Section):
     """Split screen: a face fills this share of its pane's height."""
 
 
+class ReelConfig(Section):
+    """How a reel joins a job's clips: one file, the clips in order, a transition between each two."""
+
+    order: Literal["time", "score"] = "time"
+    """``time``: as they happen in the source; ``score``: the best moment first."""
+    transition: Literal["crossfade", "dip"] = "crossfade"
+    """``crossfade``: picture and sound blend from one clip into the next; ``dip``: both fade to
+    black and silence, then up into the next clip."""
+    seconds: float = Field(0.5, gt=0, le=5)
+    """Length of each transition; the clips overlap by this much (a reel is this much shorter than
+    its clips, per transition)."""
+
+
 class ProfileConfig(Section):
     aspect: str = "9:16"
     """Output aspect ratio ``W:H``."""
@@ -435,6 +448,9 @@ class ProfileConfig(Section):
     preset: Annotated[str | None, BeforeValidator(_none_if_blank)] = None
     """libx264 preset of this profile's clips (as ``render.preset``); ``"auto"`` uses
     ``render.preset``. NVENC keeps its own preset."""
+    reel: ReelConfig | None = None
+    """Set (``[profiles.X.reel]``): this profile joins a job's clips into one reel with transitions
+    instead of writing them one by one. A job's ``reel`` option wins (``false``: separate clips)."""
 
     @field_validator("aspect")
     @classmethod
@@ -621,6 +637,22 @@ class HotFolderConfig(Section):
     rescan_seconds: float = Field(10.0, gt=0)
     """List every folder this often as well, so a lost event (inotify queue overflow) cannot lose
     a drop."""
+    folder_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Job options for everything dropped in one watched folder: a table per folder, keyed by one
+    of ``paths`` (``[hotfolder.folder_options."/srv/drop/reels"]`` with, say, ``profiles =
+    ["vertical", "landscape"]`` or ``reel = {transition = "dip"}``). A sidecar file beside a
+    dropped file (``talk.mp4.montage.json`` or ``talk.montage.json``: a JSON object of job
+    options) sets options for that file alone, over its folder's."""
+
+    @field_validator("folder_options")
+    @classmethod
+    def _folder_options(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from montaged.options import problems  # no import cycle: options imports nothing of ours
+
+        found = [f"{folder}: {p}" for folder, options in v.items() for p in problems(options)]
+        if found:
+            raise ValueError("; ".join(found))
+        return v
 
 
 class RedisIntakeConfig(Section):

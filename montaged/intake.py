@@ -240,6 +240,11 @@ class Submitter:
         if spec.profile not in self.profiles:
             known = ", ".join(sorted(self.profiles))
             raise SubmitError(f"profile {_clip(spec.profile)} is not configured; use one of: {known}")
+        wanted = job_options.job_profiles(spec.profile, spec.options)
+        if unknown := [p for p in wanted if p not in self.profiles]:
+            known = ", ".join(sorted(self.profiles))
+            raise SubmitError(f"options.profiles: {', '.join(map(repr, unknown))} not configured;"
+                              f" use some of: {known} (got {spec.options['profiles']!r})")
         source, identity = check_source(spec.source, self.input_roots)
         return JobSpec(
             source=str(source),

@@ -13,9 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 MAX_RANGES = 100  # ranges of one re-cut job
+MAX_PROFILES = 8  # renders of one job (each profile re-encodes every clip)
 MAX_CLIP_SECONDS = 3600.0
 DRY_RUN_STAGE = "select"
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,4})?$")
+
+REEL_ORDERS = ("time", "score")
+REEL_TRANSITIONS = ("crossfade", "dip")
+MAX_TRANSITION_SECONDS = 5.0
 
 Check = Callable[[Any], str | None]  # the problem with a value, or None
 
@@ -67,6 +72,35 @@ def _ranges(value: Any) -> str | None:
     return None
 
 
+def _profiles(value: Any) -> str | None:
+    """Names only: whether each is configured is the Submitter's check (it knows the config)."""
+    names = isinstance(value, list) and all(isinstance(v, str) and 1 <= len(v) <= 128 for v in value)
+    if not names or not 1 <= len(value) <= MAX_PROFILES or len(set(value)) != len(value):
+        return f"must be a list of 1 to {MAX_PROFILES} different profile names (keys of [profiles])"
+    return None
+
+
+def _reel(value: Any) -> str | None:
+    """``true`` (the profile's reel settings, else the defaults), ``false`` (no reel, even where a
+    profile makes one), or an object changing some of ``order``, ``transition``, ``seconds``."""
+    if isinstance(value, bool):
+        return None
+    if not isinstance(value, dict):
+        return ('must be true, false or an object like {"order": "time", "transition": "crossfade",'
+                ' "seconds": 0.5}')
+    for key, item in value.items():
+        if key == "order" and item not in REEL_ORDERS:
+            return f"order must be {' or '.join(map(repr, REEL_ORDERS))}"
+        if key == "transition" and item not in REEL_TRANSITIONS:
+            return f"transition must be {' or '.join(map(repr, REEL_TRANSITIONS))}"
+        if key == "seconds" and (isinstance(item, bool) or not isinstance(item, int | float)
+                                 or not 0 < item <= MAX_TRANSITION_SECONDS):
+            return f"seconds (of each transition) must be above 0 and at most {MAX_TRANSITION_SECONDS:g}"
+        if key not in ("order", "transition", "seconds"):
+            return f"{key!r} is not a reel setting; use order, transition, seconds"
+    return None
+
+
 def _flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -80,6 +114,8 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "max_clips": (_whole(1, 100, "clips"), "at most this many clips"),
     "speakers": (_whole(1, 50, "speakers"), "the number of speakers, when known"),
     "captions": (_caption_style, "burned caption style, or \"none\""),
+    "profiles": (_profiles, "render with each of these profiles, from one analysis"),
+    "reel": (_reel, "join the clips into one reel with transitions (true, false or settings)"),
     "min_seconds": (_seconds, "shortest clip (overrides select.min_seconds)"),
     "max_seconds": (_seconds, "longest clip (overrides select.max_seconds)"),
     "stop_after": (_stop_after, "\"select\": a preview, no render"),
@@ -113,3 +149,9 @@ def problems(options: dict[str, Any]) -> list[str]:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def job_profiles(profile: str, options: dict[str, Any]) -> list[str]:
+    """The profiles a job renders with: ``options.profiles`` when given, else its one ``profile``."""
+    chosen = options.get("profiles")
+    return list(chosen) if isinstance(chosen, list) and chosen else [profile]

@@ -21,10 +21,17 @@ from montaged.store import open_store
 def test_known_options_pass_and_each_problem_names_key_and_value() -> None:
     good: dict[str, Any] = {"language": "pt-BR", "max_clips": 3, "speakers": 2, "captions": "none",
                             "min_seconds": 15, "max_seconds": 45.5, "stop_after": "select",
-                            "ranges": [[1, 2.5]], "exact": True, "recut_of": {"job_id": "x"}}
+                            "ranges": [[1, 2.5]], "exact": True, "recut_of": {"job_id": "x"},
+                            "profiles": ["vertical", "landscape"],
+                            "reel": {"order": "score", "transition": "dip", "seconds": 0.8}}
     assert problems(good) == []
+    assert problems({"reel": True}) == problems({"reel": False}) == problems({"reel": {}}) == []
     cases = {
-        "reel": (True, "options.reel: not a job option (got True); the options are language, max_clips"),
+        "reels": (True, "options.reels: not a job option (got True); the options are language, max_clips"),
+        "profiles": (["vertical", "vertical"], "options.profiles: must be a list of 1 to 8 different profile"
+                     " names (keys of [profiles]) (got ['vertical', 'vertical'])"),
+        "reel": ({"transition": "wipe"}, "options.reel: transition must be 'crossfade' or 'dip'"
+                 " (got {'transition': 'wipe'})"),
         "language": ("klingon", "options.language: must be a language code Whisper knows"),
         "max_clips": (0, "options.max_clips: must be a whole number of clips from 1 to 100 (got 0)"),
         "speakers": (2.5, "options.speakers: must be a whole number of speakers from 1 to 50 (got 2.5)"),
@@ -41,6 +48,15 @@ def test_known_options_pass_and_each_problem_names_key_and_value() -> None:
     assert problems({"min_seconds": 50, "max_seconds": 20}) == [
         "options.min_seconds: must not be longer than options.max_seconds (got 50 > 20)"]
     assert len(problems({"max_clips": 0, "x": 1})) == 2  # every problem at once
+    for bad, message in (({"seconds": 0}, "seconds (of each transition) must be above 0"),
+                         ({"seconds": 6}, "seconds (of each transition) must be above 0 and at most 5"),
+                         ({"order": "random"}, "order must be 'time' or 'score'"),
+                         ({"speed": 2}, "'speed' is not a reel setting"),
+                         ("dip", "must be true, false or an object")):
+        (found,) = problems({"reel": bad})
+        assert found.startswith(f"options.reel: {message}") and found.endswith(f"(got {bad!r})"), found
+    assert problems({"profiles": []})[0].startswith("options.profiles: must be a list of 1 to 8")
+    assert problems({"profiles": "vertical"})[0].startswith("options.profiles: must be a list")
     assert set(SCHEMA) >= {"max_clips", "speakers", "captions", "min_seconds", "max_seconds"}
 
 
@@ -57,6 +73,14 @@ async def test_the_submitter_refuses_bad_options_for_every_door(tmp_path: Path, 
                 sub.check(JobSpec(source=str(media), origin=origin, options={"languages": "de"}))
         checked = sub.check(JobSpec(source=str(media), options={"max_seconds": 30}))
         assert checked.options == {"max_seconds": 30}
+        # whether each named profile is configured is known where the config is: the Submitter
+        for origin in ("socket", "hotfolder", "redis", "cli"):
+            with pytest.raises(SubmitError, match=r"options\.profiles: 'poster' not configured; use some of:"
+                               r" vertical \(got \['vertical', 'poster'\]\)"):
+                sub.check(JobSpec(source=str(media), origin=origin,
+                                  options={"profiles": ["vertical", "poster"]}))
+        both = sub.check(JobSpec(source=str(media), options={"profiles": ["vertical"], "reel": True}))
+        assert both.options == {"profiles": ["vertical"], "reel": True}
     finally:
         await store.close()
 
