@@ -154,7 +154,7 @@ class Framer:
             _resize(src, dst[oy // div : (oy + fh) // div, ox // div : (ox + fw) // div])
 
 
-def _write_all(fd: int, data: np.ndarray) -> None:
+def write_all(fd: int, data: np.ndarray) -> None:
     view = data.data.cast("B")
     while view:
         n = os.write(fd, view)
@@ -207,28 +207,31 @@ def _decode_from(spec: ExtractSpec) -> Generator[tuple[av.VideoFrame, float], No
             log.debug("seek missed; going further back", source=str(spec.source), back=back)
 
 
-def extract_to_fd(spec: ExtractSpec, fd: int, *, check_cancelled: Callable[[], None] | None = None) -> int:
-    """Write ``spec.frames`` raw yuv420p frames to ``fd``; return how many were written.
+def output_frames(
+    spec: ExtractSpec, *, check_cancelled: Callable[[], None] | None = None
+) -> Generator[np.ndarray, None, None]:
+    """The clip's ``spec.frames`` output frames in turn, raw yuv420p, in one reused buffer (valid
+    until the next frame is asked for); a reel reads two of these at once across a transition.
 
-    A reader that goes away (the encoder died) ends the loop quietly: the encoder's own error is
-    the one worth reporting. ``check_cancelled`` is called between frames so a cancelled job stops
-    the thread promptly (pass ``anyio.from_thread.check_cancelled``).
+    ``check_cancelled`` is called between frames so a cancelled job stops the thread promptly
+    (pass ``anyio.from_thread.check_cancelled``).
     """
-    written = 0
+    emitted = 0
     framer: Framer | None = None
     prev: av.VideoFrame | None = None
     prev_t = 0.0
     step = 1 / spec.rate
 
-    def emit(frame: av.VideoFrame) -> None:
-        nonlocal written, framer
+    def render(frame: av.VideoFrame) -> np.ndarray:
+        nonlocal emitted, framer
         if check_cancelled is not None:
             check_cancelled()
         if framer is None:
             upright = spec.rotation % 180 == 0
             framer = Framer(spec, *((frame.width, frame.height) if upright else (frame.height, frame.width)))
-        _write_all(fd, framer.render(frame, float(written * step)))
-        written += 1
+        out = framer.render(frame, float(emitted * step))
+        emitted += 1
+        return out
 
     frames = _decode_from(spec)
     try:
@@ -238,22 +241,39 @@ def extract_to_fd(spec: ExtractSpec, fd: int, *, check_cancelled: Callable[[], N
                 # (nearest-frame sampling: ties sit half a frame away from the source grid, so
                 # timestamp rounding cannot flip a choice and duplicate a frame).
                 mid = (prev_t + t) / 2
-                while written < spec.frames and spec.start + float(written * step) < mid:
-                    emit(prev)
+                while emitted < spec.frames and spec.start + float(emitted * step) < mid:
+                    yield render(prev)
             prev, prev_t = frame, t
-            if written >= spec.frames:
+            if emitted >= spec.frames:
                 break
         # Source ended (or the range reaches its last frame): hold the last frame.
-        while prev is not None and written < spec.frames:
-            emit(prev)
+        while prev is not None and emitted < spec.frames:
+            yield render(prev)
     except av.error.FFmpegError as e:
         raise CorruptMediaError(
-            f"{spec.source}: video stops decoding at {spec.start + float(written * step):.2f} s ({e})"
+            f"{spec.source}: video stops decoding at {spec.start + float(emitted * step):.2f} s ({e})"
         ) from e
+    finally:
+        frames.close()  # closes the container now, not at garbage collection
+
+
+def extract_to_fd(spec: ExtractSpec, fd: int, *, check_cancelled: Callable[[], None] | None = None) -> int:
+    """Write ``spec.frames`` raw yuv420p frames to ``fd``; return how many were written.
+
+    A reader that goes away (the encoder died) ends the loop quietly: the encoder's own error is
+    the one worth reporting. ``check_cancelled`` is called between frames so a cancelled job stops
+    the thread promptly (pass ``anyio.from_thread.check_cancelled``).
+    """
+    written = 0
+    frames = output_frames(spec, check_cancelled=check_cancelled)
+    try:
+        for buffer in frames:
+            write_all(fd, buffer)
+            written += 1
     except BrokenPipeError:
         log.info("encoder stopped reading", source=str(spec.source), frames=written)
     finally:
-        frames.close()  # closes the container now, not at garbage collection
+        frames.close()
     return written
 
 
