@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class MontageError(Exception):
     """Base for errors reported to users; ``code`` is stable for scripts and the socket."""
@@ -53,5 +57,21 @@ class ModelError(MontageError):
     code = "model"
 
 
-class JobCancelled(MontageError):
-    code = "cancelled"
+def leaf_errors(exc: BaseException) -> list[BaseException]:
+    """The errors inside ``exc``, in order: task groups wrap what their tasks raised in (nested)
+    exception groups, and what happened is in the leaves. An error that is no group is its own
+    only leaf."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaf_errors(inner)]
+    return [exc]
+
+
+def first_leaf(exc: BaseException, *kinds: type[E]) -> E | None:
+    """The first leaf of ``exc`` that is a ``kinds[0]``, else the first that is a ``kinds[1]``…;
+    None when no leaf is any of them. The order of ``kinds`` is the order of importance."""
+    leaves = leaf_errors(exc)
+    for kind in kinds:
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return None

@@ -10,7 +10,7 @@ import anyio
 from montaged.app import Daemon
 from montaged.config import Settings, load
 from montaged.control.server import SocketInUse
-from montaged.errors import ConfigError, MontageError
+from montaged.errors import ConfigError, MontageError, leaf_errors
 from montaged.logging import setup
 
 
@@ -48,10 +48,4 @@ async def _serve(settings: Settings) -> None:
 
 def expected_failure(e: BaseException) -> BaseException | None:
     """The operator-facing error inside ``e`` (task groups wrap errors in exception groups)."""
-    if isinstance(e, SocketInUse | MontageError):
-        return e
-    if isinstance(e, BaseExceptionGroup):
-        for inner in e.exceptions:
-            if (found := expected_failure(inner)) is not None:
-                return found
-    return None
+    return next((leaf for leaf in leaf_errors(e) if isinstance(leaf, SocketInUse | MontageError)), None)

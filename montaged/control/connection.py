@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from montaged.control import protocol as p
 from montaged.control.peers import Peer
+from montaged.errors import leaf_errors
 from montaged.events import EventBus
 from montaged.metrics import CONTROL_DROPPED, CONTROL_REQUESTS
 
@@ -63,14 +64,6 @@ class _SlowReader(Exception):
 _GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ConnectionError)
 
 
-def _leaves(e: BaseException) -> Iterator[BaseException]:
-    if isinstance(e, BaseExceptionGroup):
-        for inner in e.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield e
-
-
 class Connection:
     def __init__(self, stream: SocketStream, handler: Handler, bus: EventBus, limits: Limits,
                  peer: Peer | None = None) -> None:
@@ -97,7 +90,7 @@ class Connection:
             CONTROL_DROPPED.labels(reason=self.reason).inc()
 
     def _failed(self, e: Exception) -> None:
-        leaves = list(_leaves(e))
+        leaves = leaf_errors(e)
         if all(isinstance(x, _SlowReader) for x in leaves):
             self._closed("send_timeout")
         elif all(isinstance(x, _GONE) for x in leaves):

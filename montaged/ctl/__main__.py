@@ -15,6 +15,7 @@ from montaged.ctl import exits
 from montaged.ctl.commands import COMMANDS
 from montaged.ctl.connect import no_answer, open_client, socket_path
 from montaged.ctl.parser import build_parser
+from montaged.errors import leaf_errors
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -31,11 +32,10 @@ async def _run(args: argparse.Namespace) -> int:
 def _find(e: BaseException) -> BaseException:
     """The error that says what happened, from inside task groups' exception groups."""
     if isinstance(e, BaseExceptionGroup):
-        for inner in e.exceptions:
-            found = _find(inner)
-            if isinstance(found, exits.CtlExit | ControlError | DaemonUnreachable | TimeoutError
+        for leaf in leaf_errors(e):
+            if isinstance(leaf, exits.CtlExit | ControlError | DaemonUnreachable | TimeoutError
                           | KeyboardInterrupt | BrokenPipeError | SystemExit):
-                return found
+                return leaf
     return e
 
 

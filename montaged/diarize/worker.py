@@ -22,13 +22,11 @@ import structlog
 from montaged.config import DiarizeConfig
 from montaged.diarize import SAMPLE_RATE, Diarizer, create_diarizer
 from montaged.errors import MediaError
+from montaged.media.fanout import PCM_DTYPE  # the spool's format: little-endian int16
 from montaged.model import SpeakerTurn
 from montaged.procpool import STOP_TIMEOUT, PooledModel, ProcPool
 
 log = structlog.get_logger(__name__)
-
-PCM_DTYPE = np.dtype("<i2")
-"""The spool's format (``media.fanout.PCM_DTYPE``): little-endian int16, full scale 32767."""
 
 _diarizers: dict[tuple[str, tuple[tuple[str, Any], ...]], Diarizer] = {}
 _loads = 0

@@ -25,7 +25,7 @@ import anyio
 import structlog
 from anyio.abc import Process
 
-from montaged.errors import DiskFullError, RenderError
+from montaged.errors import DiskFullError, RenderError, leaf_errors
 
 log = structlog.get_logger(__name__)
 
@@ -253,8 +253,8 @@ async def ffmpeg_process(
                     await run.stop(stop_timeout)
     except BaseExceptionGroup as eg:
         # The pump never raises, so a lone exception is the caller's own: hand it back unwrapped.
-        if len(eg.exceptions) == 1:
-            raise eg.exceptions[0] from None
+        if len(leaves := leaf_errors(eg)) == 1:
+            raise leaves[0] from None
         raise
     finally:
         with anyio.move_on_after(2, shield=True):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from montaged.errors import MediaError, MontageError
+from montaged.errors import MediaError, MontageError, leaf_errors
 from montaged.model import JobSpec, MediaIdentity
 
 FD_DIR = Path("/proc/self/fd")
@@ -195,8 +195,6 @@ def opened_for_stage(spec: JobSpec, roots: Iterable[Path]) -> Iterator[Path]:
 
 
 def _rename(e: BaseException, alias: re.Pattern[str], name: str) -> None:
-    if isinstance(e, BaseExceptionGroup):
-        for inner in e.exceptions:
-            _rename(inner, alias, name)
-    elif isinstance(e, MontageError):
-        e.args = tuple(alias.sub(name, a) if isinstance(a, str) else a for a in e.args)
+    for leaf in leaf_errors(e):
+        if isinstance(leaf, MontageError):
+            leaf.args = tuple(alias.sub(name, a) if isinstance(a, str) else a for a in leaf.args)
