@@ -24,7 +24,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from montaged.errors import ConfigError
 from montaged.redact import HIDDEN, names_credential, redact_text, redact_value
@@ -924,6 +931,19 @@ def _unknown_env_line(key: str, value: str, secrets: Iterable[str]) -> str:
     return f"{line} (got {got!r})"
 
 
+class GivenEnvSource(EnvSettingsSource):
+    """``MONTAGE_*`` variables read from the mapping ``load`` was handed instead of ``os.environ``:
+    loading never rewrites the process environment (other threads may be reading it)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._given = dict(environ)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._given, self.case_sensitive, self.env_ignore_empty,
+                              self.env_parse_none_str)
+
+
 def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Load and validate settings; raise :class:`ConfigError` listing every problem."""
     file_data: dict[str, Any] = {}
@@ -969,17 +989,11 @@ def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **ov
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_data))
+            return (init_settings, GivenEnvSource(settings_cls, environ),
+                    InitSettingsSource(settings_cls, init_kwargs=file_data))
 
-    saved = dict(os.environ)
     try:
-        # pydantic-settings reads os.environ; give it exactly the environment we were handed.
-        os.environ.clear()
-        os.environ.update(environ)
         loaded = _Loaded(**overrides)
     except ValidationError as e:
         raise ConfigError("\n".join(format_errors(e, secrets=secrets))) from e
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     return Settings.model_validate(loaded.model_dump())

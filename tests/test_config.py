@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,14 @@ def test_a_profile_table_changes_only_its_keys(tmp_path: Path) -> None:
     square = s.profiles["square"]
     assert (square.aspect, square.width, square.height, square.crf) == ("1:1", 1080, 1080, 20)
     assert s.profiles["story"].width == 720
+
+
+def test_load_reads_the_given_environment_and_leaves_the_process_one_alone(monkeypatch):
+    """``load(env=...)`` is a settings source of its own: the process environment is neither read
+    nor rewritten (a thread reading os.environ meanwhile must never see it emptied)."""
+    monkeypatch.setenv("MONTAGE_DAEMON__POLL_SECONDS", "7")
+    before = dict(os.environ)
+    s = load(None, env={"MONTAGE_DAEMON__POLL_SECONDS": "3"})
+    assert s.daemon.poll_seconds == 3
+    assert load(None, env={}).daemon.poll_seconds == 1.0
+    assert dict(os.environ) == before
