@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -149,6 +150,55 @@ def _with_preset(encoder: EncoderChoice, preset: str | None) -> EncoderChoice:
     return EncoderChoice(encoder.name, encoder.hardware, encoder_args("libx264", preset))
 
 
+@dataclass(frozen=True)
+class ClipCut:
+    """Where one clip is cut and how it is framed, frame-exact, ready for the extractor."""
+
+    spec: ExtractSpec
+    crop: CropPlan  # the frame stage's plan, or the centre crop / audiogram standing in for it
+    # the framer's confidence, or None where no framing ran (a centre crop, an audiogram): a
+    # stand-in plan must not read as a confident one in the sidecar, quality and metrics
+    framing_confidence: float | None
+    end: float  # media seconds where the range ends (the spec's frames fill it to half a frame)
+
+
+async def cut_clip(
+    *, source: Path, info: MediaInfo, plan: ClipPlan, crop: CropPlan | None, width: int, height: int,
+    rate: Fraction,
+) -> ClipCut:
+    """The frames of ``plan`` at ``rate``, clamped to the media, and the crop they are cut along.
+
+    Raises:
+        RenderError: the range holds no frame (the selection is wrong).
+    """
+    start = max(0.0, plan.start)
+    end = min(plan.end, info.duration) if info.duration > 0 else plan.end
+    if info.fps > 0 and abs(float(rate) - info.fps) < 1e-3 * info.fps:
+        # Same rate as the source: start on a source frame (moves ≤ half a frame), so each source
+        # frame becomes one output frame and picture and sound are cut at the same instant.
+        phase = await anyio.to_thread.run_sync(video_phase, source)
+        start = max(0.0, phase + math.floor((start - phase) * rate + 0.5) / rate)
+        end = phase + math.floor((end - phase) * rate + 0.5) / rate
+    frames = round((end - start) * rate)
+    if frames < 1:
+        raise RenderError(
+            f"{source}: clip {plan.index} range {plan.start:.2f}-{plan.end:.2f} s holds no frame "
+            f"(media is {info.duration:.2f} s long); the selection is wrong"
+        )
+    dw, dh = info.display_size
+    framing_confidence = crop.confidence if crop is not None and info.has_video else None
+    if not info.has_video:
+        crop = CropPlan(plan.index, "audiogram", (), notes=("audio-only input: audiogram",))
+    elif crop is None:
+        box = centre_box(dw, dh, width / height)
+        crop = CropPlan(plan.index, "crop", (CropBox(0.0, *box),), notes=("no crop plan: centre crop",))
+    spec = ExtractSpec(
+        source=source, start=start, frames=frames, rate=rate, width=width, height=height,
+        layout=crop.layout, path=crop.path, second_path=crop.second_path, rotation=info.rotation,
+    )
+    return ClipCut(spec, crop, framing_confidence, end)
+
+
 def _disk_full(path: Path, e: OSError) -> DiskFullError:
     return DiskFullError(f"{path}: disk full ({e.strerror}); free space in {path.parent} and retry the job")
 
@@ -201,41 +251,11 @@ async def render_clip(
     t0 = time.perf_counter()
     width, height = _even(profile.width), _even(profile.height)
     rate = output_rate(profile.fps, info.fps)
-    start = max(0.0, plan.start)
-    end = min(plan.end, info.duration) if info.duration > 0 else plan.end
-    if info.fps > 0 and abs(float(rate) - info.fps) < 1e-3 * info.fps:
-        # Same rate as the source: start on a source frame (moves ≤ half a frame), so each source
-        # frame becomes one output frame and picture and sound are cut at the same instant.
-        phase = await anyio.to_thread.run_sync(video_phase, source)
-        start = max(0.0, phase + math.floor((start - phase) * rate + 0.5) / rate)
-        end = phase + math.floor((end - phase) * rate + 0.5) / rate
-    frames = round((end - start) * rate)
-    if frames < 1:
-        raise RenderError(
-            f"{source}: clip {plan.index} range {plan.start:.2f}-{plan.end:.2f} s holds no frame "
-            f"(media is {info.duration:.2f} s long); the selection is wrong"
-        )
+    cut = await cut_clip(source=source, info=info, plan=plan, crop=crop, width=width, height=height,
+                         rate=rate)
+    spec, crop, framing_confidence = cut.spec, cut.crop, cut.framing_confidence
+    start, end, frames = spec.start, cut.end, spec.frames
     dw, dh = info.display_size
-    # the framer's confidence, or None where no framing ran (a centre crop, an audiogram): a
-    # stand-in plan must not read as a confident one in the sidecar, quality and metrics
-    framing_confidence = crop.confidence if crop is not None and info.has_video else None
-    if not info.has_video:
-        crop = CropPlan(plan.index, "audiogram", (), notes=("audio-only input: audiogram",))
-    elif crop is None:
-        box = centre_box(dw, dh, width / height)
-        crop = CropPlan(plan.index, "crop", (CropBox(0.0, *box),), notes=("no crop plan: centre crop",))
-    spec = ExtractSpec(
-        source=source,
-        start=start,
-        frames=frames,
-        rate=rate,
-        width=width,
-        height=height,
-        layout=crop.layout,
-        path=crop.path,
-        second_path=crop.second_path,
-        rotation=info.rotation,
-    )
     final, part = out_dir / f"{stem}.mp4", part_path(out_dir, stem, attempt)
     json_path, srt_path = out_dir / f"{stem}.json", out_dir / f"{stem}.srt"
     vtt_path = out_dir / f"{stem}.vtt"
