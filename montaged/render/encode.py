@@ -113,34 +113,39 @@ def _leaf_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-async def _encode(
-    fifo: Path, spec: ExtractSpec, argv: list[str], on_progress: Callable[[Progress], None]
+FrameFeed = Callable[[int, Callable[[], None]], int]
+"""Writes raw frames into a file descriptor (the FIFO), calling its second argument between
+frames (so a cancelled job stops the thread); returns the frames written. Runs in a thread."""
+
+
+async def encode_fifo(
+    fifo: Path, feed: FrameFeed, argv: list[str], on_progress: Callable[[Progress], None]
 ) -> int:
-    """Run encoder and extractor together; return frames written. Raises the first real failure."""
+    """Run the encoder and ``feed`` together; return frames written. Raises the first real failure."""
     written = 0
     async with ffmpeg_process(argv, on_progress=on_progress) as run:
         try:
             async with anyio.create_task_group() as tg:
 
-                async def feed() -> None:
+                async def writer() -> None:
                     nonlocal written
                     fd = await _open_fifo_writer(fifo, run)
                     if fd is None:
                         return  # ffmpeg died first; run.check() reports why
                     try:
-                        written = await anyio.to_thread.run_sync(
-                            partial(
-                                extract_to_fd, spec, fd, check_cancelled=anyio.from_thread.check_cancelled
-                            )
-                        )
+                        written = await anyio.to_thread.run_sync(feed, fd, anyio.from_thread.check_cancelled)
                     finally:
                         os.close(fd)  # EOF for the encoder
 
-                tg.start_soon(feed)
+                tg.start_soon(writer)
                 await run.check()
         except BaseExceptionGroup as eg:
             raise _leaf_error(eg) from None
     return written
+
+
+def _extract(spec: ExtractSpec, fd: int, check_cancelled: Callable[[], None]) -> int:
+    return extract_to_fd(spec, fd, check_cancelled=check_cancelled)
 
 
 def _with_preset(encoder: EncoderChoice, preset: str | None) -> EncoderChoice:
@@ -309,7 +314,7 @@ async def render_clip(
             if ass is not None and captions is not None:
                 rel = clip_relative(in_range, start, start + seconds)
                 await anyio.to_thread.run_sync(write_ass, ass, rel, captions, width, height)
-            written = await _encode(fifo, spec, argv, progress)
+            written = await encode_fifo(fifo, partial(_extract, spec), argv, progress)
         if written != frames:
             raise RenderError(f"{source}: extractor wrote {written} of {frames} frames for clip {plan.index}")
         t_encoded = time.perf_counter()
