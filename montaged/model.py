@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from montaged.control.protocol import EventKind
+
 
 class JobState(enum.StrEnum):
     QUEUED = "queued"
@@ -30,7 +32,8 @@ class Record:
     """Mixin: plain-JSON round trip for frozen dataclasses (nested records and tuples included)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        data: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -168,6 +171,7 @@ class CropPlan(Record):
     notes: tuple[str, ...] = ()
     face_confidence: float | None = None  # mean detector score of the faces seen (frame/onscreen.py)
     speaker_in_crop: float | None = None  # share of samples with the active speaker's face in the crop
+    identity: dict[str, Any] | None = None  # talk-wide faces and speaker → face map (frame/identity.py)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -260,10 +264,19 @@ class Job(Record):
 
 @dataclass(frozen=True)
 class JobEvent(Record):
+    """One event of one job (``job_id`` is "" for daemon-wide kinds); ``data`` is the payload that
+    control/protocol.py defines for ``kind``."""
+
     job_id: str
-    kind: str  # job.submitted job.stage job.progress job.done job.failed job.cancelled ...
+    kind: EventKind
     at: float
     data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        d = dict(data)
+        d["kind"] = EventKind(d["kind"])
+        return super().from_dict(d)
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,8 +10,10 @@ from typing import Any
 import anyio
 import pytest
 
+from montaged.control import protocol as p
+from montaged.control.protocol import PAYLOADS, EventKind
 from montaged.errors import LeaseLost, StoreError
-from montaged.model import Job, JobSpec, JobState
+from montaged.model import Job, JobEvent, JobSpec, JobState
 from montaged.store import Caps, Fence, JobStore, Pruned, PrunePolicy, open_store
 
 pytestmark = pytest.mark.anyio
@@ -36,6 +38,14 @@ async def ok(store: JobStore, job_id: str, amount: float, caps: Caps, now: float
 
 async def kinds(store: JobStore, job_id: str) -> list[str]:
     return [e.kind for e in await store.events(job_id)]
+
+
+def assert_payload(event: JobEvent) -> None:
+    """The event's data has exactly the keys control/protocol.py promises for its kind."""
+    shape = PAYLOADS[event.kind]
+    keys = set(event.data)
+    allowed = shape.__required_keys__ | shape.__optional_keys__
+    assert shape.__required_keys__ <= keys <= allowed, (event.kind, sorted(keys))
 
 
 class StoreContract:
@@ -129,7 +139,7 @@ class StoreContract:
         assert (got.stage, got.progress, got.content_hash) == ("transcribe", 0.5, "h" * 64)
         assert got.updated_at >= job.updated_at
         stage_events = [e for e in await store.events(job.id) if e.kind == "job.stage"]
-        assert [e.data for e in stage_events] == [{"stage": "transcribe"}]
+        assert [e.data for e in stage_events] == [{"stage": "transcribe", "progress": 0.25}]
 
     async def test_finish(self, store: JobStore) -> None:
         job = await store.submit(spec())
@@ -141,6 +151,30 @@ class StoreContract:
         assert await store.heartbeat(job.id, "w", 30) is False
         assert await store.claim("w", 30) is None
         assert await kinds(store, job.id) == ["job.submitted", "job.claimed", "job.done"]
+        done = (await store.events(job.id))[-1]
+        # what the pipeline publishes when it finishes a job: the store keeps the same
+        assert done.data == p.done(result) == {"clips": ["/out/0.mp4"], "result": result}
+
+    async def test_every_recorded_payload_is_the_protocols(self, store: JobStore) -> None:
+        job = await store.submit(spec(origin="hotfolder"))
+        await store.claim("w", 30)
+        await store.set_stage(job.id, "probe", 0.0)
+        await store.release(job.id, stopped_at="probe")
+        await store.claim("w", 30)
+        await store.fail(job.id, stage="probe", error_class="MediaError", message="no audio")
+        retried = await store.retry(job.id)
+        await store.cancel(job.id)
+        await store.add_event(job.id, EventKind.HOTFOLDER_DUPLICATE, p.duplicate("/in/b.mp4", "h" * 64))
+        events = await store.events(job.id)
+        for event in events:
+            assert_payload(event)
+        by_kind = {e.kind: e.data for e in events}
+        submitted = await store.get(job.id)
+        assert submitted is not None
+        assert by_kind[EventKind.JOB_SUBMITTED]["job"]["id"] == job.id
+        assert by_kind[EventKind.JOB_SUBMITTED]["origin"] == "hotfolder"
+        assert retried is not None and by_kind[EventKind.JOB_RETRIED] == p.retried(retried)
+        assert by_kind[EventKind.JOB_CANCELLED] == {"was": "queued"}
 
     async def test_fail_then_retry(self, store: JobStore) -> None:
         job = await store.submit(spec())
@@ -194,6 +228,9 @@ class StoreContract:
         await store.finish(done.id, {})
         assert await store.cancel(done.id) is None
         assert (await kinds(store, running.id))[-1] == "job.cancelled"
+        # the state it had when cancelled, read in the cancel's own transaction
+        assert (await store.events(queued.id))[-1].data == {"was": "running"}
+        assert (await store.events(running.id))[-1].data == {"was": "queued"}
 
     async def test_late_finish_or_fail_does_not_undo_cancel(self, store: JobStore) -> None:
         job = await store.submit(spec())
@@ -414,18 +451,21 @@ class StoreContract:
 
     async def test_events_custom_and_limit(self, store: JobStore) -> None:
         job = await store.submit(spec())
-        ev = await store.add_event(job.id, "job.note", {"text": "cloud ear skipped", "n": 1})
-        assert ev.job_id == job.id and ev.kind == "job.note" and ev.data["n"] == 1
+        ev = await store.add_event(job.id, EventKind.HOTFOLDER_DUPLICATE, {"path": "/in/b.mp4", "n": 1})
+        assert ev.job_id == job.id and ev.kind is EventKind.HOTFOLDER_DUPLICATE and ev.data["n"] == 1
+        # a kind this version does not know (a newer montaged wrote it): the history skips it
+        await store.add_event(job.id, "job.from_the_future", {})  # type: ignore[arg-type]
         for i in range(5):
-            await store.add_event(job.id, "job.progress", {"i": i})
+            await store.add_event(job.id, EventKind.JOB_PROGRESS, {"i": i})
         events = await store.events(job.id)
-        assert [e.kind for e in events[:2]] == ["job.submitted", "job.note"]
+        assert [e.kind for e in events[:3]] == ["job.submitted", "hotfolder.duplicate", "job.progress"]
+        assert all(isinstance(e.kind, EventKind) for e in events)
         assert [e.at for e in events] == sorted(e.at for e in events)
         latest = await store.events(job.id, limit=3)  # the latest three, oldest first
         assert [e.data["i"] for e in latest] == [2, 3, 4]
         assert await store.events("no-such-job") == []
         with pytest.raises(StoreError, match="no-such-job"):
-            await store.add_event("no-such-job", "job.note")
+            await store.add_event("no-such-job", EventKind.HOTFOLDER_DUPLICATE)
 
     # ---- retention --------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ One JSON object per line (UTF-8, ``\\n``-terminated):
 - reply:   ``{"id": 1, "ok": true, "result": {...}}`` or
            ``{"id": 1, "ok": false, "error": {"code": "not_found", "message": "..."}}``
 - pushed event (after ``subscribe``): ``{"event": "job.progress", "job_id": "...", "at": 1.0,
-  "data": {...}}``; events carry no ``id``.
+  "data": {...}}``; events carry no ``id``. ``event`` is one of :class:`EventKind`; ``data`` is the
+  payload named for that kind below. The store records the same ``data`` for the kinds it keeps,
+  so ``show``'s event history and the live feed read alike.
 
 Requests come from other users' programs, so decoding is bounded: orjson (no recursion, no
 arbitrary-precision numbers), then a walk that caps nesting depth and string sizes before pydantic
@@ -15,14 +17,16 @@ sees anything. Line length is bounded by the server before a line reaches this m
 
 from __future__ import annotations
 
+import enum
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from montaged.model import JobEvent
+if TYPE_CHECKING:  # model.py types JobEvent.kind with EventKind, so this module cannot import it
+    from montaged.model import Job, JobEvent
 
 OPS = ("submit", "list", "show", "cancel", "retry", "pause", "resume", "stats", "subscribe", "ping", "export",
        "render", "purge")
@@ -175,3 +179,164 @@ def error(rid: int | str | None, code: str, message: str) -> dict[str, Any]:
 
 def event_message(event: JobEvent) -> dict[str, Any]:
     return {"event": event.kind, "job_id": event.job_id, "at": event.at, "data": event.data}
+
+
+# ---- events ---------------------------------------------------------------------------------
+
+
+class EventKind(enum.StrEnum):
+    """Every event the daemon publishes. A ``StrEnum``: members compare equal to their strings,
+    so scripts matching on ``"job.done"`` keep working. ``stored`` kinds are also kept in the job's
+    history (``show``); the others are only pushed live."""
+
+    JOB_SUBMITTED = "job.submitted"  # stored; SubmittedPayload
+    JOB_CLAIMED = "job.claimed"  # stored; ClaimedPayload
+    JOB_STAGE = "job.stage"  # stored; StagePayload
+    JOB_PROGRESS = "job.progress"  # live only, a few a second per job at most; ProgressPayload
+    JOB_DONE = "job.done"  # stored; DonePayload
+    JOB_FAILED = "job.failed"  # stored; FailedPayload
+    JOB_RELEASED = "job.released"  # stored; ReleasedPayload
+    JOB_CANCELLED = "job.cancelled"  # stored; CancelledPayload
+    JOB_RETRIED = "job.retried"  # stored; RetriedPayload
+    HOTFOLDER_DUPLICATE = "hotfolder.duplicate"  # stored on the earlier job; DuplicatePayload
+    INTAKE_PAUSED = "intake.paused"  # live only, job_id ""; empty payload
+    INTAKE_RESUMED = "intake.resumed"  # live only, job_id ""; empty payload
+    DAEMON_STATS = "daemon.stats"  # live only, job_id ""; the ``stats`` reply
+    JOB_SNAPSHOT = "job.snapshot"  # never sent by the daemon: montagectl ``watch ID --json``'s first line
+
+    @classmethod
+    def parse(cls, value: str) -> EventKind | None:
+        """The kind named by ``value``, or None for one this version does not know (a newer
+        daemon's): readers skip those instead of failing."""
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+
+TERMINAL_EVENTS = frozenset({EventKind.JOB_DONE, EventKind.JOB_FAILED, EventKind.JOB_CANCELLED})
+
+
+class SubmittedPayload(TypedDict):
+    source: str  # the input file, resolved
+    profile: str
+    origin: str  # socket | hotfolder | redis | cli
+    job: dict[str, Any]  # the stored job (``Job.to_dict``) as it was queued
+
+
+# Optional keys sit in a ``total=False`` subclass: NotRequired[...] is not seen through this
+# module's postponed (string) annotations, and PAYLOADS' key sets must be right at run time.
+class _Claim(TypedDict):
+    worker: str  # host:pid of the claiming daemon
+    attempt: int  # the job's attempt number, counting this claim; also its fencing token
+
+
+class ClaimedPayload(_Claim, total=False):
+    took_over_from: str  # the worker whose lease lapsed (it is presumed dead)
+
+
+class StagePayload(TypedDict):
+    stage: str  # one of model.STAGES, starting now
+    progress: float  # the whole job's progress (0..1) at the start of the stage
+
+
+class ProgressPayload(TypedDict):
+    stage: str
+    stage_progress: float  # 0..1 of this stage
+    progress: float  # 0..1 of the whole job
+
+
+class DonePayload(TypedDict):
+    clips: list[str]  # paths of the rendered clips, in order (empty for a preview)
+    result: dict[str, Any]  # what ``show`` has under job.result: clips, timings, notes, cost
+
+
+class _Failure(TypedDict):
+    stage: str  # where it failed ("claim" for a job poisoned before any stage)
+    error_class: str  # a MontageError code, "internal" for a bug, "poisoned" after repeated crashes
+    message: str  # what happened and what to do
+
+
+class FailedPayload(_Failure, total=False):
+    attempts: int  # poisoned jobs: the claims it had
+
+
+class ReleasedPayload(TypedDict):
+    stopped_at: str  # the stage it was in, or about to enter, when montaged stopped
+
+
+class CancelledPayload(TypedDict):
+    was: str  # the job's state before: queued or running
+
+
+class RetriedPayload(TypedDict):
+    job: dict[str, Any]  # the job (``Job.to_dict``) queued again
+
+
+class DuplicatePayload(TypedDict):
+    path: str  # the dropped file that was not submitted again
+    content_hash: str  # the content it shares with this job's input
+
+
+def submitted(job: Job) -> SubmittedPayload:
+    spec = job.spec
+    return {"source": spec.source, "profile": spec.profile, "origin": spec.origin, "job": job.to_dict()}
+
+
+def claimed(worker: str, attempt: int, took_over_from: str | None = None) -> ClaimedPayload:
+    data: ClaimedPayload = {"worker": worker, "attempt": attempt}
+    if took_over_from is not None:
+        data["took_over_from"] = took_over_from
+    return data
+
+
+def stage_started(stage: str, progress: float) -> StagePayload:
+    return {"stage": stage, "progress": progress}
+
+
+def progressed(stage: str, stage_progress: float, progress: float) -> ProgressPayload:
+    return {"stage": stage, "stage_progress": round(stage_progress, 4), "progress": round(progress, 4)}
+
+
+def done(result: dict[str, Any]) -> DonePayload:
+    """From the job's stored result alone, so the store and the pipeline build the same payload."""
+    clips = [str(c.get("path")) for c in result.get("clips") or () if isinstance(c, dict)]
+    return {"clips": clips, "result": result}
+
+
+def failed(stage: str, error_class: str, message: str, attempts: int | None = None) -> FailedPayload:
+    data: FailedPayload = {"stage": stage, "error_class": error_class, "message": message}
+    if attempts is not None:
+        data["attempts"] = attempts
+    return data
+
+
+def released(stopped_at: str) -> ReleasedPayload:
+    return {"stopped_at": stopped_at}
+
+
+def cancelled(was: str) -> CancelledPayload:
+    return {"was": str(was)}
+
+
+def retried(job: Job) -> RetriedPayload:
+    return {"job": job.to_dict()}
+
+
+def duplicate(path: str, content_hash: str) -> DuplicatePayload:
+    return {"path": path, "content_hash": content_hash}
+
+
+# The payload of each kind, for readers that check what they got (tests, docs).
+PAYLOADS: dict[EventKind, type] = {
+    EventKind.JOB_SUBMITTED: SubmittedPayload,
+    EventKind.JOB_CLAIMED: ClaimedPayload,
+    EventKind.JOB_STAGE: StagePayload,
+    EventKind.JOB_PROGRESS: ProgressPayload,
+    EventKind.JOB_DONE: DonePayload,
+    EventKind.JOB_FAILED: FailedPayload,
+    EventKind.JOB_RELEASED: ReleasedPayload,
+    EventKind.JOB_CANCELLED: CancelledPayload,
+    EventKind.JOB_RETRIED: RetriedPayload,
+    EventKind.HOTFOLDER_DUPLICATE: DuplicatePayload,
+}

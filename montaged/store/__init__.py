@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from montaged.control.protocol import EventKind
 from montaged.model import Job, JobEvent, JobSpec, JobState
 
 
@@ -168,7 +169,9 @@ class JobStore(Protocol):
         ...
 
     # events
-    async def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> JobEvent: ...
+    async def add_event(
+        self, job_id: str, kind: EventKind, data: Mapping[str, Any] | None = None
+    ) -> JobEvent: ...
     async def events(self, job_id: str, limit: int = 500) -> builtins.list[JobEvent]: ...
 
     # cost ledger (budget)

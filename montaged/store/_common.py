@@ -11,6 +11,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -18,8 +19,10 @@ from typing import Any
 
 import structlog
 
+from montaged.control import protocol as p
+from montaged.control.protocol import EventKind
 from montaged.errors import LeaseLost, SchemaTooNew
-from montaged.model import STAGES, Job, JobSpec, JobState
+from montaged.model import STAGES, Job, JobEvent, JobSpec, JobState
 from montaged.money import usd
 from montaged.store import Caps, Fence, Reservation, SpendSummary
 
@@ -137,6 +140,16 @@ def job_from_row(row: Any) -> Job:
 def decode_payload(value: Any) -> dict[str, Any]:
     decoded = _json(value)
     return dict(decoded) if decoded else {}
+
+
+def event_from_row(row: Any) -> JobEvent | None:
+    """A stored event (job_id, kind, at, data), or None for a kind this version does not know:
+    a newer montaged sharing the store wrote it, and the history reads on without it."""
+    kind = EventKind.parse(row["kind"])
+    if kind is None:
+        log.debug("store.unknown_event_kind", job_id=row["job_id"], kind=row["kind"])
+        return None
+    return JobEvent(row["job_id"], kind, float(row["at"]), decode_payload(row["data"]))
 
 
 def check_amount(amount: float, what: str = "amount") -> None:
@@ -285,7 +298,6 @@ def log_released(rows: list[Reservation], why: str) -> None:
 SQL_RELEASE_RESERVATION = (
     "UPDATE cost_ledger SET state = 'released', settled_at = $2 WHERE id = $1 AND state = 'reserved'"
 )
-CLAIMED_EVENT = "job.claimed"
 POISONED = "poisoned"
 # What claim() reads of its candidate before deciding to claim or poison it.
 SQL_CANDIDATE_COLUMNS = "id, state, worker, stage, attempts, strikes, peak"
@@ -326,7 +338,7 @@ def strikes(old: Any) -> tuple[int, int]:
     return count + 1, peak
 
 
-def poison(old: Any, count: int, max_attempts: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def poison(old: Any, count: int, max_attempts: int) -> tuple[dict[str, Any], p.FailedPayload]:
     """The transition (columns to set, event data) failing a job whose claims keep ending in a
     crash (``count`` of them in a row). ``old`` is its candidate row (SQL_CANDIDATE_COLUMNS)."""
     stage = old["stage"] or "claim"
@@ -337,38 +349,39 @@ def poison(old: Any, count: int, max_attempts: int) -> tuple[dict[str, Any], dic
     )
     sets = {"state": "failed", "error_stage": stage, "error_class": POISONED, "error_message": message,
             "lease_until": None, "strikes": count}  # fmt: skip
-    data = {"stage": stage, "error_class": POISONED, "message": message, "attempts": int(old["attempts"])}
+    data = p.failed(stage, POISONED, message, attempts=int(old["attempts"]))
     log.error("store.poisoned", job_id=old["id"], stage=stage, attempts=old["attempts"], strikes=count)
     return sets, data
 
 
-def claim_event(old: Any, worker: str, attempts: int) -> dict[str, Any]:
+def claim_event(old: Any, worker: str, attempts: int) -> p.ClaimedPayload:
     """Data of a job.claimed event; names the crashed worker when the claim took over a lease.
 
     ``old`` is the job's row before the claim (id, state, worker)."""
-    data: dict[str, Any] = {"worker": worker, "attempt": attempts}
-    if old["state"] == "running":
-        data["took_over_from"] = old["worker"]
-        log.warning("store.lease_expired", job_id=old["id"], old_worker=old["worker"], worker=worker)
-    return data
+    if old["state"] != "running":
+        return p.claimed(worker, attempts)
+    log.warning("store.lease_expired", job_id=old["id"], old_worker=old["worker"], worker=worker)
+    return p.claimed(worker, attempts, took_over_from=old["worker"])
 
 
-def submitted_event(spec: JobSpec) -> dict[str, Any]:
-    return {"source": spec.source, "profile": spec.profile, "origin": spec.origin}
+# An event payload known only once the transition ran: built from the job's state before it and
+# the job after it (a cancel records what it cancelled, a retry the job it queued again).
+LatePayload = Callable[[str, Job], Mapping[str, Any]]
 
 
 class Transitions:
     """The job state machine, written once: backends supply ``_transition`` (one atomic UPDATE
     guarded by the allowed starting states and, given a token, by the claim; plus its event in
-    the same transaction). A fenced transition only moves a running job."""
+    the same transaction). A fenced transition only moves a running job. Each event records the
+    payload control/protocol.py defines for its kind, the one the pipeline publishes."""
 
     async def _transition(
         self,
         job_id: str,
         from_states: tuple[str, ...],
         sets: dict[str, Any],
-        kind: str | None,
-        data: dict[str, Any] | None = None,
+        kind: EventKind | None,
+        data: Mapping[str, Any] | LatePayload | None = None,
         token: int | None = None,
     ) -> Job | None:
         raise NotImplementedError
@@ -377,7 +390,8 @@ class Transitions:
         self, job_id: str, stage: str, progress: float = 0.0, *, token: int | None = None
     ) -> None:
         sets = {"stage": stage, "progress": progress}
-        await self._transition(job_id, _held(token), sets, "job.stage", {"stage": stage}, token)
+        data = p.stage_started(stage, progress)
+        await self._transition(job_id, _held(token), sets, EventKind.JOB_STAGE, data, token)
 
     async def set_progress(self, job_id: str, progress: float, *, token: int | None = None) -> None:
         """No event: progress is pushed live over the socket, the store only keeps the latest."""
@@ -386,7 +400,7 @@ class Transitions:
     async def finish(self, job_id: str, result: dict[str, Any], *, token: int | None = None) -> None:
         """A job cancelled meanwhile stays cancelled: only queued/running jobs become done."""
         sets = {"state": "done", "progress": 1.0, "result": result, "lease_until": None}
-        await self._transition(job_id, _held(token), sets, "job.done", None, token)
+        await self._transition(job_id, _held(token), sets, EventKind.JOB_DONE, p.done(result), token)
 
     async def fail(
         self, job_id: str, *, stage: str, error_class: str, message: str, token: int | None = None
@@ -395,21 +409,20 @@ class Transitions:
             "state": "failed", "error_stage": stage, "error_class": error_class, "error_message": message,
             "lease_until": None,
         }  # fmt: skip
-        data = {"stage": stage, "error_class": error_class, "message": message}
-        await self._transition(job_id, _held(token), sets, "job.failed", data, token)
+        data = p.failed(stage, error_class, message)
+        await self._transition(job_id, _held(token), sets, EventKind.JOB_FAILED, data, token)
 
     async def release(self, job_id: str, *, stopped_at: str, token: int | None = None) -> None:
         """Back to queued by a holder that stopped cleanly: its claim is no strike against the job."""
         sets = {
             "state": "queued", "stopped_at": stopped_at, "worker": None, "lease_until": None, "strikes": 0,
         }  # fmt: skip
-        data = {"stopped_at": stopped_at}
-        await self._transition(job_id, ("running",), sets, "job.released", data, token)
+        data = p.released(stopped_at)
+        await self._transition(job_id, ("running",), sets, EventKind.JOB_RELEASED, data, token)
 
     async def cancel(self, job_id: str) -> Job | None:
-        return await self._transition(
-            job_id, ACTIVE, {"state": "cancelled", "lease_until": None}, "job.cancelled"
-        )
+        sets = {"state": "cancelled", "lease_until": None}
+        return await self._transition(job_id, ACTIVE, sets, EventKind.JOB_CANCELLED, _cancelled)
 
     async def retry(self, job_id: str) -> Job | None:
         """Back to the queue with a clean slate (poison count included); stored stage results
@@ -419,7 +432,15 @@ class Transitions:
             "error_stage": None, "stopped_at": None, "worker": None, "lease_until": None, "strikes": 0,
             "peak": -1,
         }  # fmt: skip
-        return await self._transition(job_id, ("failed", "cancelled"), sets, "job.retried")
+        return await self._transition(job_id, ("failed", "cancelled"), sets, EventKind.JOB_RETRIED, _retried)
+
+
+def _cancelled(was: str, job: Job) -> p.CancelledPayload:
+    return p.cancelled(was)
+
+
+def _retried(was: str, job: Job) -> p.RetriedPayload:
+    return p.retried(job)
 
 
 def _held(token: int | None) -> tuple[str, ...]:

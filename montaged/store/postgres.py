@@ -13,7 +13,7 @@ import builtins
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -22,6 +22,8 @@ import anyio
 import asyncpg
 import structlog
 
+from montaged.control import protocol as p
+from montaged.control.protocol import EventKind
 from montaged.errors import StoreError, StoreUnavailable
 from montaged.model import Job, JobEvent, JobSpec, JobState
 from montaged.store import Caps, Fence, Pruned, PrunePolicy, Reservation, SpendSummary
@@ -245,11 +247,14 @@ class PostgresStore(c.Transitions):
         job_id: str,
         from_states: tuple[str, ...],
         sets: dict[str, Any],
-        kind: str | None,
-        data: dict[str, Any] | None = None,
+        kind: EventKind | None,
+        data: Mapping[str, Any] | c.LatePayload | None = None,
         token: int | None = None,
     ) -> Job | None:
-        """One statement: the guarded UPDATE and, when ``kind`` is given, its event."""
+        """One statement: the guarded UPDATE and, when ``kind`` is given, its event. A late payload
+        takes a transaction instead: lock the row, read its state, update, then record."""
+        if callable(data):
+            return await self._late_transition(job_id, from_states, sets, kind, data, token)
         cols = ", ".join(f"{col} = ${n}" for n, col in enumerate(sets, start=7))
         sql = (
             f"WITH u AS (UPDATE jobs SET {cols}, updated_at = $2 WHERE id = $1 AND state = ANY($3::text[]) "
@@ -257,7 +262,8 @@ class PostgresStore(c.Transitions):
             "e AS (INSERT INTO job_events (job_id, kind, at, data) "
             "SELECT id, $4::text, $2, $5::jsonb FROM u WHERE $4::text IS NOT NULL) SELECT * FROM u"
         )
-        args = (job_id, time.time(), list(from_states), kind, data or {}, token, *sets.values())
+        kind_text = None if kind is None else str(kind)
+        args = (job_id, time.time(), list(from_states), kind_text, dict(data or {}), token, *sets.values())
         async with self._conn() as conn:
             row = await conn.fetchrow(sql, *args)
             if row is None and token is not None:
@@ -268,9 +274,39 @@ class PostgresStore(c.Transitions):
             return None
         return job_from_row(row)
 
-    async def _event(self, conn: Conn, job_id: str, kind: str, at: float, data: dict[str, Any]) -> None:
+    async def _late_transition(
+        self,
+        job_id: str,
+        from_states: tuple[str, ...],
+        sets: dict[str, Any],
+        kind: EventKind | None,
+        data: c.LatePayload,
+        token: int | None,
+    ) -> Job | None:
+        cols = ", ".join(f"{col} = ${n}" for n, col in enumerate(sets, start=5))
+        sql = (
+            f"UPDATE jobs SET {cols}, updated_at = $2 WHERE id = $1 AND state = ANY($3::text[]) "
+            f"AND ($4::int IS NULL OR attempts = $4::int) RETURNING {c.JOB_COLUMNS}"
+        )
+        now = time.time()
+        async with self._tx() as conn:
+            before = await conn.fetchrow(f"{c.SQL_HOLDER} FOR UPDATE", job_id)
+            row = await conn.fetchrow(sql, job_id, now, list(from_states), token, *sets.values())
+            if row is None:
+                if token is not None:
+                    c.check_holder(before, Fence(job_id, token), kind or "progress")
+                log.debug("store.transition_skipped", job_id=job_id, wanted=from_states, kind=kind)
+                return None
+            job = job_from_row(row)
+            if kind is not None:
+                await self._event(conn, job_id, kind, now, data(before["state"], job))
+        return job
+
+    async def _event(
+        self, conn: Conn, job_id: str, kind: EventKind, at: float, data: Mapping[str, Any]
+    ) -> None:
         try:
-            await conn.execute(c.SQL_ADD_EVENT, job_id, kind, at, data)
+            await conn.execute(c.SQL_ADD_EVENT, job_id, str(kind), at, dict(data))
         except asyncpg.ForeignKeyViolationError as e:
             raise StoreError(f"cannot record event {kind!r}: no job {job_id!r} in the store") from e
 
@@ -288,8 +324,9 @@ class PostgresStore(c.Transitions):
         now, job_id = time.time(), c.new_job_id()
         async with self._tx() as conn:
             row = await conn.fetchrow(c.SQL_SUBMIT, job_id, spec.to_dict(), spec.profile, now, content_hash)
-            await self._event(conn, job_id, "job.submitted", now, c.submitted_event(spec))
-        return job_from_row(row)
+            job = job_from_row(row)
+            await self._event(conn, job_id, EventKind.JOB_SUBMITTED, now, p.submitted(job))
+        return job
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._fetch(c.SQL_GET, job_id)
@@ -333,7 +370,7 @@ class PostgresStore(c.Transitions):
                     f"UPDATE jobs SET {cols}, updated_at = $2 WHERE id = $1 RETURNING {c.JOB_COLUMNS}",
                     old["id"], now, *sets.values(),
                 )  # fmt: skip
-                await self._event(conn, old["id"], "job.failed", now, data)
+                await self._event(conn, old["id"], EventKind.JOB_FAILED, now, data)
                 return job_from_row(row)
             row = await conn.fetchrow(
                 f"UPDATE jobs SET state = 'running', worker = $2, lease_until = {_DB_NOW} + $3::float8, "
@@ -341,8 +378,8 @@ class PostgresStore(c.Transitions):
                 f"RETURNING {c.JOB_COLUMNS}",
                 old["id"], worker, lease_seconds, now, count, peak,
             )  # fmt: skip
-            data = c.claim_event(old, worker, row["attempts"])
-            await self._event(conn, old["id"], c.CLAIMED_EVENT, now, data)
+            claim = c.claim_event(old, worker, row["attempts"])
+            await self._event(conn, old["id"], EventKind.JOB_CLAIMED, now, claim)
         return job_from_row(row)
 
     async def heartbeat(
@@ -393,7 +430,9 @@ class PostgresStore(c.Transitions):
                 counts[counter] += int(status.rsplit(" ", 1)[-1])
         return Pruned(**counts)
 
-    async def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> JobEvent:
+    async def add_event(
+        self, job_id: str, kind: EventKind, data: Mapping[str, Any] | None = None
+    ) -> JobEvent:
         now, payload = time.time(), dict(data or {})
         async with self._conn() as conn:
             await self._event(conn, job_id, kind, now, payload)
@@ -402,7 +441,7 @@ class PostgresStore(c.Transitions):
     async def events(self, job_id: str, limit: int = 500) -> builtins.list[JobEvent]:
         """The job's latest ``limit`` events, oldest first."""
         rows = await self._fetch(c.SQL_EVENTS, job_id, limit)
-        return [JobEvent(r["job_id"], r["kind"], r["at"], decode_payload(r["data"])) for r in rows]
+        return [e for e in map(c.event_from_row, rows) if e is not None]
 
     # ---- cost ledger ------------------------------------------------------------------------
 

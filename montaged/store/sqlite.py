@@ -13,7 +13,7 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,8 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from montaged.control import protocol as p
+from montaged.control.protocol import EventKind
 from montaged.errors import StoreError, StoreUnavailable
 from montaged.model import Job, JobEvent, JobSpec, JobState
 from montaged.store import Caps, Fence, Pruned, PrunePolicy, Reservation, SpendSummary
@@ -255,9 +257,11 @@ class SqliteStore(c.Transitions):
         return job_from_row(row) if row is not None else None
 
     @staticmethod
-    def _event(conn: sqlite3.Connection, job_id: str, kind: str, at: float, data: dict[str, Any]) -> None:
+    def _event(
+        conn: sqlite3.Connection, job_id: str, kind: EventKind, at: float, data: Mapping[str, Any]
+    ) -> None:
         try:
-            _q(conn, c.SQL_ADD_EVENT, job_id, kind, at, data)
+            _q(conn, c.SQL_ADD_EVENT, job_id, str(kind), at, dict(data))
         except sqlite3.IntegrityError as e:
             raise StoreError(f"cannot record event {kind!r}: no job {job_id!r} in the store") from e
 
@@ -266,8 +270,8 @@ class SqliteStore(c.Transitions):
         job_id: str,
         from_states: tuple[str, ...],
         sets: dict[str, Any],
-        kind: str | None,
-        data: dict[str, Any] | None = None,
+        kind: EventKind | None,
+        data: Mapping[str, Any] | c.LatePayload | None = None,
         token: int | None = None,
     ) -> Job | None:
         cols = ", ".join(f"{col} = ?" for col in sets)
@@ -282,7 +286,8 @@ class SqliteStore(c.Transitions):
 
         def run(conn: sqlite3.Connection) -> Job | None:
             now = time.time()
-            with _immediate(conn):
+            with _immediate(conn):  # the write lock: the state read before is the one updated
+                was = _q(conn, c.SQL_HOLDER, job_id).fetchone() if callable(data) else None
                 row = _one(conn.execute(sql, (*values, now, job_id, *from_states, *fence_args)))
                 if row is None:
                     if token is not None:
@@ -293,9 +298,11 @@ class SqliteStore(c.Transitions):
                         )
                     log.debug("store.transition_skipped", job_id=job_id, wanted=from_states, kind=kind)
                     return None
+                job = job_from_row(row)
                 if kind is not None:
-                    self._event(conn, job_id, kind, now, data or {})
-                return job_from_row(row)
+                    payload = data(str(was and was["state"]), job) if callable(data) else data or {}
+                    self._event(conn, job_id, kind, now, payload)
+                return job
 
         return await self._run(run)
 
@@ -304,8 +311,9 @@ class SqliteStore(c.Transitions):
             now, job_id = time.time(), c.new_job_id()
             with _immediate(conn):
                 row = _one(_q(conn, c.SQL_SUBMIT, job_id, spec.to_dict(), spec.profile, now, content_hash))
-                self._event(conn, job_id, "job.submitted", now, c.submitted_event(spec))
-            return job_from_row(row)
+                job = job_from_row(row)
+                self._event(conn, job_id, EventKind.JOB_SUBMITTED, now, p.submitted(job))
+            return job
 
         return await self._run(run)
 
@@ -350,7 +358,7 @@ class SqliteStore(c.Transitions):
                         f"UPDATE jobs SET {cols}, updated_at = ? WHERE id = ? RETURNING {c.JOB_COLUMNS}",
                         (*sets.values(), now, old["id"]),
                     ))  # fmt: skip
-                    self._event(conn, old["id"], "job.failed", now, data)
+                    self._event(conn, old["id"], EventKind.JOB_FAILED, now, data)
                     return job_from_row(row)
                 row = _one(
                     conn.execute(
@@ -360,8 +368,8 @@ class SqliteStore(c.Transitions):
                         (worker, now + lease_seconds, count, peak, now, old["id"]),
                     )
                 )
-                data = c.claim_event(old, worker, row["attempts"])
-                self._event(conn, old["id"], c.CLAIMED_EVENT, now, data)
+                claim = c.claim_event(old, worker, row["attempts"])
+                self._event(conn, old["id"], EventKind.JOB_CLAIMED, now, claim)
                 return job_from_row(row)
 
         return await self._run(run)
@@ -419,7 +427,9 @@ class SqliteStore(c.Transitions):
 
         return await self._run(run)
 
-    async def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> JobEvent:
+    async def add_event(
+        self, job_id: str, kind: EventKind, data: Mapping[str, Any] | None = None
+    ) -> JobEvent:
         now, payload = time.time(), dict(data or {})
         await self._run(lambda conn: self._event(conn, job_id, kind, now, payload))
         return JobEvent(job_id=job_id, kind=kind, at=now, data=payload)
@@ -427,7 +437,7 @@ class SqliteStore(c.Transitions):
     async def events(self, job_id: str, limit: int = 500) -> builtins.list[JobEvent]:
         """The job's latest ``limit`` events, oldest first."""
         rows = await self._exec(c.SQL_EVENTS, job_id, limit, rows=True)
-        return [JobEvent(r["job_id"], r["kind"], r["at"], decode_payload(r["data"])) for r in rows]
+        return [e for e in map(c.event_from_row, rows) if e is not None]
 
     # ---- cost ledger ------------------------------------------------------------------------
 
