@@ -47,7 +47,7 @@ FIFO_OPEN_POLL = 0.02
 PIPE_BYTES = 1 << 20
 """Ask for a 1 MiB pipe buffer (Linux default 64 KiB; 1 MiB is the unprivileged maximum)."""
 CLEANUP_SECONDS = 10.0
-_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def part_path(out_dir: Path, stem: str, attempt: int) -> Path:
@@ -64,7 +64,7 @@ def output_rate(profile_fps: float | None, source_fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1000)
 
 
-def _even(v: int) -> int:
+def even(v: int) -> int:
     return max(2, v - v % 2)
 
 
@@ -148,7 +148,7 @@ def _extract(spec: ExtractSpec, fd: int, check_cancelled: Callable[[], None]) ->
     return extract_to_fd(spec, fd, check_cancelled=check_cancelled)
 
 
-def _with_preset(encoder: EncoderChoice, preset: str | None) -> EncoderChoice:
+def with_preset(encoder: EncoderChoice, preset: str | None) -> EncoderChoice:
     """The encoder with the profile's own libx264 preset, if it names one (NVENC keeps its own)."""
     if preset is None or encoder.name != "libx264":
         return encoder
@@ -204,7 +204,7 @@ async def cut_clip(
     return ClipCut(spec, crop, framing_confidence, end)
 
 
-def _disk_full(path: Path, e: OSError) -> DiskFullError:
+def disk_full(path: Path, e: OSError) -> DiskFullError:
     return DiskFullError(f"{path}: disk full ({e.strerror}); free space in {path.parent} and retry the job")
 
 
@@ -254,7 +254,7 @@ async def render_clip(
         MediaError: the source stopped decoding.
     """
     t0 = time.perf_counter()
-    width, height = _even(profile.width), _even(profile.height)
+    width, height = even(profile.width), even(profile.height)
     rate = output_rate(profile.fps, info.fps)
     cut = await cut_clip(source=source, info=info, plan=plan, crop=crop, width=width, height=height,
                          rate=rate)
@@ -268,8 +268,8 @@ async def render_clip(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        if e.errno in _DISK_FULL_ERRNOS:
-            raise _disk_full(out_dir, e) from e
+        if e.errno in DISK_FULL_ERRNOS:
+            raise disk_full(out_dir, e) from e
         raise RenderError(f"{out_dir}: cannot create the output folder ({e.strerror})") from e
 
     seconds = float(frames / rate)
@@ -284,7 +284,7 @@ async def render_clip(
     tmp = Path(tempfile.mkdtemp(prefix=debris.fifo_prefix()))  # 0700, marked: the next start finds it
     fifo = tmp / "video.yuv"
     ass = tmp / "captions.ass" if captions is not None and in_range else None
-    argv_video = _with_preset(encoder, profile.preset).video_args(profile.crf)
+    argv_video = with_preset(encoder, profile.preset).video_args(profile.crf)
     argv_audio = loudness.profile_filter(audio_in, profile)
     argv = encode_argv(
         ffmpeg=ffmpeg,
@@ -352,8 +352,8 @@ async def render_clip(
         os.replace(part, final)
         done = True
     except OSError as e:
-        if e.errno in _DISK_FULL_ERRNOS:
-            raise _disk_full(final, e) from e
+        if e.errno in DISK_FULL_ERRNOS:
+            raise disk_full(final, e) from e
         raise RenderError(f"{final}: cannot write the clip ({e.strerror})") from e
     finally:
         with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
