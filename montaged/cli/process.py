@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from montaged.cli.run import expected_failure
 from montaged.config import Secrets, Settings, load
+from montaged.control.protocol import EventKind
 from montaged.ctl.candidates import print_candidates
 from montaged.errors import ConfigError, MontageError
 from montaged.events import EventBus
@@ -206,16 +207,16 @@ class _Bars:
                 if task is None:
                     continue
                 data = event.data
-                if event.kind == "job.stage":
+                if event.kind is EventKind.JOB_STAGE:
                     self._stage_done(event.job_id)
                     self.stage_started[event.job_id] = (data["stage"], time.monotonic())
                     self.progress.update(task, stage=data["stage"], completed=data.get("progress", 0))
-                elif event.kind == "job.progress":
+                elif event.kind is EventKind.JOB_PROGRESS:
                     self.progress.update(task, completed=data["progress"])
-                elif event.kind == "job.done":
+                elif event.kind is EventKind.JOB_DONE:
                     self._stage_done(event.job_id)
                     self.progress.update(task, stage="done", completed=1.0)
-                elif event.kind == "job.failed":
+                elif event.kind is EventKind.JOB_FAILED:
                     self.progress.update(task, stage="[red]failed")
                     self.progress.console.print(f"[red]✗ {self.names[event.job_id]}: {data['stage']}: "
                                                 f"{data['message']}")
