@@ -26,7 +26,8 @@ from montaged.control.handlers import ControlOps, Stats
 from montaged.control.server import ControlServer
 from montaged.errors import StoreUnavailable
 from montaged.events import EventBus
-from montaged.health import ServiceProbe, serve_http
+from montaged.gate import IntakeGate
+from montaged.health import ServiceHealth, ServiceProbe, serve_http
 from montaged.intake import Submitter
 from montaged.memory_guard import MemoryGuard
 from montaged.model import JobEvent
@@ -59,6 +60,8 @@ class Daemon:
         self.secrets = secrets or Secrets(config=settings.secrets)
         self.handle_signals = handle_signals
         self.bus = EventBus()
+        self.gate = IntakeGate()  # operator pause: shared by the claim loop and every source
+        self.services = ServiceHealth()  # the one record of store/Redis health
         self.ready = anyio.Event()
         self.stopped = anyio.Event()
         self.metrics_port: int | None = None
@@ -70,8 +73,6 @@ class Daemon:
         self._tg: TaskGroup | None = None
         self._intake_scope = anyio.CancelScope()
         self._pipeline_scope = anyio.CancelScope()
-        self._store_ok = False
-        self.probe: ServiceProbe | None = None
         self.supervisor = Supervisor()
         self._res: Resources | None = None
         self.notifier = sdnotify.Notifier.from_env()  # no-op outside systemd's Type=notify
@@ -79,8 +80,7 @@ class Daemon:
     # ---- health ------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        store_ok = self.probe.store_ok if self.probe is not None else self._store_ok
-        redis_ok = self.probe.redis_ok if self.probe is not None else None
+        store_ok, redis_ok = self.services.store_ok, self.services.redis_ok
         ready = self.ready.is_set()
         down = self.supervisor.degraded()
         if self._res is not None:
@@ -136,7 +136,7 @@ class Daemon:
                     outer, "metrics", partial(serve_http, s.metrics.host, s.metrics.port, self.health))
             with self._pipeline_scope:
                 self.store = await connect_store(s, self.secrets, wait=True)
-                self._store_ok = True
+                self.services.store(True)
                 try:
                     async with open_resources(s, self.store, self.secrets) as res:
                         await self._serve(res)
@@ -151,23 +151,22 @@ class Daemon:
         s = self.settings
         assert self.store is not None
         self._res = res
-        self.submitter = Submitter(self.store, self.bus, input_roots=s.paths.input_roots, profiles=s.profiles,
-                                   output_roots=[s.paths.outputs()])
         guard = MemoryGuard.from_config(s.daemon)
         guard.check()  # before the first claim
         self.pipeline = Pipeline(s, self.store, self.bus, res, worker=s.daemon.worker_name,
-                                 supervisor=self.supervisor, memory_guard=guard)
-        self.submitter.set_wake(self.pipeline.wake)
-        self.submitter.poke = self.pipeline.poke  # type: ignore[method-assign]
-        self.stats = Stats(s, self.store, self.pipeline, res, self.submitter)
-        ops = ControlOps(s, self.store, self.submitter, self.pipeline, self.stats)
+                                 supervisor=self.supervisor, memory_guard=guard, gate=self.gate,
+                                 services=self.services)
+        self.submitter = Submitter(self.store, self.bus, input_roots=s.paths.input_roots, profiles=s.profiles,
+                                   output_roots=[s.paths.outputs()], on_submitted=self.pipeline.poke)
+        self.stats = Stats(s, self.store, self.pipeline, res, self.gate, self.services)
+        ops = ControlOps(s, self.store, self.submitter, self.pipeline, self.stats, self.gate)
         server = ControlServer(s.control.socket(), ops, self.bus, config=s.control)
-        self.probe = ServiceProbe(self.store, self._redis_urls(), redis_password=self._redis_password())
+        probe = ServiceProbe(self.store, self.services, self._redis_urls(),
+                             redis_password=self._redis_password())
         sup = self.supervisor
         async with anyio.create_task_group() as tg:
             await sup.start(tg, "control", server.serve)
-            probe = partial(self.probe.run, s.daemon.stats_seconds, self._probed)
-            tg.start_soon(sup.run, "health_probe", probe)
+            tg.start_soon(sup.run, "health_probe", partial(probe.run, s.daemon.stats_seconds))
             tg.start_soon(sup.run, "stats", self._stats_loop)
             tg.start_soon(sup.run, "memory_guard", partial(guard.run, s.daemon.poll_seconds))
             tg.start_soon(sup.run, "retention", partial(run_retention, self.store, s.retention))
@@ -187,7 +186,7 @@ class Daemon:
 
     def _sd_status(self) -> str:
         pipeline = self.pipeline
-        return sdnotify.daemon_status(self.health(), paused=bool(pipeline and pipeline.paused),
+        return sdnotify.daemon_status(self.health(), paused=self.gate.paused,
                                       low_memory=bool(pipeline and pipeline.memory_paused))
 
     def _redis_urls(self) -> list[str]:
@@ -201,11 +200,6 @@ class Daemon:
         value = self.secrets.get("redis_password")
         return value.get_secret_value() if value is not None else None
 
-    def _probed(self, probe: ServiceProbe) -> None:
-        """The ``stats`` op reports the same health as /healthz."""
-        if self.stats is not None:
-            self.stats.store_ok, self.stats.redis_ok = probe.store_ok, probe.redis_ok
-
     async def _wait_pipeline_done(self) -> None:
         assert self.pipeline is not None
         await self.pipeline.done.wait()
@@ -213,10 +207,7 @@ class Daemon:
     async def _start_intake(self, tg: TaskGroup) -> None:
         s = self.settings
         assert self.submitter is not None and self.pipeline is not None
-        pipeline, submitter, sup = self.pipeline, self.submitter, self.supervisor
-
-        def paused() -> bool:
-            return pipeline.paused
+        submitter, sup, gate = self.submitter, self.supervisor, self.gate
 
         async def run_sources(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
             with self._intake_scope:
@@ -225,14 +216,14 @@ class Daemon:
                         from montaged.sources.hotfolder import run_hotfolder
 
                         await sup.start(sources, "hotfolder", partial(
-                            run_hotfolder, s.hotfolder, submitter, paused=paused))
+                            run_hotfolder, s.hotfolder, submitter, gate=gate))
                         sources.start_soon(sup.run, "hotfolder_results", self._hotfolder_results)
                     if s.redis_intake.enabled:
                         from montaged.sources.redis_stream import run_redis_intake
 
                         url = s.redis_intake.url or s.cache.redis_url or ""
                         await sup.start(sources, "redis_intake", partial(
-                            run_redis_intake, s.redis_intake, url, submitter, self.bus, paused=paused,
+                            run_redis_intake, s.redis_intake, url, submitter, self.bus, gate=gate,
                             password=self._redis_password()))
                     task_status.started()
                     await anyio.sleep_forever()

@@ -63,24 +63,53 @@ async def serve_http(host: str, port: int, health: HealthFn, *,
         await listener.serve(lambda s: _client(s, health))
 
 
+class ServiceHealth:
+    """The one record of whether the job store and Redis answer.
+
+    The probe writes it on a timer and the claim loop when a claim fails or succeeds; ``/healthz``,
+    the ``stats`` op and systemd's status line read it. Only changes are logged (an outage is one
+    warning, not one per tick). ``redis_ok`` is None when no Redis is configured.
+    """
+
+    def __init__(self) -> None:
+        self.store_ok = False  # until the first connection succeeds
+        self.redis_ok: bool | None = None
+
+    def store(self, ok: bool, error: str = "") -> None:
+        if ok and not self.store_ok:
+            log.info("health: store reachable")
+        elif not ok and self.store_ok:
+            log.warning("health: store unavailable", error=error)
+        self.store_ok = ok
+        STORE_UP.set(int(ok))
+
+    def redis(self, ok: bool) -> None:
+        if ok and self.redis_ok is False:
+            log.info("health: redis reachable again")
+        elif not ok and self.redis_ok is not False:
+            log.warning("health: redis unavailable")
+        self.redis_ok = ok
+        REDIS_UP.set(int(ok))
+
+
 class ServiceProbe:
-    """Pings the job store and Redis on a timer, so health tells the truth during an outage even
-    while no job happens to touch the service (the Redis cache, for one, stops asking for a while
-    after a failure). ``redis_ok`` is None when no Redis is configured.
+    """Pings the job store and Redis on a timer into a :class:`ServiceHealth`, so health tells the
+    truth during an outage even while no job happens to touch the service (the Redis cache, for
+    one, stops asking for a while after a failure).
 
     Args:
         store: the job store (``ping()``).
+        health: where the results go.
         redis_urls: every Redis the daemon uses (cache, intake); empty = none.
         redis_password: the ``redis_password`` secret, when the server needs one.
         timeout: seconds one ping may take before the service counts as down.
     """
 
-    def __init__(self, store: JobStore, redis_urls: Sequence[str], *, redis_password: str | None = None,
-                 timeout: float = 2.0) -> None:
+    def __init__(self, store: JobStore, health: ServiceHealth, redis_urls: Sequence[str], *,
+                 redis_password: str | None = None, timeout: float = 2.0) -> None:
         self.store = store
+        self.health = health
         self.timeout = timeout
-        self.store_ok = True
-        self.redis_ok: bool | None = None
         self._redis: list[Any] = []
         if redis_urls:
             import redis.asyncio as aioredis
@@ -92,27 +121,17 @@ class ServiceProbe:
             ]
 
     async def check(self) -> None:
-        """Ping everything once; log only changes (an outage is one warning, not one per tick)."""
-        store_ok = False
+        """Ping everything once."""
+        store_ok, error = False, "timed out"
         with anyio.move_on_after(self.timeout):
             try:
                 await self.store.ping()
                 store_ok = True
             except Exception as e:  # whatever stops a ping is what health must report
-                if self.store_ok:
-                    log.warning("health: store unavailable", error=f"{type(e).__name__}: {e}")
-        if store_ok and not self.store_ok:
-            log.info("health: store reachable again")
-        self.store_ok = store_ok
-        STORE_UP.set(int(store_ok))
+                error = f"{type(e).__name__}: {e}"
+        self.health.store(store_ok, error)
         if self._redis:
-            redis_ok = all([await self._ping_redis(client) for client in self._redis])
-            if redis_ok and self.redis_ok is False:
-                log.info("health: redis reachable again")
-            elif not redis_ok and self.redis_ok is not False:
-                log.warning("health: redis unavailable")
-            self.redis_ok = redis_ok
-            REDIS_UP.set(int(redis_ok))
+            self.health.redis(all([await self._ping_redis(client) for client in self._redis]))
 
     async def _ping_redis(self, client: Any) -> bool:
         from redis.exceptions import RedisError
@@ -124,13 +143,11 @@ class ServiceProbe:
                 return False
         return False
 
-    async def run(self, interval: float, on_check: Callable[[ServiceProbe], None] | None = None) -> None:
-        """Check every ``interval`` seconds until cancelled; ``on_check`` sees each result."""
+    async def run(self, interval: float) -> None:
+        """Check every ``interval`` seconds until cancelled."""
         try:
             while True:
                 await self.check()
-                if on_check is not None:
-                    on_check(self)
                 await anyio.sleep(interval)
         finally:
             with anyio.CancelScope(shield=True):

@@ -25,7 +25,7 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -39,6 +39,8 @@ from montaged.backoff import Backoff
 from montaged.config import Settings
 from montaged.errors import DiskFullError, LeaseLost, MontageError, StoreUnavailable
 from montaged.events import EventBus
+from montaged.gate import IntakeGate
+from montaged.health import ServiceHealth
 from montaged.memory_guard import MemoryGuard
 from montaged.model import STAGES, Job, JobEvent, JobState
 from montaged.options import DRY_RUN_STAGE  # options.stop_after: the one stage a job may stop after
@@ -116,9 +118,13 @@ class Pipeline:
         worker: str | None = None,
         supervisor: Supervisor | None = None,
         memory_guard: MemoryGuard | None = None,
+        gate: IntakeGate | None = None,
+        services: ServiceHealth | None = None,
     ) -> None:
         self.settings = settings
         self.memory_guard = memory_guard
+        self.gate = gate or IntakeGate()
+        self.services = services or ServiceHealth()
         self.supervisor = supervisor or Supervisor()
         self.store = store
         self.bus = bus
@@ -128,7 +134,6 @@ class Pipeline:
         self.inflight: dict[str, JobContext] = {}
         self.draining = False  # shutting down: jobs leave at their next stage boundary
         self.claiming = True  # taking new jobs from the store
-        self.paused = False  # operator pause: running jobs go on, queued ones wait
         self.finished = 0
         self.wake = anyio.Event()
         self.left = anyio.Event()  # set whenever a job leaves the pipeline
@@ -235,7 +240,10 @@ class Pipeline:
         to hand on (claiming stopped, a poisoned job, a job already running here)."""
         job: Job | None = None
         while job is None and self.claiming:
-            if self.paused or self.memory_paused:
+            if self.gate.paused:
+                await self._wait_gate()
+                continue
+            if self.memory_paused:
                 await self._nap()
                 continue
             try:
@@ -243,10 +251,10 @@ class Pipeline:
                     self.worker, self.settings.store.lease_seconds, only=self.only,
                     max_attempts=self.settings.daemon.max_attempts,
                 )  # fmt: skip
-                metrics.STORE_UP.set(1)
+                self.services.store(True)
                 backoff.reset()
             except StoreUnavailable as e:
-                metrics.STORE_UP.set(0)
+                self.services.store(False, str(e))
                 delay = backoff.next()
                 log.warning("store unavailable; retrying", error=str(e), retry_in=delay)
                 await anyio.sleep(delay)
@@ -277,6 +285,17 @@ class Pipeline:
                  resume_from=job.stopped_at)
         self._announce(job.id, "job.claimed", {"worker": self.worker, "attempt": job.attempts})
         return ctx
+
+    async def _wait_gate(self) -> None:
+        """Until an operator resumes intake, or the pipeline is woken (a drain must not wait)."""
+        async with anyio.create_task_group() as tg:
+            async def first(wait: Callable[[], Awaitable[Any]]) -> None:
+                await wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(first, self.gate.wait_open)
+            tg.start_soon(first, self.wake.wait)
+        self.wake = anyio.Event()
 
     async def _nap(self) -> None:
         """Sleep until poked or ``daemon.poll_seconds`` pass (another process may store jobs)."""
@@ -500,9 +519,9 @@ class Pipeline:
             for job_id, ctx in list(self.inflight.items()):
                 try:
                     ours = await ctx.lease.heartbeat(cfg.lease_seconds)
-                    metrics.STORE_UP.set(1)
+                    self.services.store(True)
                 except StoreUnavailable as e:
-                    metrics.STORE_UP.set(0)
+                    self.services.store(False, str(e))
                     log.warning("heartbeat failed: store unavailable", error=str(e))
                     break
                 if not ours and job_id in self.inflight:
