@@ -42,6 +42,7 @@ import anyio.to_thread
 import structlog
 
 from montaged import debris
+from montaged.backoff import Backoff
 from montaged.errors import MontageError
 from montaged.metrics import POOL_RESTARTS
 
@@ -227,7 +228,7 @@ class ProcPool:
         self._waiters: deque[asyncio.Future[_Worker]] = deque()
         self._draining: set[asyncio.Task[None]] = set()
         self._owner = debris.current_owner()
-        self._failed_starts = 0  # replacements in a row that died before they were ready
+        self._start_backoff = Backoff(2.0, 30.0)  # for replacements that die before they are ready
         self._pending_spawns = 0
         self._started = False
         self._closed = False
@@ -312,8 +313,11 @@ class ProcPool:
         POOL_RESTARTS.labels(pool=self.name).inc()
         # A worker that keeps dying before it is ready (a model that crashes on load) is
         # restarted with back-off instead of in a tight loop.
-        self._failed_starts = self._failed_starts + 1 if dead.replacement and not dead.ready else 0
-        delay = min(2.0**self._failed_starts, 30.0) if self._failed_starts else 0.0
+        if dead.replacement and not dead.ready:
+            delay = self._start_backoff.next()
+        else:
+            delay = 0.0
+            self._start_backoff.reset()
         log.warning("pool worker died; starting a fresh one", pool=self.name, pid=dead.pid, how=how,
                     restarts=self.restarts, delay=delay)
         self._pending_spawns += 1

@@ -41,6 +41,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import SecretStr
 
+from montaged.backoff import Backoff
 from montaged.config import DeepgramConfig
 from montaged.metrics import CLOUD_ASR
 from montaged.model import AudioChunk, Transcript, Word
@@ -208,7 +209,7 @@ class _LiveStream:
 
     # --- connection loop ----------------------------------------------------------------------
     async def run(self) -> DeepgramOutcome:
-        drops = 0
+        drops, backoff = 0, Backoff(0.2, 2.0)
         while True:
             try:
                 await self._connection()
@@ -223,7 +224,7 @@ class _LiveStream:
                         f"{WHISPER_ALONE}",
                     ) from None
                 self.log.warning("deepgram.reconnect", drops=drops, resend_from=round(self.committed, 3))
-                await anyio.sleep(min(0.2 * 2 ** (drops - 1), 2.0))
+                await backoff.sleep()
         words = sorted(self.words, key=lambda w: (w.start, w.end))
         transcript = Transcript(tuple(words), self.cfg.language, ENGINE, self.cfg.model, self.duration)
         return DeepgramOutcome(

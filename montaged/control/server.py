@@ -18,6 +18,7 @@ import anyio
 import structlog
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
 
+from montaged.backoff import Backoff
 from montaged.config import ControlConfig
 from montaged.control import protocol as p
 from montaged.control.connection import Connection, Handler, Limits, send_within
@@ -103,7 +104,7 @@ class ControlServer:
                 self.path.unlink(missing_ok=True)
 
     async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
-        delay, failures = 0.0, 0
+        backoff, failures = Backoff(BACKOFF_FIRST, BACKOFF_MAX), 0
         while True:
             try:
                 stream = await listener.accept()
@@ -113,7 +114,7 @@ class ControlServer:
                     raise
                 name = errno.errorcode.get(code, str(code)) if code is not None else "?"
                 CONTROL_ACCEPT_ERRORS.labels(errno=name).inc()
-                delay = min(max(delay * 2, BACKOFF_FIRST), BACKOFF_MAX)
+                delay = backoff.next()
                 if failures == 0:  # one line per episode, not one per retry
                     log.warning("control socket cannot accept; backing off", code="accept_failed",
                                 errno=name, error=os.strerror(code) if code else "", retry_seconds=delay)
@@ -122,7 +123,8 @@ class ControlServer:
                 continue
             if failures:
                 log.info("control socket accepts again", failures=failures)
-                delay, failures = 0.0, 0
+                backoff.reset()
+                failures = 0
             await self._admit(stream, tg)
 
     async def _admit(self, stream: SocketStream, tg: TaskGroup) -> None:
