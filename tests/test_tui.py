@@ -25,6 +25,8 @@ from textual.pilot import Pilot
 from textual.widgets._toast import Toast
 
 from montaged.control.client import ControlClient
+from montaged.control.protocol import EventKind
+from montaged.model import JobEvent
 from tui.__main__ import main
 from tui.app import MontageApp, make_app
 from tui.client import translate
@@ -395,7 +397,7 @@ def test_translate_events_to_messages() -> None:
     assert isinstance(stats, StatsReceived) and stats.can_replace(StatsReceived({}))
     assert translate({"event": "intake.paused", "job_id": "", "at": 1.0, "data": {}}) == IntakeChanged(True)
     failed = translate({"event": "job.failed", "job_id": "j1", "at": 1.0, "data": {}})
-    assert isinstance(failed, JobEventReceived)
+    assert isinstance(failed, JobEventReceived) and failed.event.kind is EventKind.JOB_FAILED
     assert translate({"event": "something.new", "job_id": "", "at": 1.0, "data": {}}) is None
 
 
@@ -404,13 +406,17 @@ def test_job_book_applies_events_like_the_pipeline() -> None:
     book.load([{"id": "a", "state": "queued", "stage": None, "progress": 0.0, "created_at": 100.0},
                {"id": "b", "state": "done", "stage": "render", "progress": 1.0, "created_at": 50.0}])
     assert [j["id"] for j in book.ordered()] == ["a", "b"] and book.counts()["queued"] == 1
-    assert book.apply("job.claimed", "a", 110.0, {"attempt": 1, "worker": "w"})
+    assert book.apply(JobEvent("a", EventKind.JOB_CLAIMED, 110.0, {"attempt": 1, "worker": "w"}))
     assert book.started(book.jobs["a"]) == 110.0
     assert book.progress("a", "render", 0.5, 120.0) and book.jobs["a"]["state"] == "running"
     assert fmt.eta(book.jobs["a"], 130.0, 110.0) == pytest.approx(20.0)
-    assert book.apply("job.failed", "a", 131.0, {"stage": "render", "error_class": "x", "message": "m"})
+    failed = {"stage": "render", "error_class": "x", "message": "m"}
+    assert book.apply(JobEvent("a", EventKind.JOB_FAILED, 131.0, failed))
     assert book.jobs["a"]["error_stage"] == "render" and book.counts()["failed"] == 1
-    assert not book.apply("job.done", "zzz", 1.0, {}) and not book.progress("zzz", "probe", 0.1, 1.0)
+    # a progress tick still in flight when the job failed does not bring it back to life
+    assert book.progress("a", "render", 0.9, 131.5) and book.jobs["a"]["state"] == "failed"
+    assert not book.apply(JobEvent("zzz", EventKind.JOB_DONE, 1.0))
+    assert not book.progress("zzz", "probe", 0.1, 1.0)
     assert [j["id"] for j in book.ordered("done")] == ["b"]
 
 

@@ -22,6 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, TabbedContent, TabPane
 
+from montaged.control.protocol import TERMINAL_EVENTS, EventKind
 from tui.client import LIST_LIMIT, RETRY_SECONDS, ControlError, DaemonUnreachable, call, run_feed
 from tui.messages import (
     Connected,
@@ -47,7 +48,8 @@ from tui.widgets.throughput import ThroughputPanel
 
 log = structlog.get_logger(__name__)
 
-TERMINAL_EVENTS = ("job.done", "job.failed", "job.cancelled", "job.released")
+# events after which the job's stored record (and its budget) differ beyond what the event says
+RELOAD_EVENTS = frozenset({*TERMINAL_EVENTS, EventKind.JOB_RELEASED})
 JOB_ACTIONS = {"cancel_job", "retry_job", "recut_job"}
 MAIN_ONLY_ACTIONS = {"cycle_filter", "open_job", "tab"}
 OUR_ACTIONS = {"submit", "preview", "toggle_intake", *JOB_ACTIONS, *MAIN_ONLY_ACTIONS}
@@ -229,11 +231,12 @@ class MontageApp(App[None]):
 
     @_while_shown
     def on_job_event_received(self, message: JobEventReceived) -> None:
-        if not self.book.apply(message.kind, message.job_id, message.at, message.data):
-            self.fetch_job(message.job_id)
+        event = message.event
+        if not self.book.apply(event):
+            self.fetch_job(event.job_id)
             return
-        self.job_changed(message.job_id, structural=False, reload_detail=message.kind in TERMINAL_EVENTS)
-        if message.kind in TERMINAL_EVENTS:
+        self.job_changed(event.job_id, structural=False, reload_detail=event.kind in RELOAD_EVENTS)
+        if event.kind in RELOAD_EVENTS:
             self.draw_budget()
 
     @_while_shown

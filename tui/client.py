@@ -17,6 +17,8 @@ import structlog
 from textual.message import Message
 
 from montaged.control.client import ControlClient, ControlError, DaemonUnreachable
+from montaged.control.protocol import EventKind
+from montaged.jobview import event_of
 from tui.messages import (
     Connected,
     IntakeChanged,
@@ -85,23 +87,24 @@ def _unreachable(socket: Path, op: str, e: BaseException) -> DaemonUnreachable:
     return DaemonUnreachable(f"lost montaged at {socket} during {op!r}: {e or type(e).__name__}")
 
 
-def translate(event: dict[str, Any]) -> Message | None:
+def translate(message: dict[str, Any]) -> Message | None:
     """One pushed event as a TUI message; kinds this TUI does not know are skipped."""
-    kind = str(event.get("event", ""))
-    job_id = str(event.get("job_id") or "")
-    at = float(event.get("at") or 0.0)
-    data = event.get("data") or {}
-    if kind == "daemon.stats":
+    event = event_of(message)
+    if event is None:
+        return None
+    kind, data = event.kind, event.data
+    if kind is EventKind.DAEMON_STATS:
         return StatsReceived(data)
-    if kind in ("intake.paused", "intake.resumed"):
-        return IntakeChanged(kind == "intake.paused")
-    if kind in ("job.submitted", "job.retried") and isinstance(data.get("job"), dict):
+    if kind in (EventKind.INTAKE_PAUSED, EventKind.INTAKE_RESUMED):
+        return IntakeChanged(kind is EventKind.INTAKE_PAUSED)
+    if kind in (EventKind.JOB_SUBMITTED, EventKind.JOB_RETRIED) and isinstance(data.get("job"), dict):
         return JobChanged(data["job"])
-    if kind == "job.progress":
-        return JobProgress(job_id, str(data.get("stage") or ""), float(data.get("stage_progress") or 0.0),
-                           float(data.get("progress") or 0.0), at)
-    if kind.startswith("job.") and job_id:
-        return JobEventReceived(kind, job_id, at, data)
+    if kind is EventKind.JOB_PROGRESS:
+        return JobProgress(event.job_id, str(data.get("stage") or ""),
+                           float(data.get("stage_progress") or 0.0), float(data.get("progress") or 0.0),
+                           event.at)
+    if event.job_id:
+        return JobEventReceived(event)
     return None
 
 

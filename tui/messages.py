@@ -8,10 +8,12 @@ falls behind, only the newest progress tick or stats snapshot is drawn (toolong 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from textual.message import Message
+
+from montaged.model import JobEvent
 
 
 @dataclass
@@ -52,12 +54,9 @@ class JobChanged(Message):
 
 @dataclass
 class JobEventReceived(Message):
-    """A lifecycle event (claimed, stage, done, failed, cancelled, released) for one job."""
+    """A lifecycle event (claimed, stage, done, failed, cancelled, released, ...) for one job."""
 
-    kind: str
-    job_id: str
-    at: float
-    data: dict[str, Any] = field(default_factory=dict)
+    event: JobEvent
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What the TUI knows about the daemon's jobs, kept current from pushed events.
 
-The job records are the daemon's own ``Job.to_dict()`` shapes; events are applied to them the way
-the pipeline applies them to the store, so the table moves without asking the daemon again. The
+The job records are the daemon's own ``Job.to_dict()`` shapes; events move them through the reducer
+montagectl uses too (montaged/jobview.py), so the table moves without asking the daemon again. The
 store stays the truth: a resync (``load``) replaces everything.
 """
 
@@ -10,6 +10,11 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from typing import Any
+
+from montaged import jobview
+from montaged.control.protocol import EventKind
+from montaged.jobview import JobView
+from montaged.model import JobEvent
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FILTERS: tuple[str | None, ...] = (None, *STATES)
@@ -43,37 +48,21 @@ class JobBook:
 
     def progress(self, job_id: str, stage: str, progress: float, at: float) -> bool:
         """Apply a progress tick; False when the job is unknown (the caller fetches it)."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            return False
-        if job.get("state") in ("queued", "running"):
-            job.update(state="running", stage=stage or job.get("stage"), progress=progress, updated_at=at)
-        return True
+        data = {"stage": stage, "progress": progress}
+        return self.apply(JobEvent(job_id=job_id, kind=EventKind.JOB_PROGRESS, at=at, data=data))
 
-    def apply(self, kind: str, job_id: str, at: float, data: dict[str, Any]) -> bool:
-        """Apply a lifecycle event; False when the job is unknown (the caller fetches it)."""
-        job = self.jobs.get(job_id)
+    def apply(self, event: JobEvent) -> bool:
+        """Apply an event through the shared reducer; False when the job is unknown (the caller
+        fetches it)."""
+        job = self.jobs.get(event.job_id)
         if job is None:
             return False
-        job["updated_at"] = at
-        if kind == "job.claimed":
-            job.update(state="running", attempts=int(data.get("attempt") or job.get("attempts") or 0),
-                       worker=data.get("worker", job.get("worker")), error_class=None, error_message=None,
-                       error_stage=None)
-            self.claimed_at[job_id] = at
-        elif kind == "job.stage":
-            job.update(state="running", stage=data.get("stage"),
-                       progress=float(data.get("progress") or job.get("progress") or 0.0))
-        elif kind == "job.done":
-            job.update(state="done", progress=1.0, result=copy.deepcopy(data.get("result") or {}))
-        elif kind == "job.failed":
-            job.update(state="failed", error_stage=data.get("stage"), error_class=data.get("error_class"),
-                       error_message=data.get("message"))
-        elif kind == "job.cancelled":
-            job.update(state="cancelled")
-        elif kind == "job.released":
-            job.update(state="queued", stopped_at=data.get("stopped_at"))
-            self.claimed_at.pop(job_id, None)
+        view = jobview.apply(JobView.from_job(job, claimed_at=self.claimed_at.get(event.job_id)), event)
+        job.update(view.job_fields(), result=copy.deepcopy(dict(view.result)))
+        if view.claimed_at is None:
+            self.claimed_at.pop(event.job_id, None)
+        else:
+            self.claimed_at[event.job_id] = view.claimed_at
         return True
 
     def started(self, job: dict[str, Any]) -> float:

@@ -106,8 +106,8 @@ async def cancel(client: ControlClient, args: argparse.Namespace, out: Console) 
 async def retry(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
     job = await client.request("retry", job_id=args.job_id)
     return _answer(args, out, {"job": job}, lambda o: o.print(
-        f"job {job['id']} queued again ({escape(render.name(job))}); it resumes at its first stage"
-        " without a stored result", highlight=False))
+        f"job {job['id']} queued again ({escape(render.name(job))}); {render.RESUMES}",
+        highlight=False))
 
 
 async def pause(client: ControlClient, args: argparse.Namespace, out: Console) -> int:

@@ -16,7 +16,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from montaged import jobview
+from montaged.control.protocol import EventKind
 from montaged.ctl.candidates import print_candidates
+from montaged.jobview import CANCELLED_HERE, FAILED_HERE, STOPPED_HERE, JobView, event_of
 from montaged.model import STAGES
 
 STATE_STYLE = {
@@ -103,22 +106,35 @@ def print_list(console: Console, jobs: list[dict[str, Any]]) -> None:
     console.print(jobs_table(jobs))
 
 
+# What a release means for the job (montaged/stages/__init__.py): its next run starts at probe
+# again (the file may have changed), every later stage takes its stored result instead of computing
+# it, and render keeps the clips already finished. The stage it stopped at is only where it was.
+RESUMES = ("its next run starts at probe again and reuses every stored stage result and finished clip,"
+           " so the work resumes at the first stage without one")
+
+
+def released_line(stopped_at: str | None) -> str:
+    return f"stopped at {stopped_at} (montaged was stopping); {RESUMES}"
+
+
 def _event_summary(event: dict[str, Any]) -> str:
     data = event.get("data") or {}
-    kind = event.get("kind") or event.get("event")
-    if kind == "job.submitted":
+    kind = EventKind.parse(str(event.get("kind") or event.get("event") or ""))
+    if kind is EventKind.JOB_SUBMITTED:
         return f"{data.get('origin', '?')}: {data.get('source', '')}"
-    if kind == "job.claimed":
+    if kind is EventKind.JOB_CLAIMED:
         extra = f", took over from {data['took_over_from']}" if data.get("took_over_from") else ""
         return f"by {data.get('worker', '?')} (attempt {data.get('attempt', '?')}{extra})"
-    if kind == "job.failed":
+    if kind is EventKind.JOB_FAILED:
         return f"in {data.get('stage')}: {data.get('error_class')}: {data.get('message')}"
-    if kind == "job.released":
+    if kind is EventKind.JOB_RELEASED:
         return f"stopped at {data.get('stopped_at')}"
-    if kind == "job.cancelled":
+    if kind is EventKind.JOB_CANCELLED:
         return f"was {data.get('was', '?')}"
-    if kind == "job.done" and "clips" in data:
+    if kind is EventKind.JOB_DONE and isinstance(data.get("clips"), list):
         return plural(len(data["clips"]), "clip")
+    if kind in (EventKind.JOB_SUBMITTED, EventKind.JOB_RETRIED):
+        return ""
     shown = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
     return " ".join(f"{k}={v}" for k, v in shown.items())
 
@@ -140,8 +156,10 @@ def print_job(console: Console, shown: dict[str, Any]) -> None:
         ("attempts", str(job.get("attempts", 0))),
         ("worker", job.get("worker") or "-"),
     ]
-    if job.get("stopped_at"):
-        rows.append(("resumes at", job["stopped_at"]))
+    if job.get("stopped_at") and job["state"] == "queued":
+        rows.append(("stopped at", f"{job['stopped_at']}; {RESUMES}"))
+    elif job.get("stopped_at"):
+        rows.append(("stopped at", f"{job['stopped_at']} (in an earlier run)"))
     if job.get("content_hash"):
         rows.append(("content", job["content_hash"]))
     for key, value in rows:
@@ -184,28 +202,25 @@ def stage_timings(job: dict[str, Any], events: list[dict[str, Any]]) -> list[tup
     """(stage, seconds, note) in pipeline order.
 
     A finished job has measured ``stage_seconds``; a failed, cancelled or running one has only its
-    stored events, so each stage lasts from its ``job.stage`` event to the next event of the latest
-    attempt (the stage still running is timed until now).
+    stored events, folded by the shared reducer: each stage of the latest claim lasts from its
+    ``job.stage`` event to the event that ended it (the stage still running is timed until now).
     """
     measured = (job.get("result") or {}).get("stage_seconds") or {}
     if measured:
         order = {s: i for i, s in enumerate(STAGES)}
         return [(s, float(v), "") for s, v in sorted(measured.items(), key=lambda kv: order.get(kv[0], 99))]
-    claims = [i for i, e in enumerate(events) if e.get("kind") == "job.claimed"]
-    attempt = events[claims[-1]:] if claims else events
+    view = jobview.fold(JobView(str(job.get("id", ""))), [e for e in map(event_of, events) if e is not None])
     out: list[tuple[str, float, str]] = []
-    for i, event in enumerate(attempt):
-        if event.get("kind") != "job.stage":
-            continue
-        stage = str((event.get("data") or {}).get("stage", "?"))
-        if i + 1 < len(attempt):
-            nxt = attempt[i + 1]
-            note = {"job.failed": "failed here", "job.cancelled": "cancelled here",
-                    "job.released": "stopped here"}.get(str(nxt.get("kind")), "")
-            out.append((stage, float(nxt["at"]) - float(event["at"]), note))
+    now = time.time()
+    for span in view.spans:  # the latest claim's
+        if span.ended is not None:
+            out.append((span.stage, span.seconds(now), SPAN_NOTES.get(span.outcome, "")))
         elif job.get("state") == "running":
-            out.append((stage, time.time() - float(event["at"]), "running"))
+            out.append((span.stage, span.seconds(now), "running"))
     return out
+
+
+SPAN_NOTES = {FAILED_HERE: "failed here", CANCELLED_HERE: "cancelled here", STOPPED_HERE: "stopped here"}
 
 
 def print_clip(console: Console, clip: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """Live progress from montaged's event stream: ``watch [ID]`` and ``submit --wait``.
 
-Bars move on pushed events (``job.stage``, ``job.progress``, ...), never on polling. The daemon
+Bars move on pushed events (``job.stage``, ``job.progress``, ...), never on polling; each job's
+state comes from the reducer the TUI uses too (montaged/jobview.py). The daemon
 drops events for a subscriber that falls behind (the store holds the truth), so a wait that hears
 nothing about its jobs for ``RECHECK_SECONDS`` asks the store once whether they ended meanwhile;
 that check only ends a wait, it never draws progress.
@@ -20,12 +21,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from montaged import jobview
 from montaged.control.client import ControlClient
+from montaged.control.protocol import TERMINAL_EVENTS, EventKind
 from montaged.ctl import exits
-from montaged.ctl.render import name, plural, print_outcome, state_text
-from montaged.model import TERMINAL_STATES
+from montaged.ctl.render import name, plural, print_outcome, released_line, state_text
+from montaged.jobview import JobView, event_of
+from montaged.model import TERMINAL_STATES, JobEvent, JobState
 
-TERMINAL_EVENTS = {"job.done": "done", "job.failed": "failed", "job.cancelled": "cancelled"}
 TERMINAL = {s.value for s in TERMINAL_STATES}
 RECHECK_SECONDS = 10.0
 KEEP_FINISHED = 8  # finished bars kept on screen by `watch` (all jobs)
@@ -53,7 +56,7 @@ class Board:
         )
         self.tasks: dict[str, TaskID] = {}
         self.names: dict[str, str] = {}
-        self.stage_started: dict[str, tuple[str, float]] = {}
+        self.views: dict[str, JobView] = {}  # what the events said of each job, as the bars show it
         self.finished: list[str] = []
         self.header = Text("")
         parts: list[RenderableType] = [self.header, self.progress] if follow_all else [self.progress]
@@ -71,6 +74,7 @@ class Board:
     def add(self, job: dict[str, Any]) -> None:
         """A bar for ``job`` (a ``Job.to_dict``) at its current stage and progress."""
         job_id = job["id"]
+        self.views[job_id] = JobView.from_job(job)
         self.names[job_id] = name(job)[:40]
         stage = (job.get("stage") or "") if job["state"] == "running" else job["state"]
         fields = {"job_id": job_id, "name": escape(self.names[job_id]), "stage": _stage_cell(stage)}
@@ -87,64 +91,58 @@ class Board:
         if job_id in self.tasks:
             self.progress.update(self.tasks[job_id], name=escape(text[:40]))
 
-    def apply(self, event: dict[str, Any]) -> bool:
+    def apply(self, message: dict[str, Any]) -> bool:
         """Draw one pushed event; True when it named a job this board has no bar for yet."""
-        kind, job_id, data = event.get("event", ""), event.get("job_id", ""), event.get("data") or {}
-        if kind == "daemon.stats":
-            self.header.plain = header_line(data)
+        event = event_of(message)
+        if event is None:
+            return False  # a kind this montagectl does not know
+        if event.kind is EventKind.DAEMON_STATS:
+            self.header.plain = header_line(event.data)
             return False
+        job_id = event.job_id
         if not job_id:
             return False
         new = False
         if job_id not in self.tasks:
             if not self.follow_all:
                 return False
-            job = data.get("job") or {"id": job_id, "state": "queued", "spec": {"source": job_id}}
+            job = event.data.get("job") or {"id": job_id, "state": "queued", "spec": {"source": job_id}}
             self.add(job)
-            new = "job" not in data
-        task = self.tasks[job_id]
-        update = self.progress.update
-        if kind in ("job.submitted", "job.retried"):
-            self.stage_started.pop(job_id, None)
-            self.progress.reset(task, total=1.0, completed=0)
-            update(task, stage=_stage_cell("queued"))
-        elif kind == "job.claimed":
-            update(task, stage=_stage_cell("claimed"))
-        elif kind == "job.stage":
-            self._stage_done(job_id)
-            self.stage_started[job_id] = (data.get("stage", "?"), time.monotonic())
-            update(task, stage=_stage_cell(data.get("stage", "?")), completed=data.get("progress", 0.0))
-        elif kind == "job.progress":
-            update(task, completed=data.get("progress", 0.0))
-        elif kind == "job.done":
-            self._stage_done(job_id)
-            update(task, stage=_stage_cell("done"), completed=1.0)
-            clips = plural(len(data.get("clips") or []), "clip")
-            self.console.print(f"[green]✓[/] {escape(self.names[job_id])}: done, {clips}",
-                               highlight=False)
-            self._finished(job_id)
-        elif kind == "job.failed":
-            self.stage_started.pop(job_id, None)
-            update(task, stage=_stage_cell("failed"))
-            self.console.print(f"[red]✗ {escape(self.names[job_id])}: {escape(str(data.get('stage')))}: "
-                               f"{escape(str(data.get('message')))}[/]", highlight=False)
-            self._finished(job_id)
-        elif kind == "job.cancelled":
-            self.stage_started.pop(job_id, None)
-            update(task, stage=_stage_cell("cancelled"))
-            self._finished(job_id)
-        elif kind == "job.released":
-            self.stage_started.pop(job_id, None)
-            update(task, stage=_stage_cell("queued"))
-            self.console.print(f"  {escape(self.names[job_id])}: released at {data.get('stopped_at')}"
-                               " (montaged is stopping; it resumes there)", highlight=False)
+            new = "job" not in event.data
+        before = self.views[job_id]
+        after = self.views[job_id] = jobview.apply(before, event)
+        self._draw(job_id, event, before, after)
         return new
 
-    def _stage_done(self, job_id: str) -> None:
-        if job_id in self.stage_started:
-            stage, t0 = self.stage_started.pop(job_id)
-            self.console.print(f"  [green]✓[/] {escape(self.names[job_id])}: {stage} "
-                               f"{time.monotonic() - t0:.1f} s", highlight=False)
+    def _draw(self, job_id: str, event: JobEvent, before: JobView, after: JobView) -> None:
+        """The bar as ``after`` has it, and a line for each stage or run that ``event`` ended."""
+        task = self.tasks[job_id]
+        shown = escape(self.names[job_id])
+        if event.kind in (EventKind.JOB_SUBMITTED, EventKind.JOB_RETRIED):
+            self.progress.reset(task, total=1.0, completed=0)  # the elapsed time starts again
+        running = after.running_span
+        if after.state == JobState.RUNNING:
+            cell = _stage_cell(running.stage if running is not None else "claimed")
+        else:
+            cell = _stage_cell(after.state)
+        self.progress.update(task, stage=cell, completed=after.progress)
+        for i, span in enumerate(after.spans):
+            was = before.spans[i] if i < len(before.spans) else None
+            if span.ended is not None and not span.outcome and (was is None or was.ended is None):
+                self.console.print(f"  [green]✓[/] {shown}: {escape(span.stage)} "
+                                   f"{span.seconds(span.ended):.1f} s", highlight=False)
+        if after.state == before.state:
+            return
+        if after.state == JobState.DONE:
+            clips = plural(len(after.clips), "clip")
+            self.console.print(f"[green]✓[/] {shown}: done, {clips}", highlight=False)
+        elif after.state == JobState.FAILED:
+            self.console.print(f"[red]✗ {shown}: {escape(str(after.error_stage))}: "
+                               f"{escape(str(after.error_message))}[/]", highlight=False)
+        elif event.kind is EventKind.JOB_RELEASED:
+            self.console.print(f"  {shown}: {released_line(after.stopped_at)}", highlight=False)
+        if after.finished:
+            self._finished(job_id)
 
     def _finished(self, job_id: str) -> None:
         if job_id in self.finished:
@@ -185,7 +183,7 @@ def print_event_json(event: dict[str, Any]) -> None:
 
 def snapshot_event(job: dict[str, Any]) -> dict[str, Any]:
     """montagectl's own first line of ``watch ID --json``: the job as it stood when watching began."""
-    return {"event": "job.snapshot", "job_id": job["id"], "at": time.time(), "data": {"job": job}}
+    return {"event": EventKind.JOB_SNAPSHOT, "job_id": job["id"], "at": time.time(), "data": {"job": job}}
 
 
 async def wait_for_jobs(client: ControlClient, ids: list[str], board: Board | None) -> list[dict[str, Any]]:
