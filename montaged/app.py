@@ -23,6 +23,7 @@ from montaged.asr.budget import run_sweeper
 from montaged.backoff import Backoff
 from montaged.config import Secrets, Settings
 from montaged.control.handlers import ControlOps, Stats
+from montaged.control.protocol import TERMINAL_EVENTS, EventKind
 from montaged.control.server import ControlServer
 from montaged.errors import StoreUnavailable
 from montaged.events import EventBus
@@ -35,6 +36,7 @@ from montaged.pipeline import Pipeline
 from montaged.redact import redact_url
 from montaged.retention import run_retention
 from montaged.runtime import connect_store, open_resources
+from montaged.stages import default_stages
 from montaged.stages.context import Resources
 from montaged.store import JobStore
 from montaged.supervise import Supervisor
@@ -153,7 +155,7 @@ class Daemon:
         self._res = res
         guard = MemoryGuard.from_config(s.daemon)
         guard.check()  # before the first claim
-        self.pipeline = Pipeline(s, self.store, self.bus, res, worker=s.daemon.worker_name,
+        self.pipeline = Pipeline(s, self.store, self.bus, res, default_stages(), worker=s.daemon.worker_name,
                                  supervisor=self.supervisor, memory_guard=guard, gate=self.gate,
                                  services=self.services)
         self.submitter = Submitter(self.store, self.bus, input_roots=s.paths.input_roots, profiles=s.profiles,
@@ -232,13 +234,13 @@ class Daemon:
 
     async def _hotfolder_results(self) -> None:
         """Move hot-folder originals to done/failed folders when their jobs end (if configured)."""
-        from montaged.sources.hotfolder import on_job_finished
+        from montaged.sources.folders import on_job_finished
 
         assert self.store is not None
         store = self.store
         async with self.bus.subscribe() as events:
             async for event in events:
-                if event.kind not in ("job.done", "job.failed", "job.cancelled"):
+                if event.kind not in TERMINAL_EVENTS:
                     continue
                 backoff = Backoff(0.5, 30.0)
                 while True:  # the store may be away for a while: the original is moved once it answers
@@ -258,7 +260,8 @@ class Daemon:
             self.stats.sample()
             if self.bus.subscribers:
                 snapshot = await self.stats.snapshot()
-                self.bus.publish(JobEvent(job_id="", kind="daemon.stats", at=time.time(), data=snapshot))
+                event = JobEvent(job_id="", kind=EventKind.DAEMON_STATS, at=time.time(), data=snapshot)
+                self.bus.publish(event)
             else:
                 await self.stats.snapshot()  # keeps gauges and health fresh for /metrics
             metrics.QUEUE_DEPTH.clear()

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -486,7 +486,7 @@ class ProcPool:
                 raise
             self._release(worker)
             if status == "ok":
-                return value
+                return cast(T, value)
             raise value
         raise AssertionError("unreachable")
 

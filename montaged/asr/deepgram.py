@@ -113,7 +113,8 @@ def environment_for(base_url: str) -> Any:
 
 def to_linear16(samples: np.ndarray) -> np.ndarray:
     """float32 [-1, 1] → little-endian int16, clipping instead of wrapping around."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    pcm: np.ndarray = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    return pcm
 
 
 @dataclass

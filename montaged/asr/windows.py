@@ -141,7 +141,8 @@ def _as_float32(samples: np.ndarray) -> np.ndarray:
 def _speech(buf: np.ndarray, vad: VadOptions) -> list[dict[str, int]]:
     if len(buf) == 0:
         return []
-    return get_speech_timestamps(buf, vad, sampling_rate=SR)
+    spans: list[dict[str, int]] = get_speech_timestamps(buf, vad, sampling_rate=SR)
+    return spans
 
 
 def _silence_cut(

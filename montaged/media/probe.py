@@ -16,6 +16,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import av.container
@@ -199,7 +200,7 @@ def _decode_head(path: Path, container: av.container.InputContainer, stream: av.
     return rotation
 
 
-def _packet_end(packet: av.Packet) -> float | None:
+def _packet_end(packet: av.Packet[Any]) -> float | None:
     if packet.pts is None or packet.time_base is None:
         return None
     return float((packet.pts + (packet.duration or 0)) * packet.time_base)
