@@ -1,4 +1,4 @@
-"""Stages run concurrently across jobs over bounded queues, and a slow stage pushes back (issue 7.3).
+"""Stages run concurrently across jobs over bounded queues, and a slow stage pushes back.
 
 * Several jobs in flight at once sit in different stages at the same moment (seen in the events
   and in ``stats`` busy counts); per-stage workers follow the pools, which follow the cores.
