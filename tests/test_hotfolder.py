@@ -310,3 +310,75 @@ async def test_store_outage_keeps_the_drop_waiting_not_failed(tmp_path: Path, cl
         finally:
             lock.close()
             await r.store.close()
+
+
+async def test_folder_rule_and_options_file_reach_the_job(tmp_path: Path, sqlite_url: str,
+                                                          clips: list[Path]) -> None:
+    """A folder's rule gives options to every drop; a file's options file wins over it, travels
+    with the file into processing/ and is never taken as media itself."""
+    inbox = tmp_path / "in"
+    rule = {"max_clips": 2, "profiles": ["vertical", "square"]}
+    cfg = hot_cfg(inbox, after="move", folder_options={str(inbox): rule})
+    async with rig(tmp_path, sqlite_url) as r, r.hotfolder(cfg):
+        (inbox / "a.mp4.montage.json").write_text('{"reel": {"transition": "dip"}, "max_clips": 3}')
+        shutil.copyfile(clips[0], inbox / "a.mp4")
+        (inbox / "b.montage.json").write_text('{"reel": true}')  # the short name: b.mp4 → b.montage.json
+        shutil.copyfile(clips[1], inbox / "b.mp4")
+        shutil.copyfile(clips[2], inbox / "c.mp4")  # no options file: the rule alone
+        events = await r.wait_for(lambda: len(r.kinds("job.submitted")) == 3 and r.kinds("job.submitted"))
+        await anyio.sleep(SETTLE * 2)
+        assert len(r.kinds("job.submitted")) == 3  # the options files are no jobs
+        jobs = {Path(e.data["source"]).name: await r.store.get(e.job_id) for e in events}
+        asked = {name: {k: v for k, v in job.spec.options.items() if k != "hotfolder"}
+                 for name, job in jobs.items() if job is not None}
+        assert asked == {"a.mp4": {**rule, "max_clips": 3, "reel": {"transition": "dip"}},
+                         "b.mp4": {**rule, "reel": True}, "c.mp4": rule}
+        assert sorted(p.name for p in (inbox / "processing").iterdir()) == [
+            "a.mp4", "a.mp4.montage.json", "b.montage.json", "b.mp4", "c.mp4"]
+        # the job ends: the options file goes on with its file
+        job = jobs["a.mp4"]
+        assert job is not None
+        while (claimed := await r.store.claim("w", 30)) is not None and claimed.id != job.id:
+            pass
+        await r.store.finish(job.id, {"clips": []})
+        done = await r.store.get(job.id)
+        assert done is not None
+        await on_job_finished(cfg, done)
+        assert sorted(p.name for p in (inbox / "done").iterdir()) == ["a.mp4", "a.mp4.montage.json"]
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('{"reel": {"transition": "wipe"}, "colour": "red"}',
+     ["options.reel: transition must be 'crossfade' or 'dip' (got {'transition': 'wipe'})",
+      "options.colour: not a job option (got 'red')"]),
+    ('{"reel": tru', ["the options file is not JSON (Expecting value at line 1 column 10)"]),
+    ('["reel"]', ["options: must be a JSON object"]),
+    ('{"profiles": ["vertical", "poster"]}', ["options.profiles: 'poster' not configured"]),
+])
+async def test_a_bad_options_file_refuses_its_file_into_failed(
+    tmp_path: Path, sqlite_url: str, clips: list[Path], text: str, says: list[str]
+) -> None:
+    inbox = tmp_path / "in"
+    async with rig(tmp_path, sqlite_url) as r, r.hotfolder(hot_cfg(inbox, after="move")):
+        (inbox / "talk.montage.json").write_text(text)
+        shutil.copyfile(clips[0], inbox / "talk.mp4")
+        failed = inbox / "failed"
+        await r.wait_for(lambda: (failed / "talk.mp4.error.txt").exists())
+        note = (failed / "talk.mp4.error.txt").read_text()
+        assert "talk.montage.json" in note and all(s in note for s in says), note
+        assert (failed / "talk.montage.json").exists() and (failed / "talk.mp4").exists()
+        assert r.kinds("job.submitted") == []
+
+
+async def test_folder_rules_name_watched_folders_and_configured_profiles(tmp_path: Path,
+                                                                         sqlite_url: str) -> None:
+    inbox, other = tmp_path / "in", tmp_path / "other"
+    cfg = hot_cfg(inbox, folder_options={str(other): {"max_clips": 1}, str(inbox): {"profiles": ["poster"]}})
+    async with rig(tmp_path, sqlite_url) as r:
+        with pytest.raises(ConfigError) as err:
+            await run_hotfolder(cfg, r.submitter, paused=lambda: False)
+    msg = str(err.value)
+    assert f"hotfolder.folder_options.{str(other)!r}: not one of hotfolder.paths" in msg
+    assert f"hotfolder.folder_options.{str(inbox)!r}.profiles: 'poster' is not configured" in msg
+    with pytest.raises(ValueError, match=r"options\.reel: must be true, false or an object"):
+        hot_cfg(inbox, folder_options={str(inbox): {"reel": "yes"}})

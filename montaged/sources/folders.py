@@ -20,6 +20,7 @@ from montaged.media.source_file import shown
 from montaged.metrics import INTAKE_ERRORS
 from montaged.model import TERMINAL_STATES, Job, JobState
 from montaged.sources import error_code, move_into
+from montaged.sources.dropoptions import move_along
 
 log = structlog.get_logger(__name__)
 
@@ -73,5 +74,6 @@ async def _move_finished(cfg: HotFolderConfig, job: Job) -> None:
                if job.state == JobState.FAILED else "cancelled")
         target, note = folder.failed, f"job {job.id} {job.state}: {why}"
     moved = await anyio.to_thread.run_sync(move_into, src, target, note)
+    await anyio.to_thread.run_sync(move_along, src, target)  # its options file, if it had one
     if moved is not None:
         log.info("hot folder original moved", job_id=job.id, to=shown(moved), state=str(job.state))

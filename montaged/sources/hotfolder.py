@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -35,6 +36,7 @@ from montaged.media.source_file import shown
 from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
 from montaged.sources import Sig, error_code, hash_file, move_into, openable, stat_regular
+from montaged.sources.dropoptions import drop_options, is_options_file, move_along, rule_problems
 from montaged.sources.folders import Folder, on_job_finished, resolve_folders
 
 log = structlog.get_logger(__name__)
@@ -56,6 +58,11 @@ MTIME_SLACK_SECONDS = 0.02
 """Kernels stamp mtimes from a coarse clock (up to a scheduler tick behind the write)."""
 WATCH_DEBOUNCE_MS = 300
 """Longest batching of change events (watchfiles' default 1.6 s would delay settling)."""
+
+
+def _asked(job: Job) -> dict[str, Any]:
+    """What a job asked for beyond its file (the options the hot folder did not record)."""
+    return {k: v for k, v in job.spec.options.items() if k != "hotfolder"}
 
 
 def _same_file(job: Job, source: str, sig: Sig) -> bool:
@@ -145,6 +152,7 @@ class HotFolder:
             if not any(f.processing.is_relative_to(r) for r in roots):
                 problems.append(f"hotfolder.processing_dir: {f.processing} is outside paths.input_roots"
                                 f" ({shown}); jobs read their file from there, so add it")
+        problems += rule_problems(self.cfg, [f.watched for f in self.folders], self.submitter.profiles)
         if problems:
             raise ConfigError("\n".join(problems))
 
@@ -181,7 +189,7 @@ class HotFolder:
 
     def eligible(self, name: str) -> bool:
         low = name.lower()
-        return not any(fnmatch.fnmatchcase(low, p) for p in self._ignore)
+        return not is_options_file(low) and not any(fnmatch.fnmatchcase(low, p) for p in self._ignore)
 
     async def _watch(self, stop: anyio.Event) -> None:
         """Follow change events; when the watcher fails (it cannot decode a file name that is not
@@ -332,6 +340,7 @@ class HotFolder:
                 log.info("hot folder file taken elsewhere", path=shown(path))
                 return
             source = moved
+            await anyio.to_thread.run_sync(move_along, path, folder.processing)  # its options travel along
         self._busy.add(source)
         try:
             await self._submit_file(source, dropped=path, initial=initial, settled_at=settled_at,
@@ -353,6 +362,9 @@ class HotFolder:
         try:  # a name no job can carry, or a link out of the roots, is refused before it is read
             check_path_text(str(dropped))
             await anyio.to_thread.run_sync(check_source, source, self.submitter.input_roots)
+            # its folder's rule and its own options file (beside it, in processing/ after a move)
+            options = await anyio.to_thread.run_sync(drop_options, self.cfg, self._folder_of(source).watched,
+                                                     source, self.submitter.profiles)
         except SubmitError as e:
             if (now := await anyio.to_thread.run_sync(stat_regular, source)) is not None:
                 await self._refused(source, dropped, now, str(e), code=e.code)
@@ -367,7 +379,7 @@ class HotFolder:
                 while self.paused():  # noqa: ASYNC110
                     await anyio.sleep(PAUSE_CHECK_SECONDS)
                 async with self._lock:
-                    await self._submit_locked(source, dropped, sig, digest, initial, settled_at)
+                    await self._submit_locked(source, dropped, sig, digest, initial, settled_at, options)
                 return
             except StoreUnavailable as e:
                 delay = backoff.next()
@@ -383,10 +395,12 @@ class HotFolder:
                 return
 
     async def _submit_locked(self, source: Path, dropped: Path, sig: Sig, digest: str, initial: bool,
-                             settled_at: float | None) -> None:
+                             settled_at: float | None, options: dict[str, Any]) -> None:
         resolved = str(source.resolve())
         own = self._own_job(resolved, sig) if initial else None
         existing = own or await self.store.find_by_hash(digest, self.cfg.profile)
+        if existing is not None and not _same_file(existing, resolved, sig) and _asked(existing) != options:
+            existing = None  # the same content, asked for something else (other profiles, a reel)
         if existing is not None and _same_file(existing, resolved, sig):
             # this very file was submitted before a restart (a rename keeps the inode): nothing new
             self._handled[dropped] = sig
@@ -405,13 +419,14 @@ class HotFolder:
             if self.cfg.after == "move":
                 try:
                     await anyio.to_thread.run_sync(move_into, source, self._folder_of(source).done)
+                    await anyio.to_thread.run_sync(move_along, source, self._folder_of(source).done)
                 except OSError as e:
                     INTAKE_ERRORS.labels(task="hotfolder", code="move_failed").inc()
                     log.error("duplicate not moved to done/", code="move_failed", path=shown(source),
                               error=e.strerror)
             return
         spec = JobSpec(source=str(source), profile=self.cfg.profile, origin="hotfolder",
-                       options={"hotfolder": {"dropped": str(dropped), "file": list(sig)}})
+                       options={**options, "hotfolder": {"dropped": str(dropped), "file": list(sig)}})
         try:
             job = await self.submitter.submit(spec, content_hash=digest)
         except SubmitError as e:
@@ -430,6 +445,7 @@ class HotFolder:
             failed = self._folder_of(source).failed
             try:
                 await anyio.to_thread.run_sync(move_into, source, failed, f"refused: {reason}")
+                await anyio.to_thread.run_sync(move_along, source, failed)
             except OSError as e:  # stays in processing/: the next start-up tries it again
                 INTAKE_ERRORS.labels(task="hotfolder", code="move_failed").inc()
                 log.error("refused file not moved to failed/", code="move_failed", path=shown(source),
