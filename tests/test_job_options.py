@@ -140,3 +140,25 @@ def test_process_with_a_language_hears_again_in_that_language(tmp_path: Path) ->
                               "--language", "xx"], capture_output=True, text=True, env=env, timeout=60,
                              stdin=subprocess.DEVNULL)
     assert refused.returncode == 1 and "options.language: must be a language code" in refused.stderr
+
+
+def test_montagectl_submit_turns_profiles_and_reel_into_options() -> None:
+    import argparse
+
+    from montaged.ctl.parser import build_parser, render_options
+
+    parse = build_parser().parse_args
+    args = parse(["submit", "a.mp4", "--profile", "vertical", "-p", "landscape", "--reel",
+                  "transition=dip,seconds=0.8,order=score"])
+    reel = {"transition": "dip", "seconds": 0.8, "order": "score"}
+    assert render_options(args) == ("vertical", {"profiles": ["vertical", "landscape"], "reel": reel})
+    assert render_options(parse(["submit", "a.mp4", "-p", "square", "--reel"])) == ("square", {"reel": True})
+    assert render_options(parse(["submit", "a.mp4", "--no-reel"])) == (None, {"reel": False})
+    assert render_options(parse(["submit", "a.mp4"])) == (None, {})
+    with pytest.raises(SystemExit):
+        parse(["submit", "a.mp4", "--reel", "wipe"])
+    from montaged.ctl.parser import reel_value
+    with pytest.raises(argparse.ArgumentTypeError, match="seconds must be a number"):
+        reel_value("seconds=long")
+    # what the parser lets through, the submit checks like any other door
+    assert problems({"reel": reel_value("transition=wipe")})[0].startswith("options.reel: transition must be")

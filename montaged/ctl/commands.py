@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from montaged.control.client import ControlClient, ControlError
-from montaged.ctl import editing, exits, purge, render
+from montaged.ctl import editing, exits, parser, purge, render
 from montaged.ctl.watch import Board, wait_for_jobs, watch
 
 Command = Callable[[ControlClient, argparse.Namespace, Console], Awaitable[int]]
@@ -37,7 +37,7 @@ def _absolute(path: Path) -> str:
 
 async def submit(client: ControlClient, args: argparse.Namespace, out: Console) -> int:
     """Queue every file; one refused file does not stop the others (exit 1 at the end)."""
-    options: dict[str, Any] = {}
+    profile, options = parser.render_options(args)
     if args.max_clips is not None:
         options["max_clips"] = args.max_clips
     if args.speakers is not None:
@@ -59,7 +59,7 @@ async def submit(client: ControlClient, args: argparse.Namespace, out: Console) 
     for f in args.files:
         path = _absolute(f)
         try:
-            jobs.append(await client.request("submit", path=path, profile=args.profile,
+            jobs.append(await client.request("submit", path=path, profile=profile,
                                              options=options or None, output_dir=output_dir))
         except ControlError as e:
             refused.append({"path": path, "code": e.code, "message": e.message})

@@ -48,6 +48,47 @@ def seconds(text: str) -> float:
     return value
 
 
+def reel_value(text: str) -> dict[str, Any]:
+    """``--reel order=score,transition=dip,seconds=0.8`` (any of the three) as the ``reel`` option;
+    the job's submit checks the values."""
+    reel: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("order", "transition", "seconds"):
+            raise argparse.ArgumentTypeError(f"{part!r}: use order=time|score, transition=crossfade|dip,"
+                                             " seconds=S (comma-separated)")
+        try:
+            reel[key] = float(value) if key == "seconds" else value
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: seconds must be a number") from None
+    return reel
+
+
+def add_render_options(p: argparse.ArgumentParser, *, default_profile: str | None) -> None:
+    """``--profile`` (repeatable: one render per profile from one analysis) and ``--reel``."""
+    shown = default_profile or "the daemon's, vertical"
+    p.add_argument("--profile", "-p", dest="profiles", action="append", metavar="P",
+                   help=f"output profile (default: {shown}); repeat it for one render per profile from"
+                        " one analysis (transcription, speakers and selection run once)")
+    p.add_argument("--reel", nargs="?", const=True, type=reel_value, metavar="SETTINGS",
+                   help="join the clips into one reel with transitions instead of separate clips;"
+                        " SETTINGS changes the profile's (or the default) order=time|score,"
+                        " transition=crossfade|dip, seconds=S, e.g. --reel transition=dip,seconds=0.8")
+    p.add_argument("--no-reel", dest="reel", action="store_const", const=False,
+                   help="separate clips even with a profile that makes a reel")
+
+
+def render_options(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """The job's ``profile`` and the options ``--profile``/``--reel`` ask for."""
+    profiles: list[str] = list(dict.fromkeys(args.profiles or []))
+    options: dict[str, Any] = {}
+    if len(profiles) > 1:
+        options["profiles"] = profiles
+    if args.reel is not None:
+        options["reel"] = args.reel
+    return (profiles[0] if profiles else None), options
+
+
 def _globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
@@ -86,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Queue each FILE as a job. Paths are made absolute here; montaged checks that each one is"
                 " a readable regular file inside its input roots.")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    p.add_argument("--profile", "-p", metavar="P", help="output profile (default: the daemon's, vertical)")
+    add_render_options(p, default_profile=None)
     p.add_argument("--max-clips", type=positive_int, metavar="N", help="at most N clips per file")
     p.add_argument("--speakers", type=positive_int, metavar="N", help="number of speakers, when known")
     p.add_argument("--language", "-l", metavar="CODE",
