@@ -177,6 +177,26 @@ def test_drop_frame_can_be_forced_and_is_refused_where_it_cannot_exist(tmp_path:
         export_job(job, "edl", drop_frame=True)
 
 
+def test_several_profiles_and_a_reel_export_each_range_once(tmp_path: Path) -> None:
+    """A job rendered with two profiles has each range twice, and a reel holds its clips inside one
+    sidecar: the timeline has each selected range once, as the first profile cut it."""
+    source = _source(tmp_path / "multi.mp4", "25")
+    job, docs = _job(tmp_path, source, [(0, 25), (50, 25)])
+    square = []
+    for clip, doc in zip(job["result"]["clips"], docs, strict=True):
+        sidecar = tmp_path / f"square-{clip['index']}.json"
+        sidecar.write_text(json.dumps({**doc, "profile": "square"}))
+        square.append({**clip, "sidecar_path": str(sidecar)})
+    reel = tmp_path / "reel.json"  # the reel lists its clips in a clip sidecar's shape, in reel order
+    reel.write_text(json.dumps({"kind": "reel", "profile": "story", "source": docs[0]["source"],
+                                "reel": {"clips": [{**d, "place": {}} for d in reversed(docs)]}}))
+    job["result"]["clips"] = [*job["result"]["clips"], *square, {"index": -1, "sidecar_path": str(reel)}]
+    for fmt in FORMATS:
+        _check_readback(export_job(job, fmt), source, docs, 25.0)
+    job["result"]["clips"] = [{"index": -1, "sidecar_path": str(reel)}]  # a job that made only the reel
+    _check_readback(export_job(job, "otio"), source, docs, 25.0)
+
+
 def test_unfinished_job_and_missing_source_get_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="exports are made from a finished job's clips"):
         export_job({"id": "x", "state": "running", "result": {}}, "otio")

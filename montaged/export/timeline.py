@@ -42,13 +42,20 @@ def load_sidecars(job: dict[str, Any]) -> list[dict[str, Any]]:
     for clip in sorted(clips, key=lambda c: c.get("index", 0)):
         path = Path(str(clip.get("sidecar_path", "")))
         try:
-            docs.append(json.loads(path.read_text(encoding="utf-8")))
+            doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise ExportError(
                 f"{path}: the sidecar of clip {clip.get('index', 0) + 1} cannot be read ({e}); it is the"
                 " record of the clip's range, so restore it or re-run the job"
             ) from e
-    return docs
+        # a reel's sidecar holds each of its clips in a clip sidecar's shape
+        reel = doc.get("reel") if doc.get("kind") == "reel" else None
+        docs += [{**c, "profile": doc.get("profile")} for c in reel["clips"]] if reel else [doc]
+    # several profiles cut the same ranges: each range once, as the first profile cut it
+    once: dict[int, dict[str, Any]] = {}
+    for doc in docs:
+        once.setdefault(int(doc["clip"]["index"]), doc)
+    return [once[i] for i in sorted(once)]
 
 
 def _picked_candidates(job: dict[str, Any]) -> list[dict[str, Any]]:
