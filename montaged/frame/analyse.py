@@ -25,12 +25,16 @@ from montaged.config import FrameConfig
 from montaged.errors import MediaError
 from montaged.frame import scenes
 from montaged.frame.detect import make_detector
+from montaged.frame.embed import embedder
 from montaged.frame.motion import MotionAnalyser, MotionSample
 from montaged.frame.speaker import mouth_activity, voice_activity
 from montaged.frame.tracks import FaceObs, Track, face_hist, link
 from montaged.model import MediaInfo
 
 AUDIO_RATE = 16_000
+CHIP_EVERY_SECONDS = 1.0
+"""Faces are cut out for re-identification (embed.py) on one sample a second: a face's look
+changes slowly, and each chip costs a full-resolution frame conversion and a landmark fit."""
 
 
 @dataclass
@@ -55,7 +59,7 @@ class ClipAnalysis:
     max_gap: int
     """Samples a face may go undetected and still count as present."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent per part: decode, detect, mouth, motion, scenes, audio, refine, track."""
+    """Seconds spent per part: decode, detect, mouth, chip, motion, scenes, audio, refine, track."""
 
 
 def _video_stream(container: av.container.InputContainer, source: Path) -> av.VideoStream:
@@ -133,9 +137,11 @@ def analyse_clip(source: Path, info: MediaInfo, start: float, end: float, cfg: F
     """Sample ``[start, end)`` (media seconds) of ``source`` and analyse it (sync, CPU-bound)."""
     if end <= start:
         raise ValueError(f"clip range must be non-empty (got {start:.3f}..{end:.3f} s)")
-    parts = ("decode", "detect", "mouth", "motion", "scenes", "audio", "refine", "track")
+    parts = ("decode", "detect", "mouth", "chip", "motion", "scenes", "audio", "refine", "track")
     timings = dict.fromkeys(parts, 0.0)
     detector = make_detector(cfg.detector, cfg.min_face_score)
+    faces_id = embedder()
+    chip_every = max(1, round(CHIP_EVERY_SECONDS * cfg.sample_fps))
     rot = info.rotation % 360
     step = 1.0 / cfg.sample_fps
     times: list[float] = []
@@ -191,13 +197,21 @@ def analyse_clip(source: Path, info: MediaInfo, start: float, end: float, cfg: F
                 for d in dets:
                     act = mouth_activity(prev_gray, gray, d.box) if prev_gray is not None else None
                     obs.append(FaceObs(len(times), d.scaled(1.0 / scale), face_hist(img, d.box), act))
+                tm = time.perf_counter()
+                if obs and len(times) % chip_every == 0:
+                    full: np.ndarray = frame.to_ndarray(format="rgb24")
+                    if rot:
+                        full = np.ascontiguousarray(np.rot90(full, rot // 90))
+                    for o in obs:
+                        o.chip = faces_id.chip(full, o.det.box)
                 t3 = time.perf_counter()
+                timings["chip"] += t3 - tm
                 dt = t - start - times[-1] if times else 0.0
                 motion.append(motion_an.update(gray, dt))
                 t4 = time.perf_counter()
                 timings["scenes"] += t1 - t0
                 timings["detect"] += t2 - t1
-                timings["mouth"] += t3 - t2
+                timings["mouth"] += tm - t2
                 timings["motion"] += t4 - t3
                 times.append(t - start)
                 faces.append(obs)

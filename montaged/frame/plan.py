@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -247,8 +248,15 @@ def build_plan(
     profile: ProfileConfig,
     cfg: FrameConfig,
     turns: Sequence[SpeakerTurn] = (),
+    *,
+    speakers: Mapping[str, int] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> CropPlan:
-    """The crop plan for an analysed clip (cheap: no decoding; one analysis serves every profile)."""
+    """The crop plan for an analysed clip (cheap: no decoding; one analysis serves every profile).
+
+    ``speakers`` maps diarization labels to identities decided over the whole talk (identity.py;
+    the tracks then carry talk face numbers); None maps them from this clip alone. ``identity``
+    is recorded on the plan for the sidecar."""
     aspect = parse_aspect(profile.aspect)
     fps = profile.fps or an.fps or 30.0
     grid = _grid(an.duration, fps)
@@ -263,13 +271,16 @@ def build_plan(
         turns=clip_turns,
         speech=an.speech,
         min_hold=cfg.speaker_min_hold_seconds,
+        mapping=speakers,
     )
     scene_cuts = [max(0.0, c - 0.5 / an.fps) for c in an.cut_times]
 
     def done(plan: CropPlan) -> CropPlan:
         """The plan with how well it keeps the active speaker's face in the picture."""
         inside = speaker_in_crop(an.times, an.tracks, runs, (plan.path, plan.second_path), an.max_gap)
-        return dataclasses.replace(plan, face_confidence=face_confidence(an.tracks), speaker_in_crop=inside)
+        return dataclasses.replace(
+            plan, face_confidence=face_confidence(an.tracks), speaker_in_crop=inside, identity=identity
+        )
 
     people = sorted({t.identity for t in an.tracks})
     notes = [
@@ -298,9 +309,10 @@ def build_plan(
         conf = float(np.mean(confs))
         if conf >= cfg.min_confidence:
             notes.append(f"split: people {pair[0]} (top) and {pair[1]} (bottom)")
-            return done(CropPlan(
+            split = CropPlan(
                 clip_index, "split", paths[0], paths[1], confidence=round(conf, 3), notes=tuple(notes)
-            ))
+            )
+            return done(split)
     tg = sample_targets(
         frame,
         an.times,

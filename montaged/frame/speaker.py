@@ -28,7 +28,7 @@ Matching:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -107,7 +107,7 @@ class SpeakerRun:
     """Face identity speaking (tracks.Track.identity); -1 = nobody on screen is known to speak."""
 
 
-def _activity_matrix(tracks: Sequence[Track], n: int, people: list[int], smooth: int) -> np.ndarray:
+def activity_matrix(tracks: Sequence[Track], n: int, people: list[int], smooth: int) -> np.ndarray:
     """Smoothed mouth activity per person and sample; NaN where the person is not seen."""
     act = np.full((len(people), n), np.nan)
     for t in tracks:
@@ -244,6 +244,7 @@ def speaking_runs(
     speech: Sequence[tuple[float, float]] = (),
     min_hold: float = 1.5,
     smooth_samples: int = 2,
+    mapping: Mapping[str, int] | None = None,
 ) -> list[SpeakerRun]:
     """Who speaks when, as runs covering ``[0, duration]`` in clip seconds.
 
@@ -254,6 +255,8 @@ def speaking_runs(
         speech: voice-activity regions in clip seconds (may be empty).
         min_hold: shortest run kept (hysteresis).
         smooth_samples: half-width of the moving mean over mouth activity.
+        mapping: speaker label → identity, decided over the whole talk (identity.py); None = map
+            the labels from this clip's own turns and mouths.
     """
     t = np.asarray(times, dtype=np.float64)
     people = sorted({tr.identity for tr in tracks})
@@ -261,15 +264,19 @@ def speaking_runs(
         return [SpeakerRun(0.0, duration, -1)]
     if len(people) == 1:
         return [SpeakerRun(0.0, duration, people[0])]
-    act = _activity_matrix(tracks, len(t), people, smooth_samples)
+    act = activity_matrix(tracks, len(t), people, smooth_samples)
     seen = np.isfinite(act)
     best = np.where(seen.any(axis=0), np.argmax(np.where(seen, act, -np.inf), axis=0), -1)
     who = np.full(len(t), -1)
     if turns:
-        mapping = _map_labels(turns, t, act)
+        rows = (
+            _map_labels(turns, t, act)
+            if mapping is None
+            else {k: people.index(v) for k, v in mapping.items() if v in people}
+        )
         for a, b, label in turns:
-            if label in mapping:
-                row = mapping[label]
+            if label in rows:
+                row = rows[label]
                 who[(t >= a) & (t < b) & seen[row]] = people[row]
     else:
         in_speech = np.zeros(len(t), dtype=bool)
@@ -288,7 +295,7 @@ def speaking_runs(
     pauses = word_boundaries(speech)
     runs = _snap(runs, pauses, reach=SWITCH_REACH)
     # ... or, with no pause, to where the new speaker's mouth takes over.
-    return _mouth_step(runs, t, _activity_matrix(tracks, len(t), people, 0), people, pauses)
+    return _mouth_step(runs, t, activity_matrix(tracks, len(t), people, 0), people, pauses)
 
 
 def run_at(runs: Sequence[SpeakerRun], t: float) -> SpeakerRun:

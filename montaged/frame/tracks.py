@@ -35,6 +35,8 @@ class FaceObs:
     """Hue-saturation histogram of the face box (appearance)."""
     activity: float | None = None
     """Mouth motion since the previous sample (see speaker.mouth_activity); None if unknown."""
+    chip: np.ndarray | None = None
+    """The face cut out upright for re-identification (embed.py), on some samples only."""
 
 
 @dataclass
@@ -42,7 +44,10 @@ class Track:
     id: int
     obs: list[FaceObs] = field(default_factory=list)
     identity: int = -1
-    """Tracks of the same person share an identity (set by :func:`link`)."""
+    """Tracks of the same person share an identity (set by :func:`link`, and across the whole
+    talk by identity.py)."""
+    embedding: np.ndarray | None = None
+    """Mean face embedding of the track (embed.py), once computed; None if never embedded."""
 
     @property
     def first(self) -> int:
@@ -53,7 +58,8 @@ class Track:
         return self.obs[-1].sample
 
     def mean_hist(self) -> np.ndarray:
-        return np.mean([o.hist for o in self.obs], axis=0).astype(np.float32)
+        mean: np.ndarray = np.mean([o.hist for o in self.obs], axis=0).astype(np.float32)
+        return mean
 
     def predict(self, sample: int) -> Box:
         """Box expected at ``sample`` from the last two observations (constant velocity)."""
@@ -126,7 +132,7 @@ def match_cost(track: Track, obs: FaceObs) -> float:
     look = look_distance(track.obs[-1].hist, obs.hist)
     if dist > 2.0 or scale > 1.0 or look > 0.6:
         return MAX_COST + 1.0
-    return (1.0 - iou(pred, obs.det.box)) * 0.5 + dist * 0.5 + scale * 0.3 + look
+    return float((1.0 - iou(pred, obs.det.box)) * 0.5 + dist * 0.5 + scale * 0.3 + look)
 
 
 def link(

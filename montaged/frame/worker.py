@@ -7,6 +7,11 @@ clip, with ``worker_died``, and is replaced. Each worker gets ``threads`` thread
 (libfacedetection uses libgomp, whose idle threads spin; on a 2-core machine shared with
 Whisper, one busy thread per worker is what keeps the other stages moving).
 
+A job's clips are framed in two rounds, so that a person and a speaker are the same across the
+whole talk (identity.py): first every clip is analysed (faces, embeddings, mouths) and reports its
+evidence; the daemon's process joins the evidence into talk faces and a speaker → face map; then
+every clip's crop is planned from its analysis with that map.
+
 Use :class:`FrameWorkers` as an async context manager to keep one pool for the daemon's life, or
 call :func:`plan_crops_in_process` with none and it makes (and closes) its own.
 """
@@ -14,6 +19,7 @@ call :func:`plan_crops_in_process` with none and it makes (and closes) its own.
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +28,7 @@ import anyio
 import structlog
 
 from montaged.config import FrameConfig, ProfileConfig
+from montaged.frame.identity import ClipFaces, TalkIdentity, identify_talk
 from montaged.model import ClipPlan, CropPlan, MediaInfo, SpeakerTurn
 from montaged.procpool import STOP_TIMEOUT, PooledModel, ProcPool
 from montaged.resources_plan import usable_cores, vision_size
@@ -58,6 +65,43 @@ def _plan_one(
     return plan, time.process_time() - t0
 
 
+def _analyse_one(
+    source: Path, info: MediaInfo, clip: ClipPlan, cfg: FrameConfig, turns: Sequence[SpeakerTurn]
+) -> tuple[ClipFaces, bytes, float]:
+    """Worker-side, first round: the clip's evidence for the talk's identities, its analysis
+    (pickled here, so the daemon's process never loads OpenCV to carry it) and the CPU seconds."""
+    from montaged.frame.analyse import analyse_clip
+    from montaged.frame.evidence import clip_faces
+
+    t0 = time.process_time()
+    an = analyse_clip(source, info, clip.start, clip.end, cfg)
+    faces = clip_faces(an, clip.index, turns)
+    return faces, pickle.dumps(an, protocol=pickle.HIGHEST_PROTOCOL), time.process_time() - t0
+
+
+def _plan_analysed(
+    analysis: bytes,
+    clip: ClipPlan,
+    profile: ProfileConfig,
+    cfg: FrameConfig,
+    turns: Sequence[SpeakerTurn],
+    talk: TalkIdentity,
+    position: int,
+) -> tuple[CropPlan, float]:
+    """Worker-side, second round: the crop plan from the first round's analysis, with the tracks
+    renumbered to talk faces and the talk's speaker → face map."""
+    from montaged.frame.evidence import relabel
+    from montaged.frame.plan import build_plan
+
+    t0 = time.process_time()
+    an = pickle.loads(analysis)
+    relabel(an, talk.faces[position])
+    plan = build_plan(
+        an, clip.index, profile, cfg, turns, speakers=talk.mapping(), identity=talk.sidecar(position)
+    )
+    return plan, time.process_time() - t0
+
+
 class FrameWorkers(PooledModel):
     """A pool of framing processes, started on the first clip.
 
@@ -90,6 +134,25 @@ class FrameWorkers(PooledModel):
     ) -> tuple[CropPlan, float]:
         """Plan one clip in a worker; returns the plan and the worker's CPU seconds."""
         return await self.pool.run(_plan_one, source, info, clip, profile, cfg, tuple(turns))
+
+    async def analyse(
+        self, source: Path, info: MediaInfo, clip: ClipPlan, cfg: FrameConfig, turns: Sequence[SpeakerTurn]
+    ) -> tuple[ClipFaces, bytes, float]:
+        """First round for one clip (see module doc): evidence, pickled analysis, CPU seconds."""
+        return await self.pool.run(_analyse_one, source, info, clip, cfg, tuple(turns))
+
+    async def plan_analysed(
+        self,
+        analysis: bytes,
+        clip: ClipPlan,
+        profile: ProfileConfig,
+        cfg: FrameConfig,
+        turns: Sequence[SpeakerTurn],
+        talk: TalkIdentity,
+        position: int,
+    ) -> tuple[CropPlan, float]:
+        """Second round for the clip at ``position``: its plan and the worker's CPU seconds."""
+        return await self.pool.run(_plan_analysed, analysis, clip, profile, cfg, tuple(turns), talk, position)
 
 
 async def plan_crops_in_process(
@@ -127,19 +190,36 @@ async def plan_crops_in_process(
     results: list[CropPlan | None] = [None] * len(clips)
     cpu = [0.0] * len(clips)
     t0 = time.perf_counter()
+    if not cfg.enabled:
+        for i, clip in enumerate(clips):
+            results[i], cpu[i] = await workers.plan(source, info, clip, profile, cfg, turns)
+    else:
+        evidence: list[ClipFaces | None] = [None] * len(clips)
+        analyses = [b""] * len(clips)
 
-    async def one(i: int, clip: ClipPlan) -> None:
-        results[i], cpu[i] = await workers.plan(source, info, clip, profile, cfg, turns)
-        plan = results[i]
-        assert plan is not None
-        bound.debug(
-            "clip framed", clip=clip.index, layout=plan.layout, knots=len(plan.path),
-            confidence=plan.confidence, cpu_s=round(cpu[i], 2), notes=list(plan.notes),
+        async def analyse(i: int, clip: ClipPlan) -> None:
+            evidence[i], analyses[i], cpu[i] = await workers.analyse(source, info, clip, cfg, turns)
+
+        async with anyio.create_task_group() as tg:
+            for i, clip in enumerate(clips):
+                tg.start_soon(analyse, i, clip)
+        talk = identify_talk([e for e in evidence if e is not None])
+        bound.info(
+            "talk identities", faces=talk.count,
+            speakers={k: [v.face, round(v.confidence, 2)] for k, v in talk.speakers.items()},
         )  # fmt: skip
 
-    async with anyio.create_task_group() as tg:
-        for i, clip in enumerate(clips):
-            tg.start_soon(one, i, clip)
+        async def one(i: int, clip: ClipPlan) -> None:
+            plan, seconds = await workers.plan_analysed(analyses[i], clip, profile, cfg, turns, talk, i)
+            results[i], cpu[i], analyses[i] = plan, cpu[i] + seconds, b""
+            bound.debug(
+                "clip framed", clip=clip.index, layout=plan.layout, knots=len(plan.path),
+                confidence=plan.confidence, cpu_s=round(cpu[i], 2), notes=list(plan.notes),
+            )  # fmt: skip
+
+        async with anyio.create_task_group() as tg:
+            for i, clip in enumerate(clips):
+                tg.start_soon(one, i, clip)
     out = [r for r in results if r is not None]
     seconds = sum(c.end - c.start for c in clips)
     bound.info(

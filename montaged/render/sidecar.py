@@ -103,6 +103,9 @@ def sidecar_dict(
             "notes": list(crop.notes) if crop is not None else [],
             "path": [b.to_dict() for b in crop.path] if crop is not None else [],
             "second_path": [b.to_dict() for b in crop.second_path] if crop is not None else [],
+            # talk-wide face numbers seen in this clip and each speaker label's face with its
+            # confidence (frame/identity.py); None when framing ran per clip or not at all
+            "identity": crop.identity if crop is not None else None,
         },
         # the path the frames were cut along: t from the clip start, boxes in source pixels, linear
         # interpolation between entries (docs/framing.md); the lower pane's path is in crop.second_path
