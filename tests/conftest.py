@@ -1,6 +1,10 @@
-"""Shared fixtures: real media, real services, generated clips.
+"""Shared fixtures: real media, real services, generated clips; and the markers each test gets.
 
-With CI=true a missing service or missing ../shared/media fails the run instead of skipping.
+Tests that need something from outside the checkout skip locally with the reason, and fail with
+CI=true (``unavailable``). Markers are applied here, by what a test uses, so a new test is marked
+without anyone remembering to: ``media`` (the real recordings, see tests/media.py), ``services``
+(PostgreSQL or Redis), ``image`` (the container image, built with podman) and ``slow`` (listed in
+``SLOW``). ``pytest -m "not slow and not services"`` runs the quick subset; ``make test`` all.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from markers import mark_by_use
+from media import IN_CI, MEDIA, missing
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_MEDIA = ROOT.parent / "shared" / "media"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_DSN = os.environ.get("MONTAGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("MONTAGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -27,6 +31,27 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: required)")
     pytest.skip(reason)
+
+
+def need_media(relpath: str = "") -> Path:
+    """``relpath`` in the real recordings (tests/media.py says where they are); skips or fails
+    (CI=true) with where it looked and how to provide them when they are not there."""
+    reason = missing(relpath)
+    if reason is not None:
+        unavailable(reason)
+    return MEDIA / relpath
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mark_by_use(items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``media`` (by hand or by ``mark_by_use``) skips or fails before it starts
+    when the recordings are absent, also when it reaches them through a constant such as JFK."""
+    if item.get_closest_marker("media") is not None:
+        need_media()
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -44,9 +69,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def media_dir() -> Path:
-    if not SHARED_MEDIA.is_dir():
-        unavailable(f"real test media not found at {SHARED_MEDIA}")
-    return SHARED_MEDIA
+    """The real recordings folder (tests/media.py), or a skip (a failure with CI=true)."""
+    return need_media()
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +121,8 @@ def make_talk_clip(
     path: Path, *, seconds: float = 6.0, size: str = "640x360", fps: int = 25, speech: Path | None = None
 ) -> Path:
     """A small real-format talk clip: test pattern video plus real speech (or a tone)."""
+    if speech is not None and not speech.exists():  # a recording: tests/media.py finds them
+        unavailable(missing() or f"{speech} not found")
     audio = ["-i", str(speech)] if speech else ["-f", "lavfi", "-i", f"sine=frequency=300:duration={seconds}"]
     cmd = [
         "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",

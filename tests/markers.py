@@ -1,0 +1,188 @@
+"""Markers from what a test uses, so that ``-m`` selections stay true as tests are added.
+
+A test is marked
+
+- ``media`` when it, one of its fixtures, or a helper they call in tests/ refers to a path in
+  the real recordings (a ``Path`` under ``media.MEDIA`` such as ``daemon_harness.JFK``, or the
+  ``media_dir`` fixture, or ``need_media``);
+- ``services`` when it uses the shared PostgreSQL or Redis (the ``pg_url``/``redis_prefix``
+  fixtures, ``REDIS_URL``/``PG_DSN``) or starts private ones (``services.own_postgres``/``own_redis``);
+- ``image`` when it uses the container image (the ``podman`` fixture of tests/test_image.py);
+- ``slow`` when it is listed in ``SLOW``.
+
+References are found in the compiled code (global names, defaults, nested functions), followed
+into functions and classes defined under tests/, so a test that makes a clip with JFK's speech
+through a module helper is marked like one that names ``media_dir``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import CodeType, FunctionType, ModuleType
+from typing import Any
+
+import pytest
+from media import MEDIA
+
+TESTS = Path(__file__).resolve().parent
+NOT_FOLLOWED = {TESTS / "media.py"}  # holds MEDIA itself: following it would mark every caller
+
+MEDIA_FIXTURES = frozenset({"media_dir"})
+SERVICE_FIXTURES = frozenset({"pg_url", "redis_prefix"})
+SERVICE_NAMES = frozenset({"REDIS_URL", "PG_DSN", "own_postgres", "own_redis"})
+IMAGE_FIXTURES = frozenset({"podman"})
+
+SLOW: dict[str, frozenset[str]] = {
+    # Tests over ~20 s on the 2-core development host (make test's --durations and the timings
+    # noted in the tests themselves): whole jobs through a real daemon, composed 1080p scenes, the
+    # container build. Keyed by file, then test function (a class's as "Class.test_name").
+}
+
+
+def mark_by_use(items: list[pytest.Item]) -> None:
+    """Add ``media``, ``services``, ``image`` and ``slow`` to the items that qualify."""
+    checked: set[str] = set()
+    for item in items:
+        module = getattr(item, "module", None)
+        _check_slow_names(module, checked)
+        funcs = list(_functions_of(item))
+        if _uses(item, funcs, MEDIA_FIXTURES, _is_media):
+            item.add_marker(pytest.mark.media)
+        if _uses(item, funcs, SERVICE_FIXTURES, _is_service):
+            item.add_marker(pytest.mark.services)
+        if _uses(item, funcs, IMAGE_FIXTURES, _nothing):
+            item.add_marker(pytest.mark.image)
+        if module is not None and _slow_name(item) in SLOW.get(Path(module.__file__).name, ()):
+            item.add_marker(pytest.mark.slow)
+
+
+def _slow_name(item: pytest.Item) -> str:
+    func = getattr(item, "originalname", item.name)
+    cls = getattr(item, "cls", None)
+    return f"{cls.__name__}.{func}" if cls is not None else func
+
+
+def _check_slow_names(module: Any, checked: set[str]) -> None:
+    """A name in SLOW that its file does not define is a renamed or deleted test: say so, rather
+    than silently run it in the quick subset."""
+    if module is None or module.__file__ in checked:
+        return
+    checked.add(module.__file__)
+    for name in SLOW.get(Path(module.__file__).name, ()):
+        obj: Any = module
+        for part in name.split("."):
+            obj = getattr(obj, part, None)
+        if obj is None:
+            raise pytest.UsageError(f"tests/markers.py SLOW names {name}, which {module.__file__} lacks")
+
+
+def _uses(
+    item: pytest.Item, funcs: list[FunctionType], fixtures: frozenset[str], hit: Callable[[str, object], bool]
+) -> bool:
+    """Whether the item requests one of ``fixtures`` (also by name through ``getfixturevalue``, so a
+    fixture that picks ``pg_url`` by parameter marks each of its parameters) or refers to a global
+    ``hit`` matches."""
+    if fixtures & set(getattr(item, "fixturenames", ())):
+        return True
+    seen: set[CodeType] = set()
+    return any(_refers(f, fixtures, hit, seen) for f in funcs)
+
+
+def _functions_of(item: pytest.Item) -> Iterator[FunctionType]:
+    """The test function and the functions of every fixture it uses."""
+    yield from _plain(getattr(item, "obj", None))
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        for fixturedef in defs:
+            yield from _plain(getattr(fixturedef, "func", None))
+
+
+def _plain(obj: object) -> Iterator[FunctionType]:
+    """The plain function behind a method, a static or class method or a decorated function."""
+    obj = getattr(obj, "__func__", obj)
+    if callable(obj):
+        obj = inspect.unwrap(obj)
+    if isinstance(obj, FunctionType):
+        yield obj
+
+
+def _is_media(name: str, value: object) -> bool:
+    if isinstance(value, Path):
+        return value.is_relative_to(MEDIA)
+    if isinstance(value, list | tuple | frozenset | set):
+        return any(isinstance(v, Path) and v.is_relative_to(MEDIA) for v in value)
+    return False
+
+
+def _is_service(name: str, value: object) -> bool:
+    return name in SERVICE_NAMES
+
+
+def _nothing(name: str, value: object) -> bool:
+    return False
+
+
+def _refers(
+    func: FunctionType, fixtures: frozenset[str], hit: Callable[[str, object], bool], seen: set[CodeType]
+) -> bool:
+    """Whether ``func``, or a function or class under tests/ that it names, names one of
+    ``fixtures`` in a string or a global that ``hit`` matches."""
+    code = func.__code__
+    if code in seen or not _followed(code.co_filename):
+        return False
+    seen.add(code)
+    defaults = [*(func.__defaults__ or ()), *(func.__kwdefaults__ or {}).values()]
+    if any(hit("", d) for d in defaults):
+        return True
+    names = set(_names(code))
+    if "getfixturevalue" in names and fixtures.intersection(_strings(code)):
+        return True
+    # Names resolve in the function's module, or in a module under tests/ it imports inside itself
+    # (``from daemon_harness import JFK`` in a test body).
+    scopes = [func.__globals__, *(vars(m) for m in map(sys.modules.get, names) if _is_ours(m))]
+    for name in names:
+        scope = next((s for s in scopes if name in s), None)
+        if scope is None:
+            continue
+        value = scope[name]
+        if hit(name, value) or any(_refers(f, fixtures, hit, seen) for f in _followable(value)):
+            return True
+    return False
+
+
+def _is_ours(module: ModuleType | None) -> bool:
+    defined_in = getattr(module, "__file__", None)
+    return defined_in is not None and _followed(defined_in)
+
+
+def _followable(value: object) -> Iterator[FunctionType]:
+    """A function, or the methods of a class, defined under tests/."""
+    if isinstance(value, FunctionType):
+        yield value
+    elif inspect.isclass(value) and _is_ours(sys.modules.get(value.__module__)):
+        for member in vars(value).values():
+            yield from _plain(member.fget if isinstance(member, property) else member)
+
+
+def _followed(filename: str) -> bool:
+    path = Path(filename)
+    return path.is_relative_to(TESTS) and path not in NOT_FOLLOWED
+
+
+def _names(code: CodeType) -> Iterator[str]:
+    """Global (and attribute) names a code object and the functions nested in it load."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _names(const)
+
+
+def _strings(code: CodeType) -> Iterator[str]:
+    for const in code.co_consts:
+        if isinstance(const, str):
+            yield const
+        elif isinstance(const, CodeType):
+            yield from _strings(const)
