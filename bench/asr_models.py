@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -35,8 +36,12 @@ from montaged.config import WhisperConfig, load
 from montaged.media.audio import iter_audio_chunks
 from montaged.model import AudioChunk
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # media.py finds the recordings
+from media import MEDIA as RECORDINGS
+from media import for_script
+
 SR = AudioChunk.SAMPLE_RATE
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "audio"
+MEDIA = RECORDINGS / "audio"
 
 # (voice, words per minute, text). Written for this benchmark; varied topics, names, numbers.
 PARAGRAPHS = [
@@ -167,6 +172,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="worker processes (0: sized to this machine)")
     ap.add_argument("--threads", type=int, default=0, help="threads per worker (0: automatic)")
     args = ap.parse_args()
+    for_script("audio/jfk.flac", "audio/pyannote_sample.stm")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     settings = load()
