@@ -36,13 +36,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "tests"))  # media.py finds the recordings
+
+from media import MEDIA, for_script  # noqa: E402
 
 from montaged.diarize.der import MD_EVAL_COLLAR, diarization_error, energy_regions  # noqa: E402
 from montaged.diarize.rttm import read_rttm, to_rttm  # noqa: E402
 from montaged.model import SpeakerTurn  # noqa: E402
 
 RATE = 16_000
-MEDIA = ROOT.parent / "shared" / "media"
 MAX_USES = 3
 ESPEAK_VOICES = {  # name: espeak-ng arguments
     "host_a": ["-v", "en-us", "-p", "40", "-s", "160"],
@@ -286,6 +288,7 @@ def main() -> int:
         "--save", type=Path, help="keep the conversation (WAV, reference RTTM, hypothesis RTTM) here"
     )
     args = ap.parse_args()
+    for_script("audio/pyannote_sample.rttm")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.save or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

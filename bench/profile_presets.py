@@ -26,7 +26,9 @@ from pathlib import Path
 import anyio
 
 ROOT = Path(__file__).resolve().parents[1]
-MEDIA = ROOT.parent / "shared" / "media"
+sys.path.append(str(ROOT / "tests"))  # media.py finds the recordings
+
+from media import for_script  # noqa: E402
 
 from montaged.config import CaptionStyle, ProfileConfig, Settings  # noqa: E402
 from montaged.media.encoders import EncoderChoice, encoder_args  # noqa: E402
@@ -36,9 +38,8 @@ from montaged.render.encode import render_clip  # noqa: E402
 
 
 def _input(seconds: float, out: Path) -> Path:
-    src = MEDIA / "video" / "visualvoice_interview_2spk.mp4"
-    if not src.exists():
-        sys.exit(f"real media not found at {src}")
+    rel = "video/visualvoice_interview_2spk.mp4"
+    src = for_script(rel) / rel
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-stream_loop", "-1",
                     "-i", str(src), "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast",
                     "-crf", "18", "-c:a", "aac", str(out)], check=True)  # fmt: skip
