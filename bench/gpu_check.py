@@ -22,6 +22,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,8 +36,10 @@ import structlog
 
 from montaged.model import AudioChunk
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # media.py finds the recordings
+from media import MEDIA, for_script
+
 SR = AudioChunk.SAMPLE_RATE
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 CHECKS = ("whisper", "diarize", "decode", "encoder")
 
 
@@ -554,6 +557,9 @@ def main() -> None:
     ap.add_argument("--loops", type=int, default=1, help="times ffmpeg reads the video (amortises start-up)")
     ap.add_argument("--json", type=Path, help="write environment and rows here")
     args = ap.parse_args()
+    checks = set(args.checks.split(","))
+    if checks & {"whisper", "diarize"} or ("decode" in checks and not args.video):
+        for_script(root=args.media)  # `--checks encoder` needs no recordings
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     env = environment()
