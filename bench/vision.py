@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before yuface loads libgomp in 
 
 import anyio  # noqa: E402
 import structlog  # noqa: E402
+from media import MEDIA, for_script  # noqa: E402
 
 from montaged.config import FrameConfig, ProfileConfig  # noqa: E402
 from montaged.frame.analyse import analyse_clip  # noqa: E402
@@ -102,7 +103,7 @@ async def run_pool(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--media", type=Path, default=ROOT.parent / "shared" / "media")
+    ap.add_argument("--media", type=Path, default=MEDIA)
     ap.add_argument("--work", type=Path, default=Path("/tmp/montage-vision"))
     ap.add_argument("--clips", type=int, default=5)
     ap.add_argument("--clip-seconds", type=float, default=45.0)
@@ -110,6 +111,7 @@ def main() -> None:
     ap.add_argument("--analysis-width", type=int, default=None)
     ap.add_argument("--sample-fps", type=float, default=None)
     args = ap.parse_args()
+    for_script(root=args.media)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     args.work.mkdir(parents=True, exist_ok=True)
     talk = build_talk(args.media, args.work, args.talk_seconds)
