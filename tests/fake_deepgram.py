@@ -39,13 +39,13 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
+from media import MEDIA
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 SAMPLE_RATE = 16_000
 FIXTURES = Path(__file__).parent / "data" / "deepgram"
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 PAUSE = 0.3  # a gap this long between words ends a final result (Deepgram endpoints on pauses)
 LOOKAHEAD = 0.5  # audio needed past a cut before it is final (the recogniser's right context)
 MAX_BLOCK = 6.0  # a final result never holds more than this much speech
