@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MEDIA = HERE.parents[2].parent / "shared" / "media"
+sys.path.append(str(HERE.parents[1]))  # tests/media.py finds the recordings
+from media import MEDIA  # noqa: E402
 
 RECORDINGS = {
     "jfk": "audio/jfk.flac",
