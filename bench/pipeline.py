@@ -14,7 +14,7 @@ frame workers' imports. Printed:
   daemon sees: the figure the 0.20 target refers to), and including the one-time start-up (what
   a one-shot ``montaged process`` sees);
 - seconds per stage and the transcribe timeline (decode, diarizer, Whisper overlap);
-- the framing stage's share of the ratio (issue 6.8 budget: 0.05);
+- the framing stage's share of the ratio (budget: 0.05);
 - the clips and their lengths;
 - peak RSS of the process tree (sampled every 0.25 s; the sum of every process's RSS, so pages
   shared between the forkserver's children count more than once: an upper bound);
@@ -53,6 +53,7 @@ from montaged.logging import setup  # noqa: E402
 from montaged.model import JobSpec, JobState  # noqa: E402
 from montaged.pipeline import Pipeline  # noqa: E402
 from montaged.runtime import connect_store, open_resources  # noqa: E402
+from montaged.stages import default_stages  # noqa: E402
 from montaged.stages.context import Resources  # noqa: E402
 
 TARGET = 0.20
@@ -233,7 +234,7 @@ async def run_job(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_stage_cpu, bus, sampler, stage_cpu)
                 await anyio.lowlevel.checkpoint()  # subscribed before the first stage starts
-                await Pipeline(settings, store, bus, res, only=[job.id]).run()
+                await Pipeline(settings, store, bus, res, default_stages(), only=[job.id]).run()
                 tg.cancel_scope.cancel()
             job_wall_outer = time.perf_counter() - t_job
             sampler.sample()

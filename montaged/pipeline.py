@@ -2,15 +2,18 @@
 
     claim ─▶ [probe] ─▶ [transcribe] ─▶ [diarize] ─▶ [select] ─▶ [frame] ─▶ [render] ─▶ done
 
-Each arrow is an anyio memory stream of ``daemon.stage_queue_size`` items; each stage has its own
-workers (``daemon.stage_workers``), so different jobs are in different stages at once and a slow
-stage makes the ones before it wait instead of piling work up in memory. The claim loop only
-takes a job from the store when it can hand it to the first stage.
+The stages are :class:`~montaged.stages.contract.Stage` objects handed to the constructor (the
+daemon's are :func:`montaged.stages.default_stages`). Each arrow is an anyio memory stream of
+``daemon.stage_queue_size`` items; each stage has its own workers (``daemon.stage_workers``), so
+different jobs are in different stages at once and a slow stage makes the ones before it wait
+instead of piling work up in memory. The claim loop only takes a job from the store when it can
+hand it to the first stage.
 
 Shutdown (``drain``): no new claims; a job that finishes its current stage is released to the
 store with the stage it stopped before, and a job still running when the grace period ends is
-released with the stage it was in. A restarted daemon resumes each job at its first stage without
-a stored result.
+released with the stage it was in. A restarted daemon runs each job from the first stage again;
+every stage that finds its stored result (see :mod:`montaged.stages`) takes it instead of
+computing it, so the work resumes at the first stage without one.
 
 Fencing: each claim is a :class:`~montaged.store.lease.JobLease` carrying the claim's token; the
 pipeline and the stages write only through it. When the lease lapsed and another worker claimed
@@ -21,62 +24,48 @@ in a row) is failed as ``poisoned`` by the claim itself.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Generic
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from montaged import metrics
 from montaged.backoff import Backoff
 from montaged.config import Settings
-from montaged.errors import DiskFullError, LeaseLost, MontageError, StoreUnavailable
+from montaged.control.protocol import EventKind
+from montaged.errors import DiskFullError, LeaseLost, MontageError, StoreUnavailable, first_leaf
 from montaged.events import EventBus
 from montaged.gate import IntakeGate
 from montaged.health import ServiceHealth
 from montaged.memory_guard import MemoryGuard
-from montaged.model import STAGES, Job, JobEvent, JobState
+from montaged.model import Job, JobEvent, JobState
 from montaged.options import DRY_RUN_STAGE  # options.stop_after: the one stage a job may stop after
-from montaged.stages import STAGE_FUNCS, STAGE_WEIGHTS
-from montaged.stages.context import JobContext, Resources
+from montaged.stages.background import SideTasks
+from montaged.stages.context import JobContext
+from montaged.stages.contract import R, Stage, check_stages
 from montaged.store import JobStore
 from montaged.store.lease import JobLease
 from montaged.supervise import Supervisor
+from montaged.worker_id import worker_name
 
 log = structlog.get_logger(__name__)
 
 PROGRESS_EVENT_SECONDS = 0.25  # at most this often per job on the socket
 PROGRESS_STORE_SECONDS = 2.0  # the store keeps the latest progress, not every tick
-LIGHT_STAGE_WORKERS = 2  # probe, diarize, select: short, a thread each
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def stage_workers(settings: Settings, resources: Resources) -> dict[str, int]:
-    """Jobs each stage works on at once: ``daemon.stage_workers``, else sized to the machine.
-
-    transcribe, frame and render hand their work to pools sized from the cores (whisper.workers,
-    frame.workers, render.workers): they take one job per pool slot, so a short job never leaves
-    slots idle while the next one waits in the queue; the pool still caps the CPU they use. A long
-    job spreads over the whole pool by itself. probe, diarize and select are short: two each.
-    """
-    frame_pool = resources.frame_workers.workers if resources.frame_workers is not None else 1
-    defaults = {
-        "probe": LIGHT_STAGE_WORKERS, "transcribe": resources.whisper.workers,
-        "diarize": LIGHT_STAGE_WORKERS, "select": LIGHT_STAGE_WORKERS, "frame": frame_pool,
-        "render": int(resources.render_slots.total_tokens),
-    }  # fmt: skip
+def stage_workers(settings: Settings, stages: Sequence[Stage[R]], resources: R) -> dict[str, int]:
+    """Jobs each stage works on at once: ``daemon.stage_workers``, else the stage's own default
+    (see :func:`montaged.stages.default_stages`)."""
     configured = settings.daemon.stage_workers
-    return {s: max(1, int(configured.get(s, defaults[s]))) for s in STAGES}
+    return {s.name: max(1, int(configured.get(s.name, s.workers(resources)))) for s in stages}
 
 
 def concurrent_jobs(settings: Settings, workers: dict[str, int]) -> int:
@@ -84,22 +73,25 @@ def concurrent_jobs(settings: Settings, workers: dict[str, int]) -> int:
     least one per stage plus two). Queues beyond that stay in the store, not in memory."""
     if settings.daemon.concurrent_jobs:
         return settings.daemon.concurrent_jobs
-    return max(len(STAGES) + 2, sum(workers.values()))
+    return max(len(workers) + 2, sum(workers.values()))
 
 
-def overall_progress(stage: str, fraction: float) -> float:
-    done = sum(STAGE_WEIGHTS[s] for s in STAGES[: STAGES.index(stage)])
-    return min(1.0, done + STAGE_WEIGHTS[stage] * max(0.0, min(1.0, fraction)))
+def overall_progress(stages: Sequence[Stage[R]], stage: str, fraction: float) -> float:
+    """A job's progress over every stage, from its progress (0..1) in ``stage``."""
+    index = [s.name for s in stages].index(stage)
+    done = sum(s.weight for s in stages[:index])
+    return min(1.0, done + stages[index].weight * max(0.0, min(1.0, fraction)))
 
 
-class Pipeline:
-    """Runs jobs from ``store`` through every stage with ``resources``; events go to ``bus``.
+class Pipeline(Generic[R]):
+    """Runs jobs from ``store`` through ``stages`` with ``resources``; events go to ``bus``.
 
     Args:
         settings: daemon (queue size, workers, concurrency), store (lease) sections are read here.
         store: the job store; jobs are claimed atomically, so several pipelines may share it.
         bus: live events for the control socket and the Redis results stream.
-        resources: pools, caches and the encoder shared by every job.
+        resources: pools, caches and the encoder shared by every job, handed to every stage.
+        stages: the stages in order (the daemon's: :func:`montaged.stages.default_stages`).
         only: claim only these job ids (the one-shot ``process`` command); None = any job.
         worker: name recorded as the job's worker (default host:pid).
         supervisor: restarts the claim loop, heartbeats and progress flush if they crash (the
@@ -112,7 +104,8 @@ class Pipeline:
         settings: Settings,
         store: JobStore,
         bus: EventBus,
-        resources: Resources,
+        resources: R,
+        stages: Sequence[Stage[R]],
         *,
         only: Sequence[str] | None = None,
         worker: str | None = None,
@@ -129,6 +122,8 @@ class Pipeline:
         self.store = store
         self.bus = bus
         self.res = resources
+        check_stages(stages)
+        self.stages = list(stages)
         self.only = list(only) if only is not None else None
         self.worker = worker or worker_name()
         self.inflight: dict[str, JobContext] = {}
@@ -138,14 +133,13 @@ class Pipeline:
         self.wake = anyio.Event()
         self.left = anyio.Event()  # set whenever a job leaves the pipeline
         self.done = anyio.Event()  # set when run() has drained and every job has left
-        self.workers = stage_workers(settings, resources)
+        self.workers = stage_workers(settings, self.stages, resources)
         self._capacity = anyio.Semaphore(concurrent_jobs(settings, self.workers))
         self._last_event: dict[str, float] = {}
         self._queues: dict[str, MemoryObjectSendStream[JobContext]] = {}
-        self._busy: dict[str, int] = dict.fromkeys(STAGES, 0)
-        self.media_seconds_done = 0.0
+        self._busy: dict[str, int] = {s.name: 0 for s in self.stages}
+        self._side: TaskGroup | None = None  # where work a stage starts for a later one runs
         self.history: list[tuple[float, float, float]] = []  # (finished_at, media s, wall s)
-        resources.progress = self._progress
 
     # ---- control -----------------------------------------------------------------------------
 
@@ -168,6 +162,8 @@ class Pipeline:
         ctx.cancelled = True
         if ctx.scope is not None:
             ctx.scope.cancel()
+        if ctx.side is not None:
+            ctx.side.cancel()
         return True
 
     def queue_depths(self) -> dict[str, dict[str, int]]:
@@ -184,15 +180,17 @@ class Pipeline:
         """Claim and process jobs until cancelled, or until drained and every job has left."""
         size = self.settings.daemon.stage_queue_size
         workers = self.workers
-        streams = [anyio.create_memory_object_stream[JobContext](size) for _ in STAGES]
-        self._queues = {stage: streams[i][0] for i, stage in enumerate(STAGES)}
+        names = [s.name for s in self.stages]
+        streams = [anyio.create_memory_object_stream[JobContext](size) for _ in names]
+        self._queues = {stage: streams[i][0] for i, stage in enumerate(names)}
         sup = self.supervisor
         async with anyio.create_task_group() as tg:
+            self._side = tg
             tg.start_soon(sup.run, "heartbeats", self._heartbeats)
             tg.start_soon(sup.run, "progress_flush", self._flush_progress)
-            for i, stage in enumerate(STAGES):
+            for i, stage in enumerate(names):
                 inbox = streams[i][1]
-                outbox = streams[i + 1][0] if i + 1 < len(STAGES) else None
+                outbox = streams[i + 1][0] if i + 1 < len(names) else None
                 for _ in range(workers[stage]):
                     tg.start_soon(self._stage_worker, i, inbox.clone(), outbox.clone() if outbox else None)
                 inbox.close()
@@ -276,14 +274,16 @@ class Pipeline:
             log.info("claimed a job already running here; keeping the running copy", job_id=job.id)
             self.inflight[job.id].lease.renew(job.attempts)
             return None
-        ctx = JobContext(job, JobLease(self.store, job.id, job.attempts, self.worker))
+        assert self._side is not None, "claims run inside run()"
+        lease = JobLease(self.store, job.id, job.attempts, self.worker)
+        ctx = JobContext(job, lease, side=SideTasks(self._side))
         self.inflight[job.id] = ctx
         metrics.IN_FLIGHT.labels(stage="pipeline").set(len(self.inflight))
         if job.attempts == 1:
             metrics.QUEUE_WAIT.observe(max(0.0, time.time() - job.created_at))
         log.info("job claimed", job_id=job.id, source=job.spec.source, attempt=job.attempts,
                  resume_from=job.stopped_at)
-        self._announce(job.id, "job.claimed", {"worker": self.worker, "attempt": job.attempts})
+        self._announce(job.id, EventKind.JOB_CLAIMED, {"worker": self.worker, "attempt": job.attempts})
         return ctx
 
     async def _wait_gate(self) -> None:
@@ -320,33 +320,34 @@ class Pipeline:
         inbox: MemoryObjectReceiveStream[JobContext],
         outbox: MemoryObjectSendStream[JobContext] | None,
     ) -> None:
-        stage = STAGES[index]
+        stage = self.stages[index]
         async with inbox:
             try:
                 async for ctx in inbox:
-                    metrics.QUEUE_DEPTH.labels(stage=stage).set(inbox.statistics().current_buffer_used)
+                    metrics.QUEUE_DEPTH.labels(stage=stage.name).set(inbox.statistics().current_buffer_used)
                     if ctx.cancelled:
                         self._leave(ctx)
                         continue
                     if self.draining:
-                        await self._release(ctx, stopped_at=stage)
+                        await self._release(ctx, stopped_at=stage.name)
                         continue
                     if not await self._run_stage(ctx, stage):
                         self._leave(ctx)
                         continue
-                    if outbox is None or (stage == DRY_RUN_STAGE and is_dry_run(ctx)):
+                    if outbox is None or (stage.name == DRY_RUN_STAGE and is_dry_run(ctx)):
                         await self._finish(ctx)
                         continue
                     if self.draining:
-                        await self._release(ctx, stopped_at=STAGES[index + 1])
+                        await self._release(ctx, stopped_at=self.stages[index + 1].name)
                         continue
                     await outbox.send(ctx)  # blocks while the next stage is full
             finally:
                 if outbox is not None:
                     outbox.close()
 
-    async def _run_stage(self, ctx: JobContext, stage: str) -> bool:
+    async def _run_stage(self, ctx: JobContext, step: Stage[R]) -> bool:
         """Run one stage; False when the job ended here (failed or cancelled)."""
+        stage = step.name
         bound = log.bind(job_id=ctx.id, stage=stage)
         self._busy[stage] += 1
         metrics.IN_FLIGHT.labels(stage=stage).inc()
@@ -354,9 +355,10 @@ class Pipeline:
         try:
             with anyio.CancelScope() as scope:
                 ctx.scope = scope
-                await ctx.lease.set_stage(stage, overall_progress(stage, 0.0))
-                self._announce(ctx.id, "job.stage", {"stage": stage, "progress": overall_progress(stage, 0)})
-                await self._call_stage(ctx, stage)
+                start = overall_progress(self.stages, stage, 0.0)
+                await ctx.lease.set_stage(stage, start)
+                self._announce(ctx.id, EventKind.JOB_STAGE, {"stage": stage, "progress": start})
+                await self._call_stage(ctx, step)
             ctx.scope = None
             if scope.cancelled_caught or ctx.cancelled:
                 bound.info("job cancelled")
@@ -388,15 +390,16 @@ class Pipeline:
             self._busy[stage] -= 1
             metrics.IN_FLIGHT.labels(stage=stage).dec()
         seconds = time.perf_counter() - started
+        self._progress(ctx, stage, 1.0)
         ctx.stage_seconds[stage] = round(seconds, 3)
         metrics.STAGE_SECONDS.labels(stage=stage).observe(seconds)
         metrics.STAGE_ITEMS.labels(stage=stage, outcome="ok").inc()
         bound.info("stage done", seconds=round(seconds, 3), cached=stage in ctx.cached)
         return True
 
-    async def _call_stage(self, ctx: JobContext, stage: str) -> None:
+    async def _call_stage(self, ctx: JobContext, stage: Stage[R]) -> None:
         try:
-            await STAGE_FUNCS[stage](ctx, self.res)
+            await stage.run(ctx, self.res, partial(self._progress, ctx, stage.name))
         except BaseExceptionGroup as eg:
             # Stages run their parts in task groups. Inside the group a disk-full render or a
             # store outage would read as a crash (job failed "internal"); the error decides.
@@ -408,6 +411,8 @@ class Pipeline:
     # ---- endings -----------------------------------------------------------------------------
 
     def _leave(self, ctx: JobContext) -> None:
+        if ctx.side is not None:
+            ctx.side.cancel()  # what a stage started for a later one is no use now
         if self.inflight.pop(ctx.id, None) is not None:
             self._capacity.release()
             self.left.set()
@@ -427,13 +432,14 @@ class Pipeline:
             log.warning("could not record the failure; its lease will lapse", job_id=ctx.id, error=str(e))
             return
         metrics.JOBS_FINISHED.labels(outcome="failed").inc()
-        self._announce(ctx.id, "job.failed", {"stage": stage, "error_class": error_class, "message": message})
+        self._announce(ctx.id, EventKind.JOB_FAILED,
+                       {"stage": stage, "error_class": error_class, "message": message})
 
     async def _release(self, ctx: JobContext, *, stopped_at: str) -> None:
         try:
             await ctx.lease.release(stopped_at=stopped_at)
             log.info("job released", job_id=ctx.id, stopped_at=stopped_at)
-            self._announce(ctx.id, "job.released", {"stopped_at": stopped_at})
+            self._announce(ctx.id, EventKind.JOB_RELEASED, {"stopped_at": stopped_at})
         except LeaseLost:
             log.info("not released: another worker holds the job now", job_id=ctx.id)
         except StoreUnavailable as e:
@@ -444,11 +450,8 @@ class Pipeline:
     async def _finish(self, ctx: JobContext) -> None:
         media = ctx.need_media()
         wall = time.time() - ctx.started_at
-        try:
-            rows = await self.store.spend(self.res.budget.caps, job_id=ctx.id)
-            ctx.cost = sum(r.spent for r in rows if r.period.startswith("job:"))
-        except StoreUnavailable:
-            pass
+        with contextlib.suppress(StoreUnavailable):  # else the record says 0; the ledger has it
+            ctx.cost = await self.res.job_cost(ctx.id)
         result = job_result(ctx, wall)
         try:
             await ctx.lease.finish(result)
@@ -462,37 +465,40 @@ class Pipeline:
             self._leave(ctx)
             return
         self.finished += 1
-        self.media_seconds_done += media.duration
         self.history.append((time.time(), media.duration, wall))
         del self.history[:-500]
         metrics.JOBS_FINISHED.labels(outcome="done").inc()
         metrics.MEDIA_SECONDS.inc(media.duration)
         if media.duration > 0:
             metrics.PROCESSING_RATIO.set(wall / media.duration)
-        log.info("job done", job_id=ctx.id, clips=len(ctx.rendered), seconds=round(wall, 2),
+        rendered = ctx.rendered()
+        log.info("job done", job_id=ctx.id, clips=len(rendered), seconds=round(wall, 2),
                  ratio=round(wall / max(media.duration, 1e-9), 3))
-        self._announce(ctx.id, "job.done", {"clips": [c.path for c in ctx.rendered], "result": result})
+        self._announce(ctx.id, EventKind.JOB_DONE, {"clips": [c.path for c in rendered], "result": result})
         self._leave(ctx)
 
     def _poisoned(self, job: Job) -> None:
         log.error("job poisoned", job_id=job.id, stage=job.error_stage, attempts=job.attempts)
         metrics.JOBS_FINISHED.labels(outcome="failed").inc()
-        self._announce(job.id, "job.failed", {"stage": job.error_stage, "error_class": job.error_class,
-                                              "message": job.error_message})
+        failed = {"stage": job.error_stage, "error_class": job.error_class, "message": job.error_message}
+        self._announce(job.id, EventKind.JOB_FAILED, failed)
 
     # ---- progress and leases -----------------------------------------------------------------
 
-    def _announce(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
+    def _announce(self, job_id: str, kind: EventKind, data: dict[str, Any]) -> None:
         self.bus.publish(JobEvent(job_id=job_id, kind=kind, at=time.time(), data=data))
 
     def _progress(self, ctx: JobContext, stage: str, fraction: float) -> None:
-        total = overall_progress(stage, fraction)
+        """A stage's progress; bound to the job and stage, it is the ``progress`` a stage gets."""
+        total = overall_progress(self.stages, stage, fraction)
+        if fraction >= 1.0 and ctx.job.stage == stage and ctx.job.progress == total:
+            return  # the stage said so already; the pipeline's own 1.0 after it adds nothing
         ctx.job = dataclasses.replace(ctx.job, progress=total, stage=stage)
         now = time.monotonic()
         if fraction < 1.0 and now - self._last_event.get(ctx.id, 0.0) < PROGRESS_EVENT_SECONDS:
             return
         self._last_event[ctx.id] = now
-        self._announce(ctx.id, "job.progress", {"stage": stage, "stage_progress": round(fraction, 4),
+        self._announce(ctx.id, EventKind.JOB_PROGRESS, {"stage": stage, "stage_progress": round(fraction, 4),
                                                 "progress": round(total, 4)})
 
     async def _flush_progress(self) -> None:
@@ -538,28 +544,18 @@ def decisive_error(group: BaseExceptionGroup[BaseException]) -> MontageError | N
     """The error that decides a job's outcome among a group's: the job taken over (this copy
     stops), the store being away (the job waits for its lease), then disk full, then any other
     user-facing error; None = a bug."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        e = pending.pop()
-        if isinstance(e, BaseExceptionGroup):
-            pending.extend(e.exceptions)
-        else:
-            leaves.append(e)
-    for kind in (LeaseLost, StoreUnavailable, DiskFullError, MontageError):
-        for leaf in leaves:
-            if isinstance(leaf, kind):
-                return leaf
-    return None
+    return first_leaf(group, LeaseLost, StoreUnavailable, DiskFullError, MontageError)
 
 
 def job_result(ctx: JobContext, wall: float) -> dict[str, Any]:
     """What the store keeps about a finished job (shown by ``montagectl show`` and the TUI)."""
     media = ctx.need_media()
     transcript = ctx.need_transcript()
+    selection = ctx.need_selection()
+    rendered = ctx.rendered()
     clips = []
-    for clip in ctx.rendered:
-        plan = next((c for c in ctx.clips if c.index == clip.index), None)
+    for clip in rendered:
+        plan = next((c for c in selection.clips if c.index == clip.index), None)
         clips.append({
             **clip.to_dict(),
             "score": plan.score if plan else None,
@@ -580,10 +576,10 @@ def job_result(ctx: JobContext, wall: float) -> dict[str, Any]:
         "processing_ratio": round(wall / media.duration, 4) if media.duration else None,
         "transcript": {"engine": transcript.engine, "model": transcript.model, "words": len(transcript.words),
                        "language": transcript.language, "excerpt": excerpt},
-        "speakers": sorted({t.speaker for t in ctx.turns}),
+        "speakers": sorted({t.speaker for t in ctx.need_turns().turns}),
         "notes": list(dict.fromkeys(ctx.notes)),
-        "encoder": ctx.rendered[0].encoder if ctx.rendered else None,
+        "encoder": rendered[0].encoder if rendered else None,
         "cost": round(ctx.cost, 6),
-        "candidates": ctx.candidates,  # every ranked moment, picked or not (montagectl show)
+        "candidates": list(selection.candidates),  # every ranked moment, picked or not (montagectl show)
         "dry_run": is_dry_run(ctx),
     }

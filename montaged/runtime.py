@@ -18,7 +18,7 @@ from montaged.diarize.worker import DiarizerPool
 from montaged.frame.worker import FrameWorkers
 from montaged.media.encoders import select_encoder
 from montaged.resources_plan import probe_plan
-from montaged.stages.context import JobContext, Resources
+from montaged.stages.context import Resources
 from montaged.store import JobStore, open_store
 
 log = structlog.get_logger(__name__)
@@ -57,10 +57,6 @@ async def connect_store(settings: Settings, secrets: Secrets, *, wait: bool) -> 
             await anyio.sleep(delay)
 
 
-def _noop_progress(ctx: JobContext, stage: str, fraction: float) -> None:
-    return None
-
-
 @asynccontextmanager
 async def open_resources(settings: Settings, store: JobStore, secrets: Secrets) -> AsyncIterator[Resources]:
     """Pools (models loaded once), cache, budget and the encoder probed once, for every job.
@@ -97,5 +93,5 @@ async def open_resources(settings: Settings, store: JobStore, secrets: Secrets) 
                 settings=settings, store=store, whisper=whisper, cache=cache,
                 budget=Budget(store, settings.budget), frame_workers=frame_workers, encoder=encoder,
                 secrets=secrets, render_slots=anyio.CapacityLimiter(plan.render_slots),
-                progress=_noop_progress, work_dir=work_dir, diarizer=diarizer,
+                work_dir=work_dir, diarizer=diarizer,
             )

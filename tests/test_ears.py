@@ -18,7 +18,7 @@ from fake_deepgram import FakeDeepgram, load_fixtures
 
 from montaged.asr.budget import Budget
 from montaged.asr.cache import TranscriptCache
-from montaged.asr.ears import hear
+from montaged.asr.ears import Hearing, hear
 from montaged.asr.whisper_pool import WhisperPool
 from montaged.config import Secrets, Settings
 from montaged.media.audio import stream_audio
@@ -95,19 +95,17 @@ async def run_job(
     async with anyio.create_task_group() as tg:
         tg.start_soon(stream_audio, path, cfg.audio.chunk_seconds, src_send)
         tg.start_soon(functools.partial(fan_out, src_recv, [w_send, d_send], lossy=[False, True]))
-        transcript = await hear(
-            w_recv,
-            d_recv,
+        ears = Hearing(
             job_id=job_id,
             media=media_info(path),
             settings=cfg,
-            store=store,
             pool=pool,
             cache=cache,
             budget=Budget(store, cfg.budget),
-            on_progress=progress.append,
             secrets=Secrets(env={"MONTAGE_DEEPGRAM_API_KEY": key}),
+            on_progress=progress.append,
         )
+        transcript = await hear(w_recv, d_recv, ears)
     assert progress and progress[-1] == 1.0
     return transcript
 

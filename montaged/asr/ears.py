@@ -1,6 +1,6 @@
 """Two ears for one job: Whisper locally and Deepgram in the cloud, at once, fused by ROVER.
 
-Order of business (issue 4): each engine's transcript is looked up in the cache first (key =
+Order of business: each engine's transcript is looked up in the cache first (key =
 media content hash + engine + model + options), so the same media submitted again makes no cloud
 call; the budget is reserved before a single byte is streamed (refused → Whisper alone, and the
 transcript says why); Deepgram streams the fanned-out chunks while Whisper transcribes the same
@@ -19,13 +19,12 @@ import structlog
 
 from montaged.asr import deepgram, rover
 from montaged.asr.budget import Budget, Refusal, Tab
-from montaged.asr.cache import TranscriptCache, cache_key
+from montaged.asr.cache import TranscriptCache, cache_key, whisper_key
 from montaged.asr.whisper_pool import WhisperPool
 from montaged.asr.windows import transcribe_stream
 from montaged.config import Secrets, Settings
 from montaged.metrics import CLOUD_ASR
 from montaged.model import AudioChunk, MediaInfo, Transcript
-from montaged.store import JobStore
 
 log = structlog.get_logger(__name__)
 
@@ -33,16 +32,29 @@ Chunks = AsyncIterable[AudioChunk]
 SETTLE_SECONDS = 10.0  # a settle may outlive a cancelled job by this much (shielded)
 
 
-def whisper_key(media: MediaInfo, pool: WhisperPool, settings: Settings) -> str:
-    """Cache key of the local transcript: what changes Whisper's words is in the options."""
-    w = settings.whisper
-    options = {
-        "beam_size": w.beam_size,
-        "language": w.language,
-        "window_seconds": w.window_seconds,
-        "compute_type": pool.compute_type,
-    }
-    return cache_key(media.content_hash, "whisper", pool.model_name, options)
+@dataclasses.dataclass(frozen=True)
+class Hearing:
+    """What one job's ears need.
+
+    Args:
+        job_id: for the budget ledger and log lines.
+        media: the probed input (content hash for the cache, duration for estimates).
+        settings: the job's settings: whisper, deepgram, fuse and budget sections are read.
+        pool: the running Whisper process pool.
+        cache: transcript cache (Redis and/or store), the job's view.
+        budget: prices and caps; Deepgram is reserved for before streaming.
+        secrets: where the Deepgram key is read.
+        on_progress: share of the media transcribed by Whisper (0..1).
+    """
+
+    job_id: str
+    media: MediaInfo
+    settings: Settings
+    pool: WhisperPool
+    cache: TranscriptCache
+    budget: Budget
+    secrets: Secrets
+    on_progress: Callable[[float], Any] | None = None
 
 
 def deepgram_key(media: MediaInfo, settings: Settings) -> str:
@@ -70,17 +82,9 @@ class _Cloud:
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
-async def _cloud_ear(
-    chunks: Chunks | None,
-    *,
-    job_id: str,
-    media: MediaInfo,
-    settings: Settings,
-    cache: TranscriptCache,
-    budget: Budget,
-    secrets: Secrets,
-) -> _Cloud:
+async def _cloud_ear(chunks: Chunks | None, ears: Hearing) -> _Cloud:
     out = _Cloud()
+    job_id, media, settings, cache, budget = ears.job_id, ears.media, ears.settings, ears.cache, ears.budget
     cfg = settings.deepgram
     if not cfg.enabled or chunks is None:
         await _discard(chunks)
@@ -92,7 +96,7 @@ async def _cloud_ear(
         out.transcript = cached
         out.notes.append("deepgram: transcript reused from the cache (no new call)")
         return out
-    api_key = secrets.get("deepgram_api_key")
+    api_key = ears.secrets.get("deepgram_api_key")
     if api_key is None:
         await _discard(chunks)
         CLOUD_ASR.labels(engine=deepgram.ENGINE, outcome="no_key").inc()
@@ -128,38 +132,17 @@ async def _cloud_ear(
     return out
 
 
-async def hear(
-    chunks_for_whisper: Chunks,
-    chunks_for_deepgram: Chunks | None,
-    *,
-    job_id: str,
-    media: MediaInfo,
-    settings: Settings,
-    store: JobStore,
-    pool: WhisperPool,
-    cache: TranscriptCache,
-    budget: Budget,
-    on_progress: Callable[[float], Any] | None = None,
-    secrets: Secrets | None = None,
-) -> Transcript:
+async def hear(chunks_for_whisper: Chunks, chunks_for_deepgram: Chunks | None, ears: Hearing) -> Transcript:
     """One job's transcript from both ears (or one, with notes saying why).
 
     Args:
         chunks_for_whisper: the fan-out's lossless sink (decoded 16 kHz chunks).
         chunks_for_deepgram: its lossy live sink, or None when the cloud ear is off.
-        job_id: for the budget ledger and log lines.
-        media: the probed input (content hash for the cache, duration for estimates).
-        settings: whisper, deepgram, fuse and budget sections are read.
-        store: the job store (kept for stage callers; the cache and budget use it too).
-        pool: the running Whisper process pool.
-        cache: transcript cache (Redis and/or store).
-        budget: prices and caps; Deepgram is reserved for before streaming.
-        on_progress: share of the media transcribed by Whisper (0..1).
-        secrets: where the Deepgram key is read (default: environment / credentials dir).
+        ears: the job, its settings and the pools, cache, budget and secrets it hears with.
     """
-    bound = log.bind(job_id=job_id, stage="transcribe")
-    secrets = secrets or Secrets()
-    local_key = whisper_key(media, pool, settings)
+    media, settings, cache, on_progress = ears.media, ears.settings, ears.cache, ears.on_progress
+    bound = log.bind(job_id=ears.job_id, stage="transcribe")
+    local_key = whisper_key(media.content_hash, settings.whisper, ears.pool.model_name)
     results: dict[str, Any] = {}
 
     async def local_ear() -> None:
@@ -171,7 +154,7 @@ async def hear(
             return
         transcript = await transcribe_stream(
             chunks_for_whisper,
-            pool=pool,
+            pool=ears.pool,
             cfg=settings.whisper,
             duration=media.duration,
             on_progress=on_progress,
@@ -180,15 +163,7 @@ async def hear(
         results["whisper"] = transcript
 
     async def cloud_ear() -> None:
-        results["cloud"] = await _cloud_ear(
-            chunks_for_deepgram,
-            job_id=job_id,
-            media=media,
-            settings=settings,
-            cache=cache,
-            budget=budget,
-            secrets=secrets,
-        )
+        results["cloud"] = await _cloud_ear(chunks_for_deepgram, ears)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(local_ear)

@@ -28,8 +28,10 @@ from montaged.events import EventBus
 from montaged.intake import Submitter
 from montaged.logging import setup
 from montaged.model import Job, JobSpec, JobState
-from montaged.pipeline import DRY_RUN_STAGE, Pipeline
+from montaged.options import DRY_RUN_STAGE
+from montaged.pipeline import Pipeline
 from montaged.runtime import connect_store, open_resources
+from montaged.stages import default_stages
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -147,7 +149,7 @@ async def _process(settings: Settings, files: list[Path], out: Path, profile: st
             return [], failed_submit
         console.print(f"[dim]starting: loading models (whisper {settings.whisper.model})…[/]")
         async with open_resources(settings, store, secrets) as res:
-            pipeline = Pipeline(settings, store, bus, res, only=ids)
+            pipeline = Pipeline(settings, store, bus, res, default_stages(), only=ids)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_signal, store, pipeline, ids, tg.cancel_scope)
                 with _Bars(console, ids, files) as bars:

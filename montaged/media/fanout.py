@@ -92,7 +92,8 @@ async def fan_out(
 
 
 def _to_pcm16(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype(PCM_DTYPE).tobytes()
+    pcm: np.ndarray = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype(PCM_DTYPE)
+    return pcm.tobytes()
 
 
 class PcmSpool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,12 @@ from montaged.config import Secrets, Settings
 from montaged.diarize.worker import DiarizerPool
 from montaged.frame.worker import FrameWorkers
 from montaged.media.encoders import EncoderChoice
-from montaged.model import ClipPlan, CropPlan, Job, MediaInfo, RenderedClip, SpeakerTurn, Transcript
+from montaged.model import Job, MediaInfo, RenderedClip, SpeakerTurn, Transcript
 from montaged.procpool import PoolHealth
-from montaged.select.features import AudioFeatureTrack
+from montaged.stages.background import Pending, SideTasks
+from montaged.stages.results import Framing, Heard, Selection, StageResults, Turns
 from montaged.store import JobStore
 from montaged.store.lease import JobLease
-
-ProgressFn = Callable[["JobContext", str, float], None]
 
 
 def param_key(*parts: Any) -> str:
@@ -47,7 +45,6 @@ class Resources:
     encoder: EncoderChoice
     secrets: Secrets
     render_slots: anyio.CapacityLimiter
-    progress: ProgressFn
     work_dir: Path
     diarizer: DiarizerPool | None = None  # None: each diarization starts its own process
 
@@ -56,26 +53,27 @@ class Resources:
         pools = [self.whisper, self.frame_workers, self.diarizer]
         return [p.health() for p in pools if p is not None]
 
+    async def job_cost(self, job_id: str) -> float:
+        """Cloud money this job has spent (settled, its ``job:`` ledger row)."""
+        rows = await self.store.spend(self.budget.caps, job_id=job_id)
+        return sum(r.spent for r in rows if r.period.startswith("job:"))
+
 
 @dataclass
 class JobContext:
-    """One job's working set as it moves through the stages (results also live in the store).
+    """One job's working set as it moves through the stages (stored results also live in the store).
 
     ``lease`` is the job's claim: stages write their results through it (``ctx.lease.put_result``),
     so a stale holder's writes are refused once another worker has taken the job over.
+    ``side`` runs work a stage starts for a later one (the pipeline gives every job its own);
+    ``diarizing`` is such work: the turns transcribe started, which the diarize stage awaits.
     """
 
     job: Job
     lease: JobLease
-    media: MediaInfo | None = None
-    transcript: Transcript | None = None
-    features: AudioFeatureTrack | None = None
-    turns: list[SpeakerTurn] = field(default_factory=list)
-    clips: list[ClipPlan] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)  # select's ranking, for previews
-    crops: list[CropPlan | None] = field(default_factory=list)
-    rendered: list[RenderedClip] = field(default_factory=list)
-    keys: dict[str, str] = field(default_factory=dict)
+    results: StageResults = field(default_factory=StageResults)
+    side: SideTasks | None = None
+    diarizing: Pending[list[SpeakerTurn]] | None = None
     cached: set[str] = field(default_factory=set)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     timeline: dict[str, dict[str, float]] = field(default_factory=dict)  # within-stage milestones
@@ -97,9 +95,31 @@ class JobContext:
         return self.job.spec.options.get(name, default)
 
     def need_media(self) -> MediaInfo:
-        assert self.media is not None, "probe must run first"
-        return self.media
+        assert self.results.media is not None, "probe must run first"
+        return self.results.media
+
+    def need_heard(self) -> Heard:
+        assert self.results.heard is not None, "transcribe must run first"
+        return self.results.heard
 
     def need_transcript(self) -> Transcript:
-        assert self.transcript is not None, "transcribe must run first"
-        return self.transcript
+        """The words, each with its speaker once diarize has run."""
+        if self.results.turns is not None:
+            return self.results.turns.transcript
+        return self.need_heard().transcript
+
+    def need_turns(self) -> Turns:
+        assert self.results.turns is not None, "diarize must run first"
+        return self.results.turns
+
+    def need_selection(self) -> Selection:
+        assert self.results.selection is not None, "select must run first"
+        return self.results.selection
+
+    def need_framing(self) -> Framing:
+        assert self.results.framing is not None, "frame must run first"
+        return self.results.framing
+
+    def rendered(self) -> tuple[RenderedClip, ...]:
+        """The finished clips; none for a job that stopped before render (a preview)."""
+        return self.results.rendered.clips if self.results.rendered is not None else ()

@@ -11,6 +11,7 @@ from montaged.media.probe import NoVideoStreamError, probe_media
 from montaged.media.source_file import opened_for_stage
 from montaged.model import MediaInfo
 from montaged.stages.context import JobContext, Resources
+from montaged.stages.contract import Progress
 
 
 def _probe(source: Path) -> MediaInfo:
@@ -22,15 +23,12 @@ def _probe(source: Path) -> MediaInfo:
         return probe_media(source, need_video=False, need_audio=True)
 
 
-async def probe_stage(ctx: JobContext, res: Resources) -> None:
+async def probe_stage(ctx: JobContext, res: Resources, progress: Progress) -> None:
     # Always re-probed (it reads the file header and hashes it): the file may have changed
     # since the job was submitted, and every later cache key starts from this hash.
     with opened_for_stage(ctx.job.spec, res.settings.paths.input_roots) as source:  # as submitted
         info = await anyio.to_thread.run_sync(_probe, source)
     info = dataclasses.replace(info, path=ctx.job.spec.source)
-    ctx.media = info
-    ctx.keys["probe"] = info.content_hash
+    ctx.results.media = info
     if ctx.job.content_hash != info.content_hash:
         await ctx.lease.set_content_hash(info.content_hash)
-    await ctx.lease.put_result("probe", info.content_hash, info.to_dict())
-    res.progress(ctx, "probe", 1.0)

@@ -24,6 +24,8 @@ from montaged.render import quality
 from montaged.render.captions import resolve_style
 from montaged.render.encode import render_clip
 from montaged.stages.context import JobContext, Resources
+from montaged.stages.contract import Progress
+from montaged.stages.results import Rendered
 
 log = structlog.get_logger(__name__)
 
@@ -65,22 +67,23 @@ def _clean_leftovers(out: Path, stem: str, attempt: int) -> None:
             part.unlink(missing_ok=True)
 
 
-async def render_stage(ctx: JobContext, res: Resources) -> None:
+async def render_stage(ctx: JobContext, res: Resources, progress: Progress) -> None:
     s = res.settings
     media = ctx.need_media()
     transcript = ctx.need_transcript()
+    clips, crops = ctx.need_selection().clips, ctx.need_framing().crops
     profile = s.profiles[ctx.job.spec.profile]
     captions_name, captions = _captions(ctx, s)
     out = output_dir(ctx, res)
     done: dict[int, float] = {}
     results: dict[int, RenderedClip] = {}
-    total = max(1, len(ctx.clips))
+    total = max(1, len(clips))
 
     def report() -> None:
-        res.progress(ctx, "render", sum(done.values()) / total)
+        progress(sum(done.values()) / total)
 
     async def one(i: int) -> None:
-        plan = ctx.clips[i]
+        plan = clips[i]
         stem = clip_stem(ctx, i)
         if (prior := await anyio.to_thread.run_sync(_finished, out, stem, ctx.id)) is not None:
             results[i] = prior
@@ -94,7 +97,7 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
             done[i] = fraction
             report()
 
-        crop = ctx.crops[i] if i < len(ctx.crops) else None
+        crop = crops[i] if i < len(crops) else None
         async with res.render_slots:
             clip = await render_clip(
                 source=source, info=media, plan=plan, crop=crop, profile=profile, encoder=res.encoder,
@@ -114,9 +117,9 @@ async def render_stage(ctx: JobContext, res: Resources) -> None:
 
     with opened_for_stage(ctx.job.spec, s.paths.input_roots) as source:  # the file as submitted
         async with anyio.create_task_group() as tg:
-            for i in range(len(ctx.clips)):
+            for i in range(len(clips)):
                 tg.start_soon(one, i)
-    ctx.rendered = [results[i] for i in sorted(results)]
+    ctx.results.rendered = Rendered(tuple(results[i] for i in sorted(results)))
 
 
 def _captions(ctx: JobContext, s: Settings) -> tuple[str, CaptionStyle | None]:

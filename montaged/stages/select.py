@@ -12,6 +12,8 @@ from montaged.model import ClipPlan
 from montaged.select import rank_clips
 from montaged.select.ranges import parse_ranges, requested_clips
 from montaged.stages.context import JobContext, Resources, param_key
+from montaged.stages.contract import Progress
+from montaged.stages.results import Selection
 
 
 class NothingToClipError(MediaError):
@@ -50,36 +52,35 @@ def candidate_rows(clips: list[ClipPlan], ranked: list[ClipPlan]) -> list[dict[s
     return rows
 
 
-async def select_stage(ctx: JobContext, res: Resources) -> None:
+async def select_stage(ctx: JobContext, res: Resources, progress: Progress) -> None:
+    heard, turns = ctx.need_heard(), ctx.need_turns()
+    transcript = ctx.need_transcript()
     if ctx.option("ranges") is not None:  # a re-cut: the ranges asked for, not the ranked ones
         ranges = parse_ranges(ctx.option("ranges"), ctx.need_media().duration)
         origin = ctx.option("recut_of")
-        ctx.clips = requested_clips(ctx.need_transcript(), ranges, exact=ctx.option("exact") is True,
-                                    origin=origin if isinstance(origin, dict) else None)
+        clips = requested_clips(transcript, ranges, exact=ctx.option("exact") is True,
+                                origin=origin if isinstance(origin, dict) else None)
         # the frame stage keys its cached crop paths on this: the ranges decide the clips here
-        ctx.keys["select"] = param_key(ctx.keys["transcribe"], "ranges",
-                                       [(c.start, c.end) for c in ctx.clips])
-        res.progress(ctx, "select", 1.0)
+        key = param_key(heard.key, turns.key, "ranges", [(c.start, c.end) for c in clips])
+        ctx.results.selection = Selection(key, tuple(clips))
         return
     cfg = _job_bounds(ctx, res.settings.select)
     max_clips = _max_clips(ctx, cfg.max_clips)
-    key = ctx.keys["select"] = param_key(ctx.keys["transcribe"], cfg.model_dump(), max_clips)
-    hit = await res.store.get_result("select", key)
-    if hit is not None and "candidates" in hit:  # results stored before candidates were kept: redo
-        ctx.clips = [ClipPlan.from_dict(c) for c in hit["clips"]]
-        ctx.candidates = list(hit["candidates"])
+    key = param_key(heard.key, turns.key, cfg.model_dump(), max_clips)
+    if (hit := await res.store.get_result("select", key)) is not None:
+        ctx.results.selection = Selection(key, tuple(ClipPlan.from_dict(c) for c in hit["clips"]),
+                                          tuple(hit["candidates"]))
         ctx.cached.add("select")
-    else:
-        transcript = ctx.need_transcript()
-        if not transcript.words:
-            raise NothingToClipError(
-                f"{ctx.source}: no speech was recognised, so there is nothing to clip; check that the"
-                " audio track holds speech in the configured language (whisper.language)"
-            )
-        ctx.clips, ranked = await anyio.to_thread.run_sync(
-            lambda: rank_clips(transcript, ctx.features, cfg, turns=ctx.turns, max_clips=max_clips)
+        return
+    if not transcript.words:
+        raise NothingToClipError(
+            f"{ctx.source}: no speech was recognised, so there is nothing to clip; check that the"
+            " audio track holds speech in the configured language (whisper.language)"
         )
-        ctx.candidates = candidate_rows(ctx.clips, ranked)
-        await ctx.lease.put_result("select", key, {"clips": [c.to_dict() for c in ctx.clips],
-                                                   "candidates": ctx.candidates})
-    res.progress(ctx, "select", 1.0)
+    picked, ranked = await anyio.to_thread.run_sync(
+        lambda: rank_clips(transcript, heard.features, cfg, turns=turns.turns, max_clips=max_clips)
+    )
+    selection = Selection(key, tuple(picked), tuple(candidate_rows(picked, ranked)))
+    await ctx.lease.put_result("select", key, {"clips": [c.to_dict() for c in selection.clips],
+                                               "candidates": list(selection.candidates)})
+    ctx.results.selection = selection
