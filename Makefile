@@ -37,10 +37,10 @@ lint: $(STAMP)  ## ruff and mypy
 pytest: $(STAMP)  ## the test suite alone
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-test: lint  ## what CI runs (.ci/run): bootstrap, ruff, mypy, the whole test suite (slowest 25 listed)
+test: lint  ## what CI runs (.ci/run): bootstrap, ruff, mypy, every test of every marker (slowest 25 listed)
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
 
-bench: $(STAMP)  ## run every benchmark in bench/ (each prints its figures)
+bench: $(STAMP)  ## run every benchmark in bench/ (figures; one line instead where recordings are missing)
 	@for f in $(BENCH); do echo "== $$f"; $(PY) $$f; done
 
 config: $(STAMP)  ## regenerate config/montage.example.toml from the settings models
