@@ -341,8 +341,9 @@ class SelectConfig(Section):
     """At most one clip per this many seconds of talk, so a short talk is not cut into all its parts."""
     lead_in_seconds: float = Field(0.25, ge=0, le=2)
     """Silence kept before a clip's first word (never more than half the pause before it)."""
-    tail_seconds: float = Field(0.4, ge=0, le=2)
-    """Silence kept after a clip's last word (never more than half the pause after it)."""
+    tail_seconds: float = Field(0.3, ge=0, le=2)
+    """Silence kept after a clip's last word (never more than half the pause after it); 0.3 s
+    lets the last word ring out without a dead pause (docs/quality.md, clean boundaries)."""
     pause_seconds: float = Field(0.8, gt=0)
     """A silence this long ends a sentence when the transcript carries no punctuation."""
     whole_if_short: bool = True

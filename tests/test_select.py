@@ -15,8 +15,8 @@ import pytest
 from montaged.config import SelectConfig
 from montaged.errors import ConfigError
 from montaged.media.audio import iter_audio_chunks
-from montaged.model import ClipPlan, SpeakerTurn, Transcript, Word
-from montaged.select import WEIGHTS, AudioFeatureTrack, select_clips, split_sentences
+from montaged.model import AudioChunk, ClipPlan, SpeakerTurn, Transcript, Word
+from montaged.select import WEIGHTS, AudioFeatureTrack, rank_clips, select_clips, split_sentences
 from montaged.select.candidates import cut_times, enumerate_windows
 from montaged.select.choose import choose_top
 from montaged.select.reasons import HYGIENE, MIN_CONTRIBUTION, PHRASES
@@ -394,3 +394,46 @@ def test_audio_covering_part_of_the_talk() -> None:
     clips = select_clips(tr, track, SelectConfig(seconds_per_clip=20))
     check_clips(clips, tr, SelectConfig())
     assert all(np.isfinite(list(c.features.values())).all() for c in clips)
+
+
+def test_clips_end_on_finished_thoughts_not_on_pieces_or_trailing_words() -> None:
+    """A sentence that trails off ("… but…") or a piece cut from a run-on never ends a clip, and
+    the sentence after either never opens one, while whole sentences that fit exist."""
+    sentences = generic_talk(12, seed=3)
+    sentences[4] = sentences[4][:-1] + " but…"  # trails off, though an engine put "…" after it
+    # one run-on of about 40 s: split into pieces for max_seconds, none of which is complete
+    sentences[8] = " ".join(s.rstrip(".").lower() for s in generic_talk(6, seed=9)) + "."
+    tr = talk(sentences)
+    cfg = SelectConfig(min_seconds=4, max_seconds=14, seconds_per_clip=1, max_clips=10)
+    words = sorted(tr.words, key=lambda w: w.start)
+    for clip in rank_clips(tr, None, cfg)[1]:
+        inside = [i for i, w in enumerate(words) if clip.start <= (w.start + w.end) / 2 < clip.end]
+        last, before = words[inside[-1]].text, words[inside[0] - 1].text if inside[0] else "."
+        assert last.endswith(".") and last != "but…", clip.text
+        assert before.endswith(".") and before != "but…", clip.text
+
+
+def test_a_run_on_longer_than_any_clip_still_gives_clips() -> None:
+    """No whole sentence fits: clips of its pieces beat no clip (the logged fallback)."""
+    tr = talk([" ".join(s.rstrip(".").lower() for s in generic_talk(8, seed=2)) + "."])
+    assert select_clips(tr, None, SelectConfig(min_seconds=4, max_seconds=10, max_clips=2))
+
+
+def test_edges_move_in_to_the_sound_when_word_times_start_early() -> None:
+    """Whisper often starts a segment's first word at the segment start, before the voice: the
+    clip then starts lead_in before the sound, not before the engine's word time. Audio: 0.6 s of
+    silence, then 2 s of a voiced tone, then silence; the word is timed from 0.0 s."""
+    rate = 16_000
+    t = np.arange(int(4.0 * rate)) / rate
+    x = np.where((t >= 0.6) & (t < 2.6), 0.3 * np.sin(2 * np.pi * 150 * t), 0.0).astype(np.float32)
+    x += np.random.default_rng(0).normal(0, 1e-4, len(x)).astype(np.float32)
+    track = AudioFeatureTrack.from_chunks([AudioChunk(0.0, x)])
+    words = (Word("Hello", 0.0, 1.5, 0.9), Word("there.", 1.6, 3.4, 0.9))
+    tr = Transcript(words, "en", "whisper", "base", 4.0)
+    cfg = SelectConfig(min_seconds=1, max_seconds=10, lead_in_seconds=0.25, tail_seconds=0.3)
+    (clip,) = select_clips(tr, track, cfg)
+    assert clip.start == pytest.approx(0.6 - 0.25, abs=0.05)
+    assert clip.end == pytest.approx(2.6 + 0.3, abs=0.05)
+    # without audio, the word times are all there is
+    (plain,) = select_clips(tr, None, cfg)
+    assert plain.start == 0.0 and plain.end == pytest.approx(3.4 + 0.3)

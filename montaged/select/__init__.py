@@ -19,6 +19,7 @@ from montaged.errors import ConfigError
 from montaged.model import ClipPlan, SpeakerTurn, Transcript, Word
 from montaged.select.candidates import Windows, cut_times, enumerate_windows
 from montaged.select.choose import choose_top
+from montaged.select.edges import trim_to_sound
 from montaged.select.features import AudioFeatureTrack
 from montaged.select.reasons import explain
 from montaged.select.score import WEIGHTS, score_windows
@@ -131,12 +132,17 @@ def rank_clips(
         words, pause_seconds=cfg.pause_seconds, max_seconds=max(cfg.max_seconds - pads, 1.0)
     )
     wt = build_word_table(words, sentences, features)
-    start_at, end_at = cut_times(
-        wt.starts, wt.ends, transcript.duration, lead_in=cfg.lead_in_seconds, tail=cfg.tail_seconds
-    )
-    win = enumerate_windows(
-        sentences, start_at, end_at, min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds
-    )
+    pad = {"lead_in": cfg.lead_in_seconds, "tail": cfg.tail_seconds}
+    start_at, end_at = cut_times(wt.starts, wt.ends, transcript.duration, **pad)
+    start_at, end_at = trim_to_sound(start_at, end_at, wt.starts, wt.ends, features, **pad)
+    lo, hi = cfg.min_seconds, cfg.max_seconds
+    win = enumerate_windows(sentences, start_at, end_at, min_seconds=lo, max_seconds=hi, whole=True)
+    if len(win) == 0:
+        # No run of finished thoughts fits the bounds (one run-on sentence longer than
+        # max_seconds): clips of sentence pieces beat no clip at all.
+        win = enumerate_windows(sentences, start_at, end_at, min_seconds=lo, max_seconds=hi)
+        if len(win):
+            log.info("no clip of whole sentences fits the bounds; clips may end mid-sentence")
     span = float(end_at[-1] - start_at[0])
     if len(win) == 0 and cfg.whole_if_short and span < cfg.min_seconds:
         one = np.array([0], np.int64)

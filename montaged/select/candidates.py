@@ -70,8 +70,13 @@ def enumerate_windows(
     min_seconds: float,
     max_seconds: float,
     limit: int = MAX_CANDIDATES,
+    whole: bool = False,
 ) -> Windows:
     """Every run of sentences ``i..j`` whose padded length lies in ``[min_seconds, max_seconds]``.
+
+    With ``whole``, only runs of finished thoughts: ``j`` is complete and ``i`` is the first
+    sentence or follows a complete one (``Sentence.complete``), so no clip stops mid-sentence or
+    on a trailing "but…", and none opens on the second half of a cut-off sentence.
 
     Vectorised: padded sentence ends are non-decreasing, so for each start sentence the valid
     ends form one contiguous range found by binary search.
@@ -84,6 +89,10 @@ def enumerate_windows(
     lasts = np.fromiter((x.last for x in sentences), np.int64, s)
     s_start = start_at[firsts]
     s_end = end_at[lasts]
+    if whole:
+        complete = np.fromiter((x.complete for x in sentences), bool, s)
+        s_start = np.where(np.append(True, complete[:-1]), s_start, np.nan)
+        s_end = np.where(complete, s_end, np.nan)
     # A sentence whose outer cut is impossible (NaN) cannot start or end a window.
     ok_start = np.isfinite(s_start)
     ends_sorted = np.where(np.isfinite(s_end), s_end, np.nan)

@@ -52,6 +52,11 @@ DANGLING_CONJUNCTIONS = {
 }  # fmt: skip
 # "So," opens many good clips ("So why does this matter?"), hence half weight.
 
+# Words no finished sentence ends on, whatever punctuation an engine put after them: a thought
+# cut off ("… but…", "… and the.") rather than completed. Conjunctions that always join two
+# parts, and articles, which always precede their noun.
+TRAILING_OFF = _set("and but or because which nor plus yet although though whereas the a an")
+
 # Pronouns that point back to something before the clip when they open it.
 ANAPHORIC_ALWAYS = _set("it it's he he's she she's they they're them his her their its him")
 # Demonstratives are anaphoric only as pronouns ("That is why…"), not as determiners ("This talk").

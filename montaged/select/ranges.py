@@ -26,20 +26,25 @@ class RangeError(MediaError):
 def parse_ranges(value: Any, duration: float) -> list[tuple[float, float]]:
     """``options.ranges`` (``[[start, end], …]`` in media seconds), checked against ``duration``."""
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_RANGES:
-        raise RangeError(f"options.ranges: a list of 1 to {MAX_RANGES} [start, end] pairs in seconds"
-                         f" (got {value!r})")
+        raise RangeError(
+            f"options.ranges: a list of 1 to {MAX_RANGES} [start, end] pairs in seconds (got {value!r})"
+        )
     out = []
     for i, pair in enumerate(value):
-        ok = isinstance(pair, list | tuple) and len(pair) == 2 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+        ok = (
+            isinstance(pair, list | tuple)
+            and len(pair) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+        )
         if not ok:
             raise RangeError(f"options.ranges[{i}]: [start, end] in seconds (got {pair!r})")
         start, end = float(pair[0]), float(pair[1])
         if not 0 <= start < end:
             raise RangeError(f"options.ranges[{i}]: start must be 0 or more and before end (got {pair!r})")
         if start >= duration:
-            raise RangeError(f"options.ranges[{i}]: starts at {start:g} s, after the media ends"
-                             f" ({duration:.2f} s)")
+            raise RangeError(
+                f"options.ranges[{i}]: starts at {start:g} s, after the media ends ({duration:.2f} s)"
+            )
         out.append((start, min(end, duration)))
     return out
 
@@ -52,8 +57,13 @@ def snap(t: float, words: Sequence[Word]) -> float:
     return t
 
 
-def requested_clips(transcript: Transcript, ranges: Sequence[tuple[float, float]], *, exact: bool,
-                    origin: dict[str, Any] | None = None) -> list[ClipPlan]:
+def requested_clips(
+    transcript: Transcript,
+    ranges: Sequence[tuple[float, float]],
+    *,
+    exact: bool,
+    origin: dict[str, Any] | None = None,
+) -> list[ClipPlan]:
     """One plan per range, in the order given. ``origin`` (``options.recut_of``) names the clip or
     candidate re-cut; its score and reason carry over, since the moment is the same one."""
     words = sorted(transcript.words, key=lambda w: (w.start, w.end))
@@ -62,17 +72,22 @@ def requested_clips(transcript: Transcript, ranges: Sequence[tuple[float, float]
         if not exact:
             start, end = snap(start, words), snap(end, words)
         if end <= start:
-            raise RangeError(f"range {i + 1} ({start:.2f}-{end:.2f} s) is inside one word; widen it or"
-                             " use --exact")
+            raise RangeError(
+                f"range {i + 1} ({start:.2f}-{end:.2f} s) is inside one word; widen it or use --exact"
+            )
         inside = clip_words(words, start, end)
         origin = origin or {}
         score = origin.get("score")
-        plans.append(ClipPlan(
-            index=i, start=start, end=end,
-            score=float(score) if isinstance(score, int | float) else 0.0,
-            features={},
-            reason=str(origin.get("reason") or "requested range"),
-            text=" ".join(w.text.strip() for w in inside),
-            speakers=tuple(dict.fromkeys(w.speaker for w in inside if w.speaker is not None)),
-        ))
+        plans.append(
+            ClipPlan(
+                index=i,
+                start=start,
+                end=end,
+                score=float(score) if isinstance(score, int | float) else 0.0,
+                features={},
+                reason=str(origin.get("reason") or "requested range"),
+                text=" ".join(w.text.strip() for w in inside),
+                speakers=tuple(dict.fromkeys(w.speaker for w in inside if w.speaker is not None)),
+            )
+        )
     return plans

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from montaged.model import Word
-from montaged.select.lexicon import QUESTION_OPENERS, ends_sentence, is_question, norm
+from montaged.select.lexicon import QUESTION_OPENERS, TRAILING_OFF, ends_sentence, is_question, norm
 
 # A transcript with fewer sentence ends than one per this many words is treated as unpunctuated:
 # written English averages 15–25 words a sentence, so a real punctuated transcript is far above it.
@@ -34,6 +34,11 @@ class Sentence:
     question: bool
     terminal: bool  # ends on punctuation or a clear pause: a natural place to stop a clip
     speaker: str | None
+    complete: bool = True
+    """The thought is finished here, so a clip may end here and the next sentence may open one:
+    the talk's last word; else terminal punctuation (in an unpunctuated transcript, a clear pause
+    or a change of speaker), and a last word that does not trail off (lexicon.TRAILING_OFF). A
+    piece cut from a run-on (``max_seconds``) or a speaker cut off mid-sentence is not complete."""
 
 
 def safe_cuts(starts: npt.NDArray[np.float64], ends: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -78,6 +83,8 @@ def split_sentences(
         gap >= 0
     )
     natural = punct[:-1] | pause | change
+    finished = punct if punctuated else np.append(natural, True)
+    trailing = np.fromiter((norm(w.text) in TRAILING_OFF for w in words), bool, n)
     bounds = [0, *(np.flatnonzero(split) + 1).tolist(), n]
     pieces = [(a, b - 1) for a, b in itertools.pairwise(bounds)]
     if max_seconds is not None:
@@ -96,6 +103,7 @@ def split_sentences(
                 or (not punctuated and norm(words[first].text) in QUESTION_OPENERS),
                 terminal=bool(last == n - 1 or punct[last] or natural[last]),
                 speaker=spk[0][0] if spk else None,
+                complete=bool(last == n - 1 or (finished[last] and not trailing[last])),
             )
         )
     return out
