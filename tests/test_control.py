@@ -106,17 +106,25 @@ async def test_ops_and_bad_input(tmp_path: Path) -> None:
             # subscribe, then resume: the (bad) media fails in probe and the events say so
             await c.request("subscribe", job_id=job["id"])
             await c.request("resume")
-            kinds = []
+            pushed = []
             with anyio.fail_after(60):
                 async for event in c.events():
-                    kinds.append(event["event"])
+                    if event["job_id"] == job["id"]:  # intake.resumed has none
+                        pushed.append((event["event"], event["data"]))
                     if event["event"] == "job.failed":
                         assert event["data"]["stage"] == "probe"
                         assert "talk.mp4" in event["data"]["message"]
                         break
-            assert "job.claimed" in kinds
-            failed = (await c.request("show", job_id=job["id"]))["job"]
+            kinds = [kind for kind, _ in pushed]
+            assert kinds == ["job.claimed", "job.stage", "job.failed"]
+            shown = await c.request("show", job_id=job["id"])
+            failed = shown["job"]
             assert failed["state"] == "failed" and failed["error_class"] == "not_media"
+            # the history keeps what the live feed said, payload for payload
+            stored = [(e["kind"], e["data"]) for e in shown["events"]]
+            assert stored[-3:] == pushed
+            assert [k for k, _ in stored[:3]] == ["job.submitted", "job.cancelled", "job.retried"]
+            assert stored[1][1] == {"was": "queued"} and stored[2][1]["job"]["state"] == "queued"
             # the daemon lives on
             assert (await c.request("ping"))["pong"] is True
 
