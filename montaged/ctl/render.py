@@ -133,8 +133,6 @@ def _event_summary(event: dict[str, Any]) -> str:
         return f"was {data.get('was', '?')}"
     if kind is EventKind.JOB_DONE and isinstance(data.get("clips"), list):
         return plural(len(data["clips"]), "clip")
-    if kind in (EventKind.JOB_SUBMITTED, EventKind.JOB_RETRIED):
-        return ""
     shown = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
     return " ".join(f"{k}={v}" for k, v in shown.items())
 
