@@ -98,6 +98,15 @@ class Word(Record):
     confidence: float
     speaker: str | None = None
     source: str = "whisper"
+    speakers: tuple[str, ...] = ()
+    """Everyone heard in the word (overlapped speech has several), ``speaker`` first; empty
+    without diarization. ``speaker`` alone is who the word is attributed to."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        d = dict(data)
+        d["speakers"] = tuple(d.get("speakers", ()))
+        return super().from_dict(d)
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,9 @@ class Transcript(Record):
 
 @dataclass(frozen=True)
 class SpeakerTurn(Record):
+    """One speaker talking from ``start`` to ``end``; turns of different speakers overlap where
+    they talk at once (``montaged.diarize.overlap.overlaps`` lists those stretches)."""
+
     start: float
     end: float
     speaker: str

@@ -10,11 +10,13 @@ import pytest
 from montaged.diarize import check_speakers
 from montaged.diarize.assign import assign_speakers, word_turns
 from montaged.diarize.der import MD_EVAL_COLLAR, diarization_error, energy_regions
+from montaged.diarize.overlap import Overlap, overlap_aware, overlaps
 from montaged.diarize.rttm import RttmError, parse_json, parse_rttm, read_rttm, render, to_json, to_rttm
+from montaged.diarize.segmentation import ChunkActivity, chunk_starts, powerset_classes
 from montaged.diarize.senko_backend import embedding_windows, merge_to
 from montaged.diarize.turns import relabel, runs_to_turns, vote_frames
 from montaged.errors import ConfigError
-from montaged.model import SpeakerTurn, Word
+from montaged.model import SpeakerTurn, Transcript, Word
 
 T = SpeakerTurn
 
@@ -218,3 +220,78 @@ def test_overlapping_turns_and_no_turns() -> None:
     assert out[0].speaker == "S1"  # 0.6 s of S1 vs 0.5 s of S2
     words = (W("x", 0.0, 1.0),)
     assert assign_speakers(words, []) == words and assign_speakers([], turns) == ()
+
+
+def test_words_carry_every_speaker_heard_in_them() -> None:
+    turns = [T(0.0, 3.0, "S1"), T(1.0, 2.0, "S2")]
+    out = assign_speakers([W("a", 0.2, 0.6), W("b", 1.0, 1.6), W("c", 1.9, 2.5)], turns)
+    assert [w.speakers for w in out] == [("S1",), ("S1", "S2"), ("S1",)]  # "c": S2 covers 1/6 of it
+    # A one-word flip handed back to its sentence keeps only the sentence's speaker.
+    flip = [T(0.0, 1.0, "S1"), T(1.0, 1.3, "S2"), T(1.3, 3.0, "S1")]
+    mid = assign_speakers([W("we", 0.5, 0.8), W("went", 0.9, 1.25), W("home", 1.35, 1.7)], flip)
+    assert [w.speakers for w in mid] == [("S1",), ("S1",), ("S1",)]
+    # Round trip through the transcript's JSON shape keeps the tuple.
+    doc = Transcript(out, "en", "whisper", "base", 3.0).to_dict()
+    assert Transcript.from_dict(doc).words == out and Word.from_dict(doc["words"][1]).speakers == ("S1", "S2")
+    assert Word.from_dict({"text": "x", "start": 0, "end": 1, "confidence": 1}).speakers == ()
+
+
+# --- overlap ------------------------------------------------------------------------------------
+
+
+def test_relabel_joins_a_speakers_turns_across_someone_elses() -> None:
+    out = relabel([(0.0, 2.0, "a"), (1.5, 2.5, "b"), (2.0, 3.0, "a"), (2.5, 4.0, "b")])
+    assert out == [T(0.0, 3.0, "S1"), T(1.5, 4.0, "S2")]
+
+
+def test_overlaps_lists_who_talks_at_once() -> None:
+    turns = [T(0.0, 3.0, "S1"), T(2.0, 4.0, "S2"), T(2.5, 3.5, "S3"), T(5.0, 6.0, "S1"), T(6.0, 7.0, "S2")]
+    assert overlaps(turns) == [
+        Overlap(2.0, 2.5, ("S1", "S2")),
+        Overlap(2.5, 3.0, ("S1", "S2", "S3")),
+        Overlap(3.0, 3.5, ("S2", "S3")),
+    ]
+    assert overlaps([T(0.0, 1.0, "S1"), T(1.0, 2.0, "S2")]) == []  # touching is not overlapping
+
+
+def test_powerset_and_chunks() -> None:
+    table = powerset_classes(3, 2)
+    assert table.tolist() == [
+        [False, False, False], [True, False, False], [False, True, False], [False, False, True],
+        [True, True, False], [True, False, True], [False, True, True],
+    ]  # fmt: skip
+    assert chunk_starts(16_000 * 4, 5.0) == [0]  # shorter than a chunk: one, padded
+    assert chunk_starts(16_000 * 23, 5.0) == [0, 80_000, 160_000, 208_000]  # the last flush with the end
+
+
+def synthetic_activity(
+    duration: float, who: list[tuple[float, float, int]], starts: list[float]
+) -> ChunkActivity:
+    """What the segmentation model would say if it heard ``who`` (start, end, *global* id) and
+    numbered the speakers differently in every chunk (local = (global + chunk) % 3)."""
+    step, n = 0.016875, 589
+    active = np.zeros((len(starts), n, 3), dtype=bool)
+    for c, s in enumerate(starts):
+        t = s + np.arange(n) * step + 0.0619375 / 2
+        for a, b, g in who:
+            active[c, (t >= a) & (t < b), (g + c) % 3] = True
+    return ChunkActivity(np.asarray(starts), active, step, 0.0619375)
+
+
+def test_overlap_aware_turns_name_the_model_frames_after_the_clusters() -> None:
+    # Truth: S1 0-8 s, S2 6-14 s (2 s of overlap), S1 again 16-20 s. The one-speaker turns are
+    # 0.4 s off and cannot hold the overlap; the local speaker numbers change per chunk.
+    truth = [(0.0, 8.0, 0), (6.0, 14.0, 1), (16.0, 20.0, 0)]
+    act = synthetic_activity(20.0, truth, [0.0, 5.0, 10.0])
+    exclusive = [T(0.0, 7.4, "S1"), T(7.4, 14.3, "S2"), T(16.2, 20.0, "S1")]
+    out = overlap_aware(exclusive, act, 20.0)
+    ref = [T(a, b, f"S{g + 1}") for a, b, g in truth]
+    assert diarization_error(ref, out).der < 0.01
+    assert diarization_error(ref, exclusive).der > 0.1
+    assert [(round(o.start, 1), round(o.end, 1), o.speakers) for o in overlaps(out)] == [
+        (6.0, 8.0, ("S1", "S2"))
+    ]
+    # Voices the model hears but cannot name (no one-speaker turn agrees) are not invented.
+    assert overlap_aware([], act, 20.0) == []
+    lone = overlap_aware([T(0.0, 8.0, "S1")], act, 20.0)
+    assert {t.speaker for t in lone} == {"S1"}

@@ -29,6 +29,8 @@ class Diarizer(Protocol):
 
     ``diarize`` returns turns in time order, labelled ``S1``, ``S2``... in order of first
     appearance; times are seconds from the first sample (add the audio's media start time).
+    Turns of different speakers overlap where they talk at once (``overlap`` on); one speaker's
+    own turns never do.
     ``speakers`` fixes the number of speakers; ``None`` estimates it (up to ``max_speakers``).
     """
 
@@ -47,6 +49,8 @@ def create_diarizer(cfg: DiarizeConfig) -> Diarizer:
             threads=cfg.threads,
             max_speakers=cfg.max_speakers,
             min_turn_seconds=cfg.min_turn_seconds,
+            overlap=cfg.overlap,
+            overlap_step=cfg.overlap_step_seconds,
         )
     if cfg.backend == "pyannote":
         from montaged.diarize.pyannote_backend import PyannoteDiarizer
@@ -56,6 +60,7 @@ def create_diarizer(cfg: DiarizeConfig) -> Diarizer:
             device=cfg.device,
             threads=cfg.threads,
             max_speakers=cfg.max_speakers,
+            overlap=cfg.overlap,
         )
     raise ConfigError(f"diarize.backend: {cfg.backend!r} does not diarize; set it to 'senko' or 'pyannote'")
 

@@ -18,12 +18,16 @@ MAX_FLIP_SECONDS = 0.5
 """A one-word flip is absorbed only when the word is at most this long..."""
 MAX_FLIP_GAP = 0.3
 """...and it sits within this many seconds of the words either side (mid-sentence, not a reply)."""
+HEARD_SHARE = 0.3
+"""A second speaker is heard in a word when their turns cover at least this share of it: a
+turn edge grazing a word is a boundary drawn from 17 ms model frames, not someone talking over it."""
 
 
-def _speaker_of(
+def _speakers_of(
     word: Word, turns: Sequence[SpeakerTurn], starts: list[float], max_end: list[float], rank: dict[str, int]
-) -> str:
-    """The speaker overlapping ``word`` the longest; the nearest turn's when none overlaps."""
+) -> tuple[str, ...]:
+    """Speakers overlapping ``word``, longest first (ties: the earlier speaker); the nearest
+    turn's speaker alone when none overlaps. Others than the first must cover ``HEARD_SHARE``."""
     overlap: dict[str, float] = {}
     lo, hi = word.start, max(word.end, word.start + 1e-6)  # a zero-length word still has a place
     k = bisect.bisect_left(starts, hi) - 1
@@ -35,11 +39,12 @@ def _speaker_of(
             overlap[t.speaker] = overlap.get(t.speaker, 0.0) + shared
         k -= 1
     if overlap:
-        return max(overlap, key=lambda s: (overlap[s], -rank[s]))  # a tie goes to the earlier speaker
+        heard = sorted(overlap, key=lambda s: (-overlap[s], rank[s]))
+        return (heard[0], *(s for s in heard[1:] if overlap[s] >= HEARD_SHARE * (hi - lo)))
     # No overlap (the word is in a pause the VAD left out): the closest turn edge wins.
     mid = (lo + hi) / 2
     best = min(turns, key=lambda t: (max(t.start - mid, mid - t.end, 0.0), t.start))
-    return best.speaker
+    return (best.speaker,)
 
 
 def assign_speakers(
@@ -49,10 +54,12 @@ def assign_speakers(
     max_flip_seconds: float = MAX_FLIP_SECONDS,
     max_flip_gap: float = MAX_FLIP_GAP,
 ) -> tuple[Word, ...]:
-    """New words (same order) with ``speaker`` set from ``turns``.
+    """New words (same order) with ``speaker`` and ``speakers`` set from ``turns``.
 
     1. Each word gets the speaker whose turns overlap it longest (overlapped speech: the longer
-       share wins); a word no turn touches gets the nearest turn's speaker.
+       share wins); a word no turn touches gets the nearest turn's speaker. ``speakers`` is
+       everyone heard in it: that speaker, then anyone else whose turns cover at least
+       ``HEARD_SHARE`` of the word (both voices of overlapped speech).
     2. A single word whose speaker differs from the equal speakers before and after it is given
        to them when it is short (≤ ``max_flip_seconds``) and close to both (gaps ≤
        ``max_flip_gap``): a boundary drawn from 1.5 s windows, not a one-word reply.
@@ -67,7 +74,8 @@ def assign_speakers(
     for t in ordered:
         max_end.append(max(t.end, max_end[-1]) if max_end else t.end)
     rank = {s: i for i, s in enumerate(dict.fromkeys(t.speaker for t in ordered))}
-    speakers = [_speaker_of(w, ordered, starts, max_end, rank) for w in words]
+    heard = [_speakers_of(w, ordered, starts, max_end, rank) for w in words]
+    speakers = [h[0] for h in heard]
 
     smoothed = list(speakers)
     for i in range(1, len(words) - 1):
@@ -79,7 +87,11 @@ def assign_speakers(
         close = w.start - words[i - 1].end <= max_flip_gap and words[i + 1].start - w.end <= max_flip_gap
         if short and close:
             smoothed[i] = before
-    return tuple(dataclasses.replace(w, speaker=s) for w, s in zip(words, smoothed, strict=True))
+    return tuple(
+        # A word handed back to its sentence was a boundary artefact: only that speaker is heard.
+        dataclasses.replace(w, speaker=s, speakers=(s, *(o for o in h if o != s)) if s == h[0] else (s,))
+        for w, s, h in zip(words, smoothed, heard, strict=True)
+    )
 
 
 def word_turns(words: Sequence[Word]) -> list[SpeakerTurn]:

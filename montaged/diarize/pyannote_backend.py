@@ -11,8 +11,9 @@ Install with ``pip install 'montage[pyannote]'``. Where the pipeline comes from:
 
 Audio goes in as an in-memory waveform (``{"waveform": (1, N) tensor, "sample_rate": 16000}``):
 pyannote 4 decodes files with torchcodec, whose CPU wheels are often broken, and the audio is
-decoded already anyway. With pyannote 4 the ``exclusive_speaker_diarization`` (one speaker at a
-time, made for aligning with ASR words) is used when the pipeline returns it.
+decoded already anyway. With ``diarize.overlap`` (the default) pyannote's own overlapping turns
+are kept; off, pyannote 4's ``exclusive_speaker_diarization`` (one speaker at a time) is used
+when the pipeline returns it.
 """
 
 from __future__ import annotations
@@ -83,12 +84,20 @@ class PyannoteDiarizer:
         device: ``auto`` (CUDA when torch sees a card), ``cpu`` or ``cuda``.
         threads: torch CPU threads; 0 = up to 2.
         max_speakers: ceiling passed to the pipeline when the count is estimated.
+        overlap: keep pyannote's overlapping turns (every speaker of overlapped speech); off =
+            its exclusive diarization, one speaker at a time, when the pipeline has one.
     """
 
     name = "pyannote"
 
     def __init__(
-        self, pipeline: str | None, *, device: str = "auto", threads: int = 0, max_speakers: int = 10
+        self,
+        pipeline: str | None,
+        *,
+        device: str = "auto",
+        threads: int = 0,
+        max_speakers: int = 10,
+        overlap: bool = True,
     ) -> None:
         t0 = time.perf_counter()
         source = resolve_source(pipeline)
@@ -116,6 +125,7 @@ class PyannoteDiarizer:
             )
         self._pipeline = loaded.to(torch.device(device))
         self.max_speakers = max_speakers
+        self.overlap = overlap
         self.source = source
         self.load_seconds = time.perf_counter() - t0
         log.info(
@@ -141,14 +151,16 @@ class PyannoteDiarizer:
         accepted = inspect.signature(self._pipeline.apply).parameters
         kwargs = {k: v for k, v in kwargs.items() if k in accepted}
         output = self._pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, **kwargs)
-        return annotation_turns(output)
+        return annotation_turns(output, overlap=self.overlap)
 
 
-def annotation_turns(output: Any) -> list[SpeakerTurn]:
-    """Turns from a pipeline's output: pyannote 4's ``DiarizeOutput`` (exclusive diarization when
-    present) or a pyannote.core ``Annotation`` (3.x, and non-diarization pipelines)."""
+def annotation_turns(output: Any, *, overlap: bool = False) -> list[SpeakerTurn]:
+    """Turns from a pipeline's output: pyannote 4's ``DiarizeOutput`` (its overlapping
+    ``speaker_diarization`` with ``overlap``, else the exclusive one when present) or a
+    pyannote.core ``Annotation`` (3.x, and non-diarization pipelines)."""
     annotation = output
-    for attr in ("exclusive_speaker_diarization", "speaker_diarization"):
+    order = ("speaker_diarization",) if overlap else ("exclusive_speaker_diarization", "speaker_diarization")
+    for attr in order:
         if getattr(output, attr, None) is not None:
             annotation = getattr(output, attr)
             break

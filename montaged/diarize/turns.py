@@ -109,15 +109,19 @@ def _merge_runs(runs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
 
 
 def relabel(turns: Sequence[tuple[float, float, object]]) -> list[SpeakerTurn]:
-    """``S1``, ``S2``... in order of first appearance; touching turns of one speaker joined."""
+    """``S1``, ``S2``... in order of first appearance; touching or overlapping turns of one
+    speaker joined. Turns of different speakers may overlap (overlapped speech)."""
     names: dict[object, str] = {}
     out: list[SpeakerTurn] = []
+    last: dict[str, int] = {}  # speaker -> index in out of their latest turn
     for start, end, key in sorted(turns, key=lambda t: (t[0], t[1])):
         if end <= start:
             continue
         name = names.setdefault(key, f"S{len(names) + 1}")
-        if out and out[-1].speaker == name and start - out[-1].end < FRAME / 2:
-            out[-1] = SpeakerTurn(out[-1].start, max(out[-1].end, end), name)
+        i = last.get(name)
+        if i is not None and start - out[i].end < FRAME / 2:
+            out[i] = SpeakerTurn(out[i].start, max(out[i].end, round(end, 3)), name)
         else:
+            last[name] = len(out)
             out.append(SpeakerTurn(round(start, 3), round(end, 3), name))
     return out
