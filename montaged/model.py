@@ -208,6 +208,10 @@ class RenderedClip(Record):
     frames: int
     seconds: float  # wall time spent rendering
     quality: dict[str, Any] | None = None  # montaged.render.quality.assess: measures, warnings, flags
+    profile: str | None = None  # the profile it was rendered with (a job may have several)
+    # a reel (index -1, start/end on the reel's clock): order, transition, seconds and each clip's
+    # index, source range and place in the reel (render/reel_encode.py)
+    reel: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

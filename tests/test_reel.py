@@ -187,3 +187,60 @@ def test_words_on_the_reel_clock_split_each_overlap_at_its_middle() -> None:
     # each side of the middle shows one clip: its words, and only those, are captioned there
     assert [w.text for w in out] == ["tail", "body"]
     assert (out[0].start, out[1].start) == pytest.approx((2.70, 3.10))
+
+
+def test_process_renders_each_profile_and_a_reel_from_one_analysis(tmp_path: Path) -> None:
+    """``montaged process -p tall -p wide -p story``: the clips of one selection in two shapes, and
+    the 9:16 reel profile's reel of the same clips (framed once per aspect)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import make_talk_clip
+    from daemon_harness import JFK, daemon_env
+
+    from montaged.export.job import export_job
+
+    clip = make_talk_clip(tmp_path / "talk.mp4", seconds=11, size="320x180", speech=JFK)
+    config = tmp_path / "montage.toml"
+    config.write_text(
+        '[profiles.tall]\naspect = "9:16"\nwidth = 180\nheight = 320\ncrf = 30\ncaptions = "none"\n'
+        '[profiles.wide]\naspect = "16:9"\nwidth = 320\nheight = 180\ncrf = 30\ncaptions = "none"\n'
+        '[profiles.story]\naspect = "9:16"\nwidth = 180\nheight = 320\ncrf = 30\n'
+        '[profiles.story.reel]\ntransition = "dip"\nseconds = 0.4\n')
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MONTAGE_")}, **daemon_env(tmp_path)}
+    out = tmp_path / "clips"
+    done = subprocess.run(
+        [sys.executable, "-m", "montaged", "process", str(clip), "-o", str(out), "--config", str(config),
+         "-p", "tall", "-p", "wide", "-p", "story", "--range", "0.5-4.0", "--range", "5.0-9.5", "--exact",
+         "--json"],
+        capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (job,) = json.loads(done.stdout)
+    rendered = job["result"]["clips"]
+    by_profile: dict[str, list[dict]] = {}
+    for c in rendered:
+        by_profile.setdefault(c["profile"], []).append(c)
+    n = len(by_profile["tall"])
+    assert n == 2 and len(by_profile["wide"]) == n and len(by_profile["story"]) == 1  # one selection
+    (reel,) = by_profile["story"]
+    stem = f"talk-{job['id'][:8]}"
+    assert Path(reel["path"]).name == f"{stem}-reel-story.mp4"
+    assert sorted(Path(c["path"]).name for c in by_profile["tall"]) == [
+        f"{stem}-{i:02d}-tall.mp4" for i in range(1, n + 1)]
+    # the reel: the clips' frames less one 0.4 s (10 frame) transition per join, to the frame
+    assert reel["frames"] == sum(c["frames"] for c in by_profile["tall"]) - (n - 1) * 10
+    with av.open(reel["path"]) as c:
+        assert sum(1 for _ in c.decode(video=0)) == reel["frames"]
+        assert c.streams.audio[0].duration is not None
+    assert [r["index"] for r in reel["reel"]["clips"]] == [c["index"] for c in by_profile["tall"]]
+    tall_docs = {c["index"]: json.loads(Path(c["sidecar_path"]).read_text()) for c in by_profile["tall"]}
+    reel_doc = json.loads(Path(reel["sidecar_path"]).read_text())
+    for entry in reel_doc["reel"]["clips"]:  # 9:16 profiles share their framing
+        assert entry["crop_path"] == tall_docs[entry["clip"]["index"]]["crop_path"]
+        assert entry["clip"]["start"] == tall_docs[entry["clip"]["index"]]["clip"]["start"]
+    wide = json.loads(Path(by_profile["wide"][0]["sidecar_path"]).read_text())
+    assert wide["output"]["width"] == 320 and wide["profile"] == "wide"
+    # an export holds each range once
+    exported = export_job(job, "otio")
+    assert len(exported["clips"]) == n

@@ -23,6 +23,7 @@ from montaged.cli.run import expected_failure
 from montaged.config import Secrets, Settings, load
 from montaged.control.protocol import EventKind
 from montaged.ctl.candidates import print_candidates
+from montaged.ctl.parser import add_render_options, render_options
 from montaged.errors import ConfigError, MontageError
 from montaged.events import EventBus
 from montaged.intake import Submitter
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--output", "-o", type=Path, metavar="DIR",
                    help="folder for the clips (required unless --dry-run)")
-    p.add_argument("--profile", "-p", default="vertical", help="output profile (default vertical)")
+    add_render_options(p, default_profile="vertical")
     p.add_argument("--max-clips", type=int, metavar="N", help="at most N clips per file")
     p.add_argument("--speakers", type=int, metavar="N", help="number of speakers, when known")
     p.add_argument("--language", "-l", metavar="CODE", help="spoken language (en, de…; whisper.language)")
@@ -85,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"montaged process: configuration errors:\n{e}", file=sys.stderr)
         return 1
-    if args.profile not in settings.profiles:
-        print(f"montaged process: unknown profile {args.profile!r}; configured: "
+    profile, options = render_options(args)
+    profile = profile or "vertical"
+    if unknown := [p for p in [profile, *options.get("profiles", [])] if p not in settings.profiles]:
+        print(f"montaged process: unknown profile {unknown[0]!r}; configured: "
               f"{', '.join(sorted(settings.profiles))}", file=sys.stderr)
         return 2
     setup(settings.log.model_copy(update={"level": "info" if args.verbose else "warning"}))
@@ -94,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
         print("montaged process: -o DIR is required (where the clips go), unless --dry-run",
               file=sys.stderr)
         return 2
-    options: dict[str, Any] = {}
     if args.dry_run:
         options["stop_after"] = DRY_RUN_STAGE
     if args.ranges:
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     out = (args.output or Path.cwd()).expanduser().resolve()
     try:
         jobs, refused = anyio.run(_process, settings, [f.expanduser().absolute() for f in args.files], out,
-                         args.profile, options, args.json)
+                         profile, options, args.json)
     except KeyboardInterrupt:
         print("montaged process: interrupted; the jobs were cancelled", file=sys.stderr)
         return 130
@@ -251,5 +253,10 @@ def _summary(console: Console, jobs: list[Job], as_json: bool) -> None:
             console.print(f"    from cache: {', '.join(result['cached_stages'])}")
         for clip in result.get("clips", []):
             print(clip["path"])
+            if reel := clip.get("reel"):
+                console.print(f"    reel of {len(reel['clips'])} clips, {clip['end'] - clip['start']:.1f} s,"
+                              f" {reel['transition']} {reel['seconds']:.2f} s, {reel['order']} order",
+                              highlight=False)
+                continue
             console.print(f"    {clip['end'] - clip['start']:.1f} s, score {clip['score']:.2f}: "
                           f"{clip['reason']}", highlight=False)

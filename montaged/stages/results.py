@@ -8,7 +8,7 @@ can start from it: change an earlier stage's parameters and every later stored r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from montaged.model import ClipPlan, CropPlan, MediaInfo, RenderedClip, SpeakerTurn, Transcript
@@ -52,9 +52,15 @@ class Selection:
 
 @dataclass(frozen=True)
 class Framing:
-    """frame: one crop path per clip; None where the renderer centre-crops or draws an audiogram."""
+    """frame: one crop path per clip; None where the renderer centre-crops or draws an audiogram.
+    ``crops`` are the job's first profile's; ``by_profile`` holds every profile's (profiles of one
+    aspect share theirs)."""
 
     crops: tuple[CropPlan | None, ...]
+    by_profile: dict[str, tuple[CropPlan | None, ...]] = field(default_factory=dict)
+
+    def crops_for(self, profile: str) -> tuple[CropPlan | None, ...]:
+        return self.by_profile.get(profile, self.crops)
 
 
 @dataclass(frozen=True)
