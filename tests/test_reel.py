@@ -244,3 +244,16 @@ def test_process_renders_each_profile_and_a_reel_from_one_analysis(tmp_path: Pat
     # an export holds each range once
     exported = export_job(job, "otio")
     assert len(exported["clips"]) == n
+    # montagectl show: every clip under its profile, the reel with its clips' ranges and places
+    from rich.console import Console
+
+    from montaged.ctl.render import print_job
+
+    console = Console(record=True, width=200)
+    print_job(console, {"job": job, "events": []})
+    shown = console.export_text()
+    assert shown.count("[tall]") == n and shown.count("[wide]") == n
+    assert f"reel  [story]  {reel['end']:.1f} s, 2 clips, dip 0.40 s, time order" in shown
+    first = reel["reel"]["clips"][0]
+    place = f"at 0.00–{first['place_end']:.2f} s of the reel"
+    assert f"#1  source {first['start']:7.1f}–{first['end']:.1f} s  {place}" in shown

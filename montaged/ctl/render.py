@@ -183,8 +183,9 @@ def print_job(console: Console, shown: dict[str, Any]) -> None:
     if job["state"] == "done" and not result.get("dry_run"):
         encoder = result.get("encoder") or "-"
         out(f"[bold]clips[/] ({len(clips)}, encoder {escape(str(encoder))})", highlight=False)
+        several = len({c.get("profile") for c in clips}) > 1
         for clip in clips:
-            print_clip(console, clip)
+            print_clip(console, clip, profile=several)
     print_candidates(console, job)
     for note in result.get("notes") or []:
         out(f"  note: {escape(str(note))}", highlight=False)
@@ -221,12 +222,34 @@ def stage_timings(job: dict[str, Any], events: list[dict[str, Any]]) -> list[tup
 SPAN_NOTES = {FAILED_HERE: "failed here", CANCELLED_HERE: "cancelled here", STOPPED_HERE: "stopped here"}
 
 
-def print_clip(console: Console, clip: dict[str, Any]) -> None:
+def print_reel(console: Console, clip: dict[str, Any]) -> None:
+    """A reel: its file, transition and length, then each clip's source range and place in it."""
+    reel = clip["reel"]
+    profile = escape(f"[{clip['profile']}]") + "  " if clip.get("profile") else ""
+    console.print(f"  reel  {profile}{float(clip.get('end', 0)):.1f} s, {len(reel.get('clips') or [])} clips,"
+                  f" {escape(str(reel.get('transition')))} {float(reel.get('seconds') or 0):.2f} s,"
+                  f" {escape(str(reel.get('order')))} order  {escape(str(clip.get('encoder', '-')))}  "
+                  f"{escape(str(clip.get('path', '?')))}", highlight=False)
+    for c in reel.get("clips") or []:
+        console.print(f"      #{int(c['index']) + 1}  source {float(c['start']):7.1f}–{float(c['end']):.1f} s"
+                      f"  at {float(c['place_start']):.2f}–{float(c['place_end']):.2f} s of the reel",
+                      highlight=False, style="dim")
+    if isinstance(q := clip.get("quality"), dict):
+        console.print(f"      {escape(quality_line(q))}", highlight=False,
+                      style="yellow" if q.get("flags") else "dim")
+
+
+def print_clip(console: Console, clip: dict[str, Any], *, profile: bool = False) -> None:
+    """One rendered clip (or reel); ``profile``: name its profile (a job of several)."""
+    if isinstance(clip.get("reel"), dict):
+        print_reel(console, clip)
+        return
     length = float(clip.get("end", 0)) - float(clip.get("start", 0))
     score = clip.get("score")
     score_text = f"{score:.2f}" if isinstance(score, int | float) else "-"
     number = clip["index"] + 1 if isinstance(clip.get("index"), int) else "?"  # as in file names
-    console.print(f"  #{number}  {clip.get('start', 0):7.1f}–{clip.get('end', 0):.1f} s "
+    named = escape(f"[{clip['profile']}]") + "  " if profile and clip.get("profile") else ""
+    console.print(f"  #{number}  {named}{clip.get('start', 0):7.1f}–{clip.get('end', 0):.1f} s "
                   f"({length:.1f} s)  score {score_text}  {escape(str(clip.get('encoder', '-')))}  "
                   f"{escape(str(clip.get('path', '?')))}", highlight=False)
     if clip.get("reason"):
@@ -269,8 +292,9 @@ def print_outcome(console: Console, job: dict[str, Any]) -> None:
         console.print(f"[green]✓[/] {escape(name(job))}  job {job['id']}: {plural(len(clips), 'clip')} in "
                       f"{result.get('wall_seconds', 0):.1f} s (ratio {result.get('processing_ratio')})",
                       highlight=False)
+        several = len({c.get("profile") for c in clips}) > 1
         for clip in clips:
-            print_clip(console, clip)
+            print_clip(console, clip, profile=several)
         if result.get("cached_stages"):  # a re-cut shows here that nothing was transcribed again
             console.print(f"  from cache: {', '.join(result['cached_stages'])}", highlight=False)
     elif state == "failed":
