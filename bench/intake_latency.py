@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from montaged.config import HotFolderConfig, LogConfig  # noqa: E402
 from montaged.events import EventBus  # noqa: E402
+from montaged.gate import IntakeGate  # noqa: E402
 from montaged.intake import Submitter  # noqa: E402
 from montaged.logging import setup as setup_logging  # noqa: E402
 from montaged.sources.hotfolder import run_hotfolder  # noqa: E402
@@ -92,7 +93,7 @@ async def measure(base: Path, *, drops: int, size: int, settle: float, polling: 
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(collect)
-            await tg.start(lambda task_status: run_hotfolder(cfg, submitter, paused=lambda: False,
+            await tg.start(lambda task_status: run_hotfolder(cfg, submitter, gate=IntakeGate(),
                                                              task_status=task_status))
             if burst:
                 paths = [folder / f"drop{i:03d}.mp4" for i in range(drops)]

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ import anyio
 import structlog
 
 from montaged import options as job_options
+from montaged.control import protocol as p
+from montaged.control.protocol import EventKind
 from montaged.errors import MediaError, MontageError, StoreUnavailable
 from montaged.events import EventBus
 from montaged.media.source_file import SourceFile, identity_of, is_utf8, open_source, shown
@@ -208,7 +210,8 @@ class Submitter:
         bus: live events for subscribers.
         input_roots: submitted files must resolve inside one of these.
         profiles: the configured profile names.
-        wake: set after each submit so the claim loop looks at once.
+        on_submitted: called after each stored job (the pipeline's ``poke``: the claim loop looks
+            at once instead of at its next poll).
         output_roots: a job's own ``output_dir`` must lie inside one of these (or an input
             root); None leaves that check to the caller (the socket checks it itself).
     """
@@ -220,7 +223,7 @@ class Submitter:
         *,
         input_roots: Iterable[Path],
         profiles: Iterable[str],
-        wake: anyio.Event | None = None,
+        on_submitted: Callable[[], None] | None = None,
         output_roots: Iterable[Path] | None = None,
     ) -> None:
         self.store = store
@@ -228,11 +231,7 @@ class Submitter:
         self.input_roots = list(input_roots)
         self.profiles = set(profiles)
         self.output_roots = None if output_roots is None else list(output_roots)
-        self._wake = wake
-        self.paused = False
-
-    def set_wake(self, wake: anyio.Event) -> None:
-        self._wake = wake
+        self._on_submitted = on_submitted
 
     def check(self, spec: JobSpec) -> JobSpec:
         """Return the spec with its source resolved and its identity recorded, or raise SubmitError."""
@@ -281,22 +280,17 @@ class Submitter:
             raise SubmitError(f"{checked.source}: the store refused the job ({type(e).__name__});"
                               " the daemon's log has the details") from e
         # the store recorded job.submitted in the same transaction; tell the live subscribers
-        self.announce(job.id, "job.submitted", {"source": checked.source, "origin": checked.origin,
-                                                "profile": checked.profile, "job": job.to_dict()})
+        self.announce(job.id, EventKind.JOB_SUBMITTED, p.submitted(job))
         log.info("job submitted", job_id=job.id, source=checked.source, origin=checked.origin)
-        self.poke()
+        if self._on_submitted is not None:
+            self._on_submitted()
         return job
 
-    def poke(self) -> None:
-        """Wake the claim loop now instead of at its next poll."""
-        if self._wake is not None:
-            self._wake.set()
-
-    def announce(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
+    def announce(self, job_id: str, kind: EventKind, data: Mapping[str, Any] | None = None) -> None:
         """Publish an event the store already recorded (or one too frequent to record)."""
-        self.bus.publish(JobEvent(job_id=job_id, kind=kind, at=time.time(), data=data or {}))
+        self.bus.publish(JobEvent(job_id=job_id, kind=kind, at=time.time(), data=dict(data or {})))
 
-    async def emit(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
+    async def emit(self, job_id: str, kind: EventKind, data: Mapping[str, Any] | None = None) -> None:
         """Record an event in the store and publish it."""
         event = await self.store.add_event(job_id, kind, data or {})
         self.bus.publish(event)

@@ -21,6 +21,7 @@ from conftest import make_talk_clip
 from montaged.config import HotFolderConfig
 from montaged.errors import ConfigError
 from montaged.events import EventBus
+from montaged.gate import IntakeGate
 from montaged.intake import Submitter
 from montaged.media.probe import content_hash
 from montaged.model import JobEvent, JobSpec, JobState
@@ -47,7 +48,7 @@ class Rig:
         self.store = store
         self.submitter = submitter
         self.events: list[JobEvent] = []
-        self.paused = False
+        self.gate = IntakeGate()
 
     def kinds(self, kind: str) -> list[JobEvent]:
         return [e for e in self.events if e.kind == kind]
@@ -63,7 +64,7 @@ class Rig:
         async with anyio.create_task_group() as tg:
             await tg.start(self._collect)
             await tg.start(lambda task_status: run_hotfolder(
-                cfg, self.submitter, paused=lambda: self.paused, task_status=task_status))
+                cfg, self.submitter, gate=self.gate, task_status=task_status))
             yield
             tg.cancel_scope.cancel()
 
@@ -179,12 +180,12 @@ async def test_same_content_twice_is_one_job_and_restart_loses_nothing(
 async def test_paused_intake_holds_settled_files(tmp_path: Path, sqlite_url: str, clips: list[Path]) -> None:
     inbox = tmp_path / "in"
     async with rig(tmp_path, sqlite_url) as r, r.hotfolder(hot_cfg(inbox, after="move")):
-        r.paused = True
+        r.gate.pause()
         shutil.copyfile(clips[0], inbox / "a.mp4")
         await anyio.sleep(SETTLE * 4)
         assert r.kinds("job.submitted") == []
         assert (inbox / "a.mp4").exists()  # not even moved while paused
-        r.paused = False
+        r.gate.resume()
         await r.wait_for(lambda: r.kinds("job.submitted"))
         assert (inbox / "processing" / "a.mp4").exists()
 
@@ -251,7 +252,7 @@ async def test_unusable_folders_are_named_in_the_error(tmp_path: Path, sqlite_ur
     cfg = HotFolderConfig(paths=[tmp_path / "missing", outside], profile="wide")
     async with rig(tmp_path, sqlite_url) as r:
         with pytest.raises(ConfigError) as err:
-            await run_hotfolder(cfg, r.submitter, paused=lambda: False)
+            await run_hotfolder(cfg, r.submitter, gate=IntakeGate())
     msg = str(err.value)
     assert f"{tmp_path / 'missing'} is not an existing folder" in msg
     assert f"{outside} is outside paths.input_roots" in msg
@@ -376,7 +377,7 @@ async def test_folder_rules_name_watched_folders_and_configured_profiles(tmp_pat
     cfg = hot_cfg(inbox, folder_options={str(other): {"max_clips": 1}, str(inbox): {"profiles": ["poster"]}})
     async with rig(tmp_path, sqlite_url) as r:
         with pytest.raises(ConfigError) as err:
-            await run_hotfolder(cfg, r.submitter, paused=lambda: False)
+            await run_hotfolder(cfg, r.submitter, gate=IntakeGate())
     msg = str(err.value)
     assert f"hotfolder.folder_options.{str(other)!r}: not one of hotfolder.paths" in msg
     assert f"hotfolder.folder_options.{str(inbox)!r}.profiles: 'poster' is not configured" in msg

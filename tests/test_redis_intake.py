@@ -26,6 +26,7 @@ from conftest import REDIS_URL, ROOT, make_talk_clip
 
 from montaged.config import RedisIntakeConfig
 from montaged.events import EventBus
+from montaged.gate import IntakeGate
 from montaged.intake import Submitter
 from montaged.metrics import REGISTRY
 from montaged.model import Job, JobEvent, JobSpec, JobState
@@ -60,7 +61,7 @@ class Rig:
     async def intake(self, cfg: RedisIntakeConfig, url: str = REDIS_URL) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             await tg.start(lambda task_status: run_redis_intake(
-                cfg, url, self.submitter, self.bus, paused=lambda: False, task_status=task_status))
+                cfg, url, self.submitter, self.bus, gate=IntakeGate(), task_status=task_status))
             yield
             tg.cancel_scope.cancel()
 
@@ -344,7 +345,7 @@ async def main() -> None:
     store = open_store(sys.argv[3])
     bus = EventBus()
     submitter = Submitter(store, bus, input_roots=[Path(sys.argv[4])], profiles=["vertical"])
-    await run_redis_intake(cfg, sys.argv[2], submitter, bus, paused=lambda: False)
+    await run_redis_intake(cfg, sys.argv[2], submitter, bus, gate=IntakeGate())
 
 anyio.run(main)
 """

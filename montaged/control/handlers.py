@@ -16,6 +16,8 @@ from montaged.config import Settings
 from montaged.control import protocol as p
 from montaged.errors import MontageError, StoreUnavailable
 from montaged.export import job as export
+from montaged.gate import IntakeGate
+from montaged.health import ServiceHealth
 from montaged.intake import SubmitError, Submitter
 from montaged.model import JobSpec, JobState
 from montaged.pipeline import Pipeline
@@ -34,18 +36,17 @@ class Stats:
     """Daemon-wide figures for ``stats`` and the periodic ``daemon.stats`` event."""
 
     def __init__(self, settings: Settings, store: JobStore, pipeline: Pipeline, resources: Resources,
-                 submitter: Submitter) -> None:
+                 gate: IntakeGate, services: ServiceHealth) -> None:
         self.settings = settings
         self.store = store
         self.pipeline = pipeline
         self.res = resources
-        self.submitter = submitter
+        self.gate = gate
+        self.services = services
         self.budget = Budget(store, settings.budget)
         self.started = time.time()
         self.ratio_history: deque[float] = deque(maxlen=HISTORY)
         self.mmph_history: deque[float] = deque(maxlen=HISTORY)
-        self.store_ok = True
-        self.redis_ok: bool | None = None
 
     def throughput(self) -> tuple[float | None, float]:
         """(processing ratio of recent jobs, media minutes finished per hour over the last hour)."""
@@ -70,9 +71,9 @@ class Stats:
             for job_id in sorted(self.pipeline.inflight):
                 rows = await self.store.spend(self.budget.caps, job_id=job_id)
                 job_rows += summary_dicts([r for r in rows if r.period.startswith("job:")])
-            self.store_ok = True
-        except StoreUnavailable:
-            counts, budget_rows, job_rows, self.store_ok = {}, [], [], False
+        except StoreUnavailable as e:
+            counts, budget_rows, job_rows = {}, [], []
+            self.services.store(False, str(e))
         for state in JobState:
             metrics.JOBS.labels(state=state.value).set(counts.get(state, 0))
         cache = self.res.cache
@@ -90,7 +91,7 @@ class Stats:
             "version": montage_version(),
             "worker": self.pipeline.worker,
             "uptime": round(time.time() - self.started, 1),
-            "paused": self.pipeline.paused,
+            "paused": self.gate.paused,
             "memory_paused": self.pipeline.memory_paused,
             "draining": self.pipeline.draining,
             "jobs": {s.value: counts.get(s, 0) for s in JobState},
@@ -112,7 +113,7 @@ class Stats:
                      "month": self.settings.budget.per_month},
             "cloud": {"enabled": cloud.enabled, "blocked": blocked_reason is not None,
                       "reason": blocked_reason},
-            "health": {"store": self.store_ok, "redis": self.redis_ok},
+            "health": {"store": self.services.store_ok, "redis": self.services.redis_ok},
             "subscribers": self.pipeline.bus.subscribers,
         }
 
@@ -121,12 +122,13 @@ class ControlOps:
     """The daemon side of every op except ``subscribe`` (handled by the server itself)."""
 
     def __init__(self, settings: Settings, store: JobStore, submitter: Submitter, pipeline: Pipeline,
-                 stats: Stats) -> None:
+                 stats: Stats, gate: IntakeGate) -> None:
         self.settings = settings
         self.store = store
         self.submitter = submitter
         self.pipeline = pipeline
         self.stats = stats
+        self.gate = gate
 
     async def __call__(self, request: p.Request) -> Any:
         try:
@@ -188,7 +190,7 @@ class ControlOps:
             raise p.ProtocolError(p.INVALID_STATE, f"job {job_id} is {current.state}; only queued or"
                                                    " running jobs can be cancelled")
         self.pipeline.cancel_job(job_id)
-        self.submitter.announce(job_id, "job.cancelled", {"was": current.state})
+        self.submitter.announce(job_id, p.EventKind.JOB_CANCELLED, p.cancelled(current.state))
         return job.to_dict()
 
     async def op_retry(self, request: p.Request) -> Any:
@@ -198,23 +200,20 @@ class ControlOps:
         if job is None:
             raise p.ProtocolError(p.INVALID_STATE, f"job {job_id} is {current.state}; only failed or"
                                                    " cancelled jobs can be retried")
-        self.submitter.announce(job_id, "job.retried", {"job": job.to_dict()})
+        self.submitter.announce(job_id, p.EventKind.JOB_RETRIED, p.retried(job))
         self.pipeline.poke()
         return job.to_dict()
 
     async def op_pause(self, request: p.Request) -> Any:
-        self.pipeline.paused = self.submitter.paused = True
-        metrics.INTAKE_PAUSED.set(1)
-        self.submitter.announce("", "intake.paused", {})
-        log.info("intake paused")
+        if self.gate.pause():
+            self.submitter.announce("", p.EventKind.INTAKE_PAUSED, {})
+            log.info("intake paused")
         return {"paused": True}
 
     async def op_resume(self, request: p.Request) -> Any:
-        self.pipeline.paused = self.submitter.paused = False
-        metrics.INTAKE_PAUSED.set(0)
-        self.pipeline.poke()
-        self.submitter.announce("", "intake.resumed", {})
-        log.info("intake resumed")
+        if self.gate.resume():
+            self.submitter.announce("", p.EventKind.INTAKE_RESUMED, {})
+            log.info("intake resumed")
         return {"paused": False}
 
     async def op_stats(self, request: p.Request) -> Any:

@@ -17,7 +17,7 @@ import fnmatch
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ from watchfiles import Change, awatch
 
 from montaged.backoff import Backoff
 from montaged.config import HotFolderConfig
+from montaged.control.protocol import EventKind, duplicate
 from montaged.errors import ConfigError, StoreUnavailable
+from montaged.gate import IntakeGate
 from montaged.intake import SubmitError, Submitter, check_path_text, check_source
 from montaged.media.source_file import shown
 from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED
@@ -43,7 +45,6 @@ log = structlog.get_logger(__name__)
 
 HASH_CACHE_STAGE = "hotfolder.hash"
 """Stage name under which the store caches file hashes (key: device, inode, size, mtime)."""
-PAUSE_CHECK_SECONDS = 0.25
 """How often a settled file looks whether intake was resumed."""
 HASH_THREADS = 2
 """Files hashed at once: hashing is disk-bound, more threads only make the drives seek."""
@@ -101,14 +102,14 @@ class HotFolder:
     Args:
         cfg: the ``[hotfolder]`` settings.
         submitter: the daemon's front door; its store also answers "seen this content before?".
-        paused: true while intake is paused: settled files wait (and are not moved).
+        gate: the intake gate: while paused, settled files wait (and are not moved).
     """
 
-    def __init__(self, cfg: HotFolderConfig, submitter: Submitter, *, paused: Callable[[], bool]) -> None:
+    def __init__(self, cfg: HotFolderConfig, submitter: Submitter, *, gate: IntakeGate) -> None:
         self.cfg = cfg
         self.submitter = submitter
         self.store = submitter.store
-        self.paused = paused
+        self.gate = gate
         self.folders = resolve_folders(cfg)
         self._ignore = [p.lower() for p in cfg.ignore_patterns]
         self._waiters: dict[Path, _Waiter] = {}
@@ -313,8 +314,8 @@ class HotFolder:
                 if not await anyio.to_thread.run_sync(openable, path):
                     since = now
                     continue
-                if self.paused():
-                    await waiter.wait(PAUSE_CHECK_SECONDS)
+                if self.gate.paused:
+                    await self.gate.wait_open()
                     continue
                 await self._take(path, initial, settled_at=since + settle, settled=sig, ahead=ahead)
                 return
@@ -375,9 +376,7 @@ class HotFolder:
         backoff = Backoff()
         while True:
             try:
-                # paused() is a plain flag owned by the pipeline: there is no event to wait on
-                while self.paused():  # noqa: ASYNC110
-                    await anyio.sleep(PAUSE_CHECK_SECONDS)
+                await self.gate.wait_open()
                 async with self._lock:
                     await self._submit_locked(source, dropped, sig, digest, initial, settled_at, options)
                 return
@@ -413,8 +412,8 @@ class HotFolder:
         if existing is not None:
             log.info("same content already submitted; not submitted again", path=shown(dropped),
                      job_id=existing.id, content_hash=digest)
-            await self.submitter.emit(existing.id, "hotfolder.duplicate",
-                                      {"path": str(dropped), "content_hash": digest})
+            await self.submitter.emit(existing.id, EventKind.HOTFOLDER_DUPLICATE,
+                                      duplicate(str(dropped), digest))
             self._handled[dropped] = sig
             if self.cfg.after == "move":
                 try:
@@ -553,11 +552,11 @@ async def run_hotfolder(
     cfg: HotFolderConfig,
     submitter: Submitter,
     *,
-    paused: Callable[[], bool],
+    gate: IntakeGate,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Watch ``cfg.paths`` until cancelled; ``task_status.started()`` once watching."""
-    await HotFolder(cfg, submitter, paused=paused).run(task_status=task_status)
+    await HotFolder(cfg, submitter, gate=gate).run(task_status=task_status)
 
 
 async def _contained(task: str, path: Path | None, work: Awaitable[None]) -> None:

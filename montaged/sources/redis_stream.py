@@ -39,8 +39,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from montaged.backoff import Backoff
 from montaged.config import RedisIntakeConfig
+from montaged.control.protocol import TERMINAL_EVENTS
 from montaged.errors import ConfigError, StoreUnavailable
 from montaged.events import EventBus
+from montaged.gate import IntakeGate
 from montaged.intake import SubmitError, Submitter
 from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED, REDIS_UP
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
@@ -175,12 +177,12 @@ class RedisIntake:
         redis_url: ``redis://host:port/db`` (``redis_intake.url`` or ``cache.redis_url``).
         submitter: the daemon's front door; its store answers "was this entry stored already?".
         bus: job events; ended jobs from the stream get their outcome published.
-        paused: true while intake is paused: no new entries are read or taken over.
+        gate: the intake gate: while paused, no new entries are read or taken over.
         password: the ``redis_password`` secret, when the server needs one.
     """
 
     def __init__(self, cfg: RedisIntakeConfig, redis_url: str, submitter: Submitter, bus: EventBus, *,
-                 paused: Callable[[], bool], password: str | None = None) -> None:
+                 gate: IntakeGate, password: str | None = None) -> None:
         if not redis_url:
             raise ConfigError("redis_intake.enabled: no Redis to read from;"
                               " set redis_intake.url or cache.redis_url")
@@ -188,7 +190,7 @@ class RedisIntake:
         self.submitter = submitter
         self.store = submitter.store
         self.bus = bus
-        self.paused = paused
+        self.gate = gate
         self.consumer = cfg.consumer or default_consumer()
         try:
             self.redis = aioredis.Redis.from_url(
@@ -282,9 +284,7 @@ class RedisIntake:
                 await self._handle(eid, fields, await self._deliveries(eid))
             cursor = entries[-1][0]
         while True:
-            if self.paused():
-                await anyio.sleep(0.25)
-                continue
+            await self.gate.wait_open()
             for eid, fields in await self._read(">", self.cfg.block_ms):
                 await self._handle(eid, fields, 1)
 
@@ -297,8 +297,7 @@ class RedisIntake:
         idle_ms = int(self.cfg.claim_idle_seconds * 1000)
         while True:
             await anyio.sleep(min(self.cfg.claim_idle_seconds / 2, 30.0))
-            if self.paused():
-                continue
+            await self.gate.wait_open()
             start = "0-0"
             while True:
                 resp: Any = await self.redis.xautoclaim(
@@ -455,7 +454,7 @@ class RedisIntake:
         async with self.bus.subscribe() as events:
             task_status.started()
             async for event in events:
-                if event.kind in ("job.done", "job.failed", "job.cancelled"):
+                if event.kind in TERMINAL_EVENTS:
                     await self._publish_id(event.job_id)
 
     async def _publish_id(self, job_id: str) -> None:
@@ -549,10 +548,10 @@ async def run_redis_intake(
     submitter: Submitter,
     bus: EventBus,
     *,
-    paused: Callable[[], bool],
+    gate: IntakeGate,
     password: str | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Consume the job stream until cancelled; ``task_status.started()`` once consuming."""
-    intake = RedisIntake(cfg, redis_url, submitter, bus, paused=paused, password=password)
+    intake = RedisIntake(cfg, redis_url, submitter, bus, gate=gate, password=password)
     await intake.run(task_status=task_status)
