@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from conftest import REDIS_URL
+from media import MEDIA
 
 from montaged.app import Daemon
 from montaged.config import Settings, load
 from montaged.control.client import ControlClient
 
 TEST_MODEL = "tiny.en"
-JFK = Path(__file__).resolve().parents[2] / "shared" / "media" / "audio" / "jfk.flac"
+JFK = MEDIA / "audio" / "jfk.flac"
+"""Real speech (11 s) for talk clips; a test that uses it is marked ``media`` (tests/markers.py)."""
 
 
 def daemon_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -50,6 +53,26 @@ def daemon_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def intake_env(hot: Path, prefix: str, *, settle_seconds: float = 0.3, **extra: str) -> dict[str, str]:
+    """MONTAGE_* variables for a daemon fed through the hot folder ``hot`` (originals moved, rescanned
+    every second) and the Redis job stream, its consumer group, results and dead-letter streams,
+    all named under ``prefix`` (the ``redis_prefix`` fixture's, so they are deleted afterwards)."""
+    return {
+        "MONTAGE_HOTFOLDER__PATHS": json.dumps([str(hot)]),
+        "MONTAGE_HOTFOLDER__SETTLE_SECONDS": str(settle_seconds),
+        "MONTAGE_HOTFOLDER__AFTER": "move",
+        "MONTAGE_HOTFOLDER__RESCAN_SECONDS": "1",
+        "MONTAGE_REDIS_INTAKE__ENABLED": "true",
+        "MONTAGE_REDIS_INTAKE__URL": REDIS_URL,
+        "MONTAGE_REDIS_INTAKE__STREAM": f"{prefix}jobs",
+        "MONTAGE_REDIS_INTAKE__GROUP": f"{prefix}group",
+        "MONTAGE_REDIS_INTAKE__RESULTS_STREAM": f"{prefix}results",
+        "MONTAGE_REDIS_INTAKE__DEAD_LETTER_STREAM": f"{prefix}dead",
+        "MONTAGE_REDIS_INTAKE__BLOCK_MS": "200",
+        **extra,
+    }
 
 
 def daemon_settings(tmp_path: Path, **extra: str) -> Settings:

@@ -24,7 +24,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from conftest import REDIS_URL, make_talk_clip
-from daemon_harness import DaemonProcess, running_daemon, wait_state
+from daemon_harness import DaemonProcess, intake_env, running_daemon, wait_state
 from daemon_harness import request as ask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +32,7 @@ from services import own_redis
 
 from montaged.config import HotFolderConfig, RedisIntakeConfig
 from montaged.events import EventBus
+from montaged.gate import IntakeGate
 from montaged.intake import SubmitError, Submitter
 from montaged.media.source_file import MediaChanged, SourceFile, UnreadableSource, identity_of, open_source
 from montaged.metrics import REGISTRY
@@ -45,29 +46,12 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
 NON_UTF8 = b"talk-\xff\xfe.mp4"
 REFUSALS = {"bad_submission", "bad_request", "bad_json", "line_too_long"}
 """Error codes of a refused submit: by the intake, or already by the protocol's parser."""
+NO_FRAMING = {"MONTAGE_FRAME__ENABLED": "false"}  # these tests are about intake, not pictures
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory, ffmpeg: str) -> Path:
     return make_talk_clip(tmp_path_factory.mktemp("media") / "talk.mp4", seconds=2.0, size="160x90")
-
-
-def intake_env(tmp_path: Path, hot: Path, prefix: str, **extra: str) -> dict[str, str]:
-    return {
-        "MONTAGE_HOTFOLDER__PATHS": json.dumps([str(hot)]),
-        "MONTAGE_HOTFOLDER__SETTLE_SECONDS": "0.3",
-        "MONTAGE_HOTFOLDER__AFTER": "move",
-        "MONTAGE_HOTFOLDER__RESCAN_SECONDS": "1",
-        "MONTAGE_REDIS_INTAKE__ENABLED": "true",
-        "MONTAGE_REDIS_INTAKE__URL": REDIS_URL,
-        "MONTAGE_REDIS_INTAKE__STREAM": f"{prefix}jobs",
-        "MONTAGE_REDIS_INTAKE__GROUP": f"{prefix}group",
-        "MONTAGE_REDIS_INTAKE__RESULTS_STREAM": f"{prefix}results",
-        "MONTAGE_REDIS_INTAKE__DEAD_LETTER_STREAM": f"{prefix}dead",
-        "MONTAGE_REDIS_INTAKE__BLOCK_MS": "200",
-        "MONTAGE_FRAME__ENABLED": "false",
-        **extra,
-    }
 
 
 async def raw_line(sock: Path, line: str) -> bytes:
@@ -166,7 +150,7 @@ async def test_hostile_entries_end_alone_and_the_daemon_keeps_serving(
     sock = tmp_path / "run" / "montaged.sock"
     r = aioredis.Redis.from_url(REDIS_URL)
     try:
-        async with running_daemon(tmp_path, **intake_env(tmp_path, hot, redis_prefix), **store_env):
+        async with running_daemon(tmp_path, **intake_env(hot, redis_prefix, **NO_FRAMING), **store_env):
             # hot folder: a name that is not UTF-8, a name with a newline, a symlink out of the roots,
             # and a file that is not media (a job that fails: its original goes to failed/ at job end)
             fd = os.open(os.path.join(os.fsencode(hot), NON_UTF8), os.O_WRONLY | os.O_CREAT, 0o644)
@@ -297,7 +281,7 @@ async def test_results_writer_contains_refusals_and_publishes_later(
         cfg = RedisIntakeConfig(enabled=True, stream="jobs", results_stream="results",
                                 dead_letter_stream="dead")
         submitter = Submitter(store, EventBus(), input_roots=[tmp_path], profiles=["vertical"])
-        intake = RedisIntake(cfg, server.url, submitter, EventBus(), paused=lambda: False)
+        intake = RedisIntake(cfg, server.url, submitter, EventBus(), gate=IntakeGate())
         try:
             job = await store.submit(JobSpec(source=str(media), origin="redis",
                                              options={"redis": {"stream": "jobs", "entry": "1-0"}}))
@@ -402,7 +386,7 @@ def test_fuzzed_intake_entries_all_end_and_the_daemon_keeps_serving(
     outside = tmp_path.parent / f"{tmp_path.name}-outside.mp4"
     outside.write_bytes(b"not for the daemon")
     (tmp_path / "escape.mp4").symlink_to(outside)
-    env = {k: v for k, v in intake_env(tmp_path, tmp_path, redis_prefix).items() if "HOTFOLDER" not in k}
+    env = {k: v for k, v in intake_env(tmp_path, redis_prefix, **NO_FRAMING).items() if "HOTFOLDER" not in k}
     daemon = DaemonProcess(tmp_path, **env).start()
     r = redis.Redis.from_url(REDIS_URL)
     stream, ids = f"{redis_prefix}jobs", []
