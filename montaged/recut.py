@@ -13,7 +13,8 @@ from montaged.errors import MontageError
 from montaged.model import Job, JobSpec
 
 # options of the first job that do not carry over: they choose moments, and a re-cut names its own
-NOT_CARRIED = ("max_clips", "stop_after", "ranges", "exact", "recut_of")
+NOT_CARRIED = ("max_clips", "stop_after", "ranges", "exact", "recut_of", "reel")
+"""Options of the first job a re-cut leaves out: it renders the one asked-for range, as a clip."""
 
 
 class RecutError(MontageError):
@@ -38,9 +39,12 @@ def _base(job: Job, options: dict[str, Any]) -> dict[str, Any]:
         raise RecutError("name either options.clip or options.candidate, not both")
     if clip is not None:
         rows = job.result.get("clips") or []
-        found = [r for r in rows if isinstance(clip, int) and r.get("index") == clip - 1]
+        # a reel's clips count too: the reel lists each one's index and source range
+        rows = [*rows, *(c for r in rows for c in (r.get("reel") or {}).get("clips") or [])]
+        found = [r for r in rows if isinstance(clip, int) and clip >= 1 and r.get("index") == clip - 1]
         if not found:
-            raise RecutError(f"options.clip: job {job.id} has clips 1 to {len(rows)} (got {clip!r});"
+            count = len({r.get("index") for r in rows if isinstance(r.get("index"), int) and r["index"] >= 0})
+            raise RecutError(f"options.clip: job {job.id} has clips 1 to {count} (got {clip!r});"
                              " `montagectl show ID` lists them")
         return {**found[0], "clip": clip}
     if candidate is not None:
@@ -71,6 +75,8 @@ def recut_spec(job: Job, options: dict[str, Any], *, profile: str | None) -> Job
     if not isinstance(exact, bool):
         raise RecutError(f"options.exact: true or false (got {exact!r})")
     carried = {k: v for k, v in job.spec.options.items() if k not in NOT_CARRIED}
+    if profile is not None:  # the profile asked for, not the first job's several
+        carried.pop("profiles", None)
     recut_of: dict[str, Any] = {"job_id": job.id}
     for key in ("clip", "candidate", "score", "reason"):
         if base.get(key) is not None:

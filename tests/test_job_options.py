@@ -162,3 +162,23 @@ def test_montagectl_submit_turns_profiles_and_reel_into_options() -> None:
         reel_value("seconds=long")
     # what the parser lets through, the submit checks like any other door
     assert problems({"reel": reel_value("transition=wipe")})[0].startswith("options.reel: transition must be")
+
+
+def test_a_recut_of_a_reel_job_renders_one_clip_with_the_profile_asked_for() -> None:
+    from montaged.recut import RecutError, recut_spec
+
+    spec = JobSpec(source="/in/talk.mp4", profile="vertical",
+                   options={"profiles": ["vertical", "story"], "reel": {"transition": "dip"}, "speakers": 2})
+    reel = {"index": -1, "start": 0.0, "end": 12.5, "profile": "story",
+            "reel": {"order": "time", "transition": "dip", "seconds": 0.5, "duration": 12.5,
+                     "clips": [{"index": 0, "start": 1.0, "end": 7.0, "place_start": 0.0, "place_end": 6.0},
+                               {"index": 1, "start": 20.0, "end": 27.0, "place_start": 5.5,
+                                "place_end": 12.5}]}}
+    job = Job("j1", spec, JobState.DONE, None, 1.0, 0.0, 0.0, result={"clips": [reel]})
+    new = recut_spec(job, {"clip": 2}, profile="square")
+    assert new.profile == "square" and new.options["ranges"] == [[20.0, 27.0]]
+    assert "reel" not in new.options and "profiles" not in new.options  # one clip, the profile asked for
+    kept = recut_spec(job, {"clip": 1}, profile=None)
+    assert kept.options["profiles"] == ["vertical", "story"] and "reel" not in kept.options
+    with pytest.raises(RecutError, match="has clips 1 to 2"):
+        recut_spec(job, {"clip": 0}, profile=None)  # the reel itself is no clip
