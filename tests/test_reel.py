@@ -257,3 +257,18 @@ def test_process_renders_each_profile_and_a_reel_from_one_analysis(tmp_path: Pat
     first = reel["reel"]["clips"][0]
     place = f"at 0.00–{first['place_end']:.2f} s of the reel"
     assert f"#1  source {first['start']:7.1f}–{first['end']:.1f} s  {place}" in shown
+
+
+def test_tui_job_detail_lists_a_reel_and_each_clips_profile() -> None:
+    from rich.console import Console
+
+    from tui.widgets.detail import clips_block
+
+    clips = [{"index": 0, "start": 1.0, "end": 5.0, "score": 0.5, "reason": "a hook", "encoder": "libx264",
+              "path": "/out/talk-01-tall.mp4", "profile": "tall"},
+             {"index": -1, "start": 0.0, "end": 9.5, "profile": "story", "path": "/out/talk-reel-story.mp4",
+              "reel": {"transition": "dip", "seconds": 0.4, "order": "time", "clips": [{}, {}]}}]
+    console = Console(record=True, width=120)
+    console.print(clips_block({"clips": clips}))
+    text = console.export_text()
+    assert "#1 tall score 0.50" in text and "reel story 9.5s, 2 clips, dip 0.40s" in text

@@ -100,10 +100,20 @@ def clips_block(result: dict[str, Any]) -> RenderableType | None:
     parts: list[RenderableType] = [heading(f"clips ({len(clips)})")]
     if not clips:
         parts.append(Text("no moment scored high enough for a clip", style="dim"))
+    several = len({c.get("profile") for c in clips}) > 1
     for i, c in enumerate(clips, 1):
+        if isinstance(reel := c.get("reel"), dict):  # the clips joined into one file
+            line = Text.assemble(("reel ", "bold"), (f"{c.get('profile')} " if several else "", "dim"),
+                                 f"{float(c.get('end', 0)):.1f}s, {len(reel.get('clips') or [])} clips, "
+                                 f"{reel.get('transition')} {float(reel.get('seconds') or 0):.2f}s")
+            line.append("\n   ").append(str(c.get("path", "?")), style="#5fafff")
+            parts.append(line)
+            continue
         score = c.get("score")
         span = f"{float(c.get('start', 0)):.1f}–{float(c.get('end', 0)):.1f}s"
-        line = Text.assemble((f"#{i} ", "bold"), ("score ", "dim"),
+        number = c["index"] + 1 if isinstance(c.get("index"), int) else i  # as in file names
+        line = Text.assemble((f"#{number} ", "bold"), (f"{c.get('profile')} " if several else "", "dim"),
+                             ("score ", "dim"),
                              (f"{score:.2f}" if isinstance(score, int | float) else fmt.DASH, "bold #5fd75f"),
                              "  ", span, ("  encoder ", "dim"), str(c.get("encoder", "?")))
         line.append("\n   ").append(str(c.get("reason") or fmt.DASH), style="italic")
