@@ -81,11 +81,36 @@ def test_substitution_insertion_deletion() -> None:
     )
     # "a" is a deletion for whisper (NULL arc), "cat/hat" a substitution, "now" an insertion.
     assert network([a, b]) == [["i", "i"], ["saw", "saw"], ["a", None], ["cat", "hat"], [None, "now"]]
-    out = fuse([a, b], cfg(alpha=0.3), calibrator=RAW)
-    # a 0.9 beats whisper's confidence around it (saw .9, hat .8 → .85); hat .8 beats cat .4;
-    # now .7 beats deepgram's confidence around it (only cat, .4) → kept.
+    out = fuse([a, b], cfg(alpha=0.3), calibrator=RAW, refuse=False)
+    # Word by word: a 0.9 beats whisper's confidence around it (saw .9, hat .8 → .85); hat .8
+    # beats cat .4; now .7 beats deepgram's confidence around it (only cat, .4) → kept.
     assert texts(out) == ["i", "saw", "a", "hat", "now"]
     assert [w.source for w in out.words][2:] == ["deepgram", "whisper", "whisper"]
+    # By default two engines are weighed first: deepgram's contested words (a .9, cat .4: mean
+    # .65) are less reliable than whisper's (hat .8, now .7: .75), so whisper's words stand alone.
+    refused = fuse([a, b], cfg(alpha=0.3), calibrator=RAW)
+    assert texts(refused) == ["i", "saw", "hat", "now"]
+    assert any("deepgram refused" in n and "0.65 against 0.75" in n for n in refused.notes)
+
+
+def test_a_refused_engine_still_fills_what_the_other_never_heard() -> None:
+    a = T("deepgram", [("one", 0.0, 0.3, 0.9), ("too", 1.0, 1.3, 0.4), ("three", 2.0, 2.3, 0.9)])
+    b = T("whisper", [("one", 0.0, 0.3, 0.9), ("two", 1.0, 1.3, 0.8), ("three", 2.0, 2.3, 0.9),
+                      ("four", 3.0, 3.3, 0.7)])  # fmt: skip
+    # deepgram (contested: too .4) is refused against whisper (two .8, four .7: .75).
+    assert texts(fuse([a, b], cfg(), calibrator=RAW)) == ["one", "two", "three", "four"]
+    # Whisper never heard 0.8-1.5 s: "too" is no longer contested, "four" (.7 against deepgram's
+    # .9 around it) is, so whisper is the one refused, and deepgram's "too" fills its gap.
+    deaf = fuse([a, b], cfg(), calibrator=RAW, gaps={"whisper": [(0.8, 1.5)]})
+    assert texts(deaf) == ["one", "too", "three"]
+    # A refused engine's words stand where the other never heard the audio.
+    a5 = T("deepgram", [*((w.text, w.start, w.end, w.confidence) for w in a.words), ("five", 4.0, 4.3, 0.9)])
+    gap = fuse([a5, b], cfg(), calibrator=RAW, gaps={"whisper": [(3.8, 4.5)]})
+    assert texts(gap) == ["one", "two", "three", "four", "five"]
+    assert any("deepgram refused" in n for n in gap.notes)
+    # Three engines never refuse anyone: the vote has a majority to go by.
+    c = T("other", [("one", 0.0, 0.3, 0.5), ("too", 1.0, 1.3, 0.5), ("three", 2.0, 2.3, 0.5)])
+    assert texts(fuse([a, b, c], cfg(alpha=0.7), calibrator=RAW))[1] == "too"
 
 
 def test_an_insertion_must_beat_the_other_engines_confidence_in_the_region() -> None:
@@ -262,7 +287,7 @@ def test_agreement_calibration_trusts_the_engine_the_other_confirms() -> None:
     wh = T("whisper", [(f"w{i}" if i != 5 else "x", i * 0.5, i * 0.5 + 0.3, 0.95 if i != 5 else 0.9)
                        for i in range(n)])  # fmt: skip
     assert texts(fuse([dg, wh], cfg(), calibrator=RAW))[5] == "x"
-    fused = fuse([dg, wh], cfg(calibration="agreement"), calibrator=RAW)
+    fused = fuse([dg, wh], cfg(calibration="agreement"), calibrator=RAW, refuse=False)
     assert texts(fused)[5] == "w5" and not fused.notes
     # Too few words to learn from: raw confidences, and the note says so.
     one = [("a", 0.0, 0.3, 0.6)]
@@ -369,19 +394,20 @@ def test_fusion_with_a_worse_engine_is_not_worse_than_the_better_one(
     engines: dict[str, tuple[Transcript, Transcript, Transcript, str]],
 ) -> None:
     """Whisper tiny.en fused with the Whisper-base fixture (worse pooled, and listed first in
-    engine_order, so it also wins ties). Bound: pooled fused ≤ the better engine's pooled WER, the
-    issue's bar. It rests on five short recordings (147 words): measured pooled 0.095 against
-    0.122 (tiny.en, this machine) and 0.129 (fixture). Per recording it does not hold everywhere:
-    on the phone call both engines are wrong in different places and their confidences point the
-    wrong way ("a" → "of" at 0.65 vs 0.49; measured 0.173 vs 0.148), so the per-recording check
-    is that fusion never adds more than two errors (0.025 on 81 words) to the better engine. The
-    old fusion measured 0.185 there (three more errors) and 0.102 pooled."""
+    engine_order, so it would win ties). Bound: fused ≤ the better engine's WER on every recording
+    and pooled, the issue's bar. Measured: equal to the better engine everywhere (phone call 0.148
+    = tiny.en, the fixture 0.235; LibriVox 0880/0890 0.000 = the fixture, tiny.en 0.250/0.286).
+    Word-by-word voting measured 0.173 on the phone call (both engines wrong in different places,
+    their confidences pointing the wrong way: "a" → "of" at 0.65 vs 0.49); the reliability rule
+    (rover.py, step 4) refuses the engine whose contested words are less sure, and on each of
+    these recordings that is the worse one. What it rests on: five short recordings (147 words),
+    so a rule that picked the wrong engine on any of them fails here."""
     rows = []
     for name, (whisper, worse, _, ref) in engines.items():
         fused = fuse([worse, whisper], FuseConfig())
         rates = (wer(ref, whisper.text), wer(ref, worse.text), wer(ref, fused.text))
         n = len(ref.split())
-        assert rates[2] * n <= min(rates[:2]) * n + 2 + 1e-9, f"{name}: fused {rates[2]:.3f}"
+        assert rates[2] <= min(rates[:2]) + 1e-9, f"{name}: fused {rates[2]:.3f}"
         rows.append((name, n, *rates))
     pooled = _table(rows, "Whisper base fx")
     assert pooled["whisper"] != pooled["other"]  # the engines really differ on these recordings
