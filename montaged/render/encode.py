@@ -1,11 +1,10 @@
 """Render one clip: extractor thread → named FIFO → ffmpeg encoder → ``stem.mp4`` + sidecars.
 
 No intermediate files: frames go from PyAV through a FIFO in a private temp dir straight into
-the encoder, which takes the audio from the source itself. The encoder writes
-``.stem.aN.part.mp4`` (N: the job's attempt, so a stale holder of a job taken over never writes or
-deletes the current holder's part); the sidecars are written next and the clip is renamed last, so
-nothing partial ever sits under a final name. Both FIFO ends live in one task group: if the encoder dies
-the writer is cancelled (and sees EPIPE), if the extractor fails the encoder is stopped.
+the encoder, which takes the audio from the source itself. The part file, the sidecars and the
+final name appear in that order (render/publish.py), so nothing partial ever sits under a final
+name. Both FIFO ends live in one task group: if the encoder dies the writer is cancelled (and sees
+EPIPE), if the extractor fails the encoder is stopped.
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +25,7 @@ import anyio.from_thread
 import anyio.to_thread
 import structlog
 
-from montaged import debris, metrics
+from montaged import metrics
 from montaged.config import AudiogramConfig, CaptionStyle, ProfileConfig
 from montaged.errors import DiskFullError, MontageError, RenderError
 from montaged.media.encoders import EncoderChoice, encoder_args
@@ -38,7 +35,8 @@ from montaged.render import audiogram, fidelity, loudness
 from montaged.render.captions import ass_filter, clip_relative, write_ass
 from montaged.render.croppath import centre_box
 from montaged.render.extract import ExtractSpec, extract_to_fd, video_phase
-from montaged.render.sidecar import clip_words, sidecar_dict, srt_text, vtt_text, write_sidecars
+from montaged.render.publish import publishing
+from montaged.render.sidecar import clip_words, sidecar_dict, srt_text, vtt_text
 
 log = structlog.get_logger(__name__)
 
@@ -46,13 +44,6 @@ FIFO_OPEN_POLL = 0.02
 """Seconds between tries to open the FIFO's write end while ffmpeg has not opened the read end."""
 PIPE_BYTES = 1 << 20
 """Ask for a 1 MiB pipe buffer (Linux default 64 KiB; 1 MiB is the unprivileged maximum)."""
-CLEANUP_SECONDS = 10.0
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def part_path(out_dir: Path, stem: str, attempt: int) -> Path:
-    """Where attempt ``attempt`` of a job encodes clip ``stem`` before renaming it."""
-    return out_dir / f".{stem}.a{attempt}.part.mp4"
 
 
 def output_rate(profile_fps: float | None, source_fps: float) -> Fraction:
@@ -204,10 +195,6 @@ async def cut_clip(
     return ClipCut(spec, crop, framing_confidence, end)
 
 
-def disk_full(path: Path, e: OSError) -> DiskFullError:
-    return DiskFullError(f"{path}: disk full ({e.strerror}); free space in {path.parent} and retry the job")
-
-
 async def render_clip(
     *,
     source: Path,
@@ -261,17 +248,7 @@ async def render_clip(
     spec, crop, framing_confidence = cut.spec, cut.crop, cut.framing_confidence
     start, end, frames = spec.start, cut.end, spec.frames
     dw, dh = info.display_size
-    final, part = out_dir / f"{stem}.mp4", part_path(out_dir, stem, attempt)
-    json_path, srt_path = out_dir / f"{stem}.json", out_dir / f"{stem}.srt"
-    vtt_path = out_dir / f"{stem}.vtt"
     bound = log.bind(clip=plan.index, stem=stem, encoder=encoder.name)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        if e.errno in DISK_FULL_ERRNOS:
-            raise disk_full(out_dir, e) from e
-        raise RenderError(f"{out_dir}: cannot create the output folder ({e.strerror})") from e
-
     seconds = float(frames / rate)
 
     def progress(p: Progress) -> None:
@@ -281,32 +258,14 @@ async def render_clip(
     in_range = clip_words(words, start, end)
     measure = partial(loudness.measure_range, ffmpeg, seconds=seconds, profile=profile)
     audio_in = await measure(source, start) if info.has_audio else None
-    tmp = Path(tempfile.mkdtemp(prefix=debris.fifo_prefix()))  # 0700, marked: the next start finds it
-    fifo = tmp / "video.yuv"
-    ass = tmp / "captions.ass" if captions is not None and in_range else None
     argv_video = with_preset(encoder, profile.preset).video_args(profile.crf)
     argv_audio = loudness.profile_filter(audio_in, profile)
-    argv = encode_argv(
-        ffmpeg=ffmpeg,
-        fifo=fifo,
-        width=width,
-        height=height,
-        rate=rate,
-        frames=frames,
-        video_args=argv_video,
-        out=part,
-        source=source if info.has_audio else None,
-        start=start,
-        audio_bitrate=profile.audio_bitrate,
-        video_filter=ass_filter(ass) if ass is not None else None,
-        audio_filter=argv_audio,
-    )
-    done = sidecars = False
-    try:
-        os.mkfifo(fifo, 0o600)
+    async with publishing(out_dir, stem, attempt, "clip") as pub:
+        part = pub.part
+        ass = pub.tmp / "captions.ass" if captions is not None and in_range else None
         if not info.has_video:
             written = await audiogram.encode(
-                ffmpeg=ffmpeg, source=source, tmp=tmp, start=start, frames=frames, rate=rate, width=width,
+                ffmpeg=ffmpeg, source=source, tmp=pub.tmp, start=start, frames=frames, rate=rate, width=width,
                 height=height, words=clip_relative(in_range, start, start + seconds), style=captions,
                 cfg=audiogram_cfg or AudiogramConfig(), video_args=argv_video, audio_filter=argv_audio,
                 audio_bitrate=profile.audio_bitrate, out=part, on_progress=progress)
@@ -314,7 +273,22 @@ async def render_clip(
             if ass is not None and captions is not None:
                 rel = clip_relative(in_range, start, start + seconds)
                 await anyio.to_thread.run_sync(write_ass, ass, rel, captions, width, height)
-            written = await encode_fifo(fifo, partial(_extract, spec), argv, progress)
+            argv = encode_argv(
+                ffmpeg=ffmpeg,
+                fifo=pub.fifo,
+                width=width,
+                height=height,
+                rate=rate,
+                frames=frames,
+                video_args=argv_video,
+                out=part,
+                source=source if info.has_audio else None,
+                start=start,
+                audio_bitrate=profile.audio_bitrate,
+                video_filter=ass_filter(ass) if ass is not None else None,
+                audio_filter=argv_audio,
+            )
+            written = await encode_fifo(pub.fifo, partial(_extract, spec), argv, progress)
         if written != frames:
             raise RenderError(f"{source}: extractor wrote {written} of {frames} frames for clip {plan.index}")
         t_encoded = time.perf_counter()
@@ -344,26 +318,8 @@ async def render_clip(
         framed = framing_confidence is not None
         doc["crop"]["face_confidence"] = crop.face_confidence if framed else None
         doc["crop"]["speaker_in_crop"] = crop.speaker_in_crop if framed else None
-        if before_publish is not None:
-            await before_publish()
-        sidecars = True
-        texts = {srt_path: srt_text(in_range, start), vtt_path: vtt_text(in_range, start)}
-        await anyio.to_thread.run_sync(write_sidecars, json_path, doc, texts)
-        os.replace(part, final)
-        done = True
-    except OSError as e:
-        if e.errno in DISK_FULL_ERRNOS:
-            raise disk_full(final, e) from e
-        raise RenderError(f"{final}: cannot write the clip ({e.strerror})") from e
-    finally:
-        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-            if not done:
-                part.unlink(missing_ok=True)
-                if sidecars:  # ours, describing a clip that never got its final name
-                    json_path.unlink(missing_ok=True)
-                    srt_path.unlink(missing_ok=True)
-                    vtt_path.unlink(missing_ok=True)
-            await anyio.to_thread.run_sync(partial(shutil.rmtree, tmp, ignore_errors=True))
+        await pub.publish(doc, srt_text(in_range, start), vtt_text(in_range, start), before_publish)
+    final, json_path, srt_path = pub.final, pub.json_path, pub.srt_path
     elapsed = time.perf_counter() - t0
     metrics.CLIPS.labels(encoder=encoder.name).inc()
     bound.info(

@@ -1,15 +1,12 @@
 """Render a reel: every clip cut and framed as for a clip, blended at the joins, encoded once.
 
-Files as for a clip (render/encode.py): the encoder writes ``.stem.aN.part.mp4``, the sidecars
-(JSON, SRT, WebVTT on the reel's clock) are written next and the reel is renamed last. The JSON
-sidecar's ``reel`` lists each clip's source range and its place in the reel.
+Files as for a clip (render/publish.py): the part file, the sidecars (JSON, SRT, WebVTT on the
+reel's clock), the final name last. The JSON sidecar's ``reel`` lists each clip's source range
+and its place in the reel.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -19,7 +16,7 @@ from typing import Any
 import anyio
 import structlog
 
-from montaged import debris, metrics
+from montaged import metrics
 from montaged.config import CaptionStyle, ProfileConfig, ReelConfig
 from montaged.errors import RenderError
 from montaged.media.encoders import EncoderChoice
@@ -27,17 +24,8 @@ from montaged.media.ffmpeg import Progress
 from montaged.model import ClipPlan, CropPlan, MediaInfo, RenderedClip, Word
 from montaged.render import loudness
 from montaged.render.captions import ass_filter, write_ass
-from montaged.render.encode import (
-    DISK_FULL_ERRNOS,
-    ClipCut,
-    cut_clip,
-    disk_full,
-    encode_fifo,
-    even,
-    output_rate,
-    part_path,
-    with_preset,
-)
+from montaged.render.encode import ClipCut, cut_clip, encode_fifo, even, output_rate, with_preset
+from montaged.render.publish import publishing
 from montaged.render.reel import ReelTimeline, reel_argv, reel_entries, reel_to_fd, reel_words
 from montaged.render.sidecar import (
     SIDECAR_VERSION,
@@ -46,12 +34,10 @@ from montaged.render.sidecar import (
     sidecar_dict,
     srt_text,
     vtt_text,
-    write_sidecars,
 )
 
 log = structlog.get_logger(__name__)
 
-CLEANUP_SECONDS = 10.0
 REEL_INDEX = -1
 """The reel's ``index`` among a job's rendered files: it is no one clip."""
 CLIP_KEYS = ("planned_range", "score", "reason", "features", "text", "speakers", "crop", "crop_path")
@@ -108,14 +94,6 @@ async def render_reel(
     if len(plans) > 1 and timeline.seconds(timeline.overlap) < reel.seconds - 0.5 / float(rate):
         notes.append(f"transitions shortened to {timeline.seconds(timeline.overlap):.2f} s: the shortest"
                      f" clip is {timeline.seconds(min(timeline.frames)):.2f} s long")
-    final, part = out_dir / f"{stem}.mp4", part_path(out_dir, stem, attempt)
-    json_path, srt_path, vtt_path = (out_dir / f"{stem}.{ext}" for ext in ("json", "srt", "vtt"))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        if e.errno in DISK_FULL_ERRNOS:
-            raise disk_full(out_dir, e) from e
-        raise RenderError(f"{out_dir}: cannot create the output folder ({e.strerror})") from e
 
     def progress(p: Progress) -> None:
         if on_progress is not None:
@@ -127,64 +105,41 @@ async def render_reel(
             audio_in.append(await loudness.measure_range(ffmpeg, source, spec.start,
                                                          float(spec.frames / rate), profile))
     on_reel = reel_words(words, specs, timeline)
-    tmp = Path(tempfile.mkdtemp(prefix=debris.fifo_prefix()))  # 0700, marked: the next start finds it
-    fifo = tmp / "video.yuv"
-    ass = tmp / "captions.ass" if captions is not None and on_reel else None
-    argv = reel_argv(
-        ffmpeg=ffmpeg, fifo=fifo, specs=specs, timeline=timeline, transition=reel.transition,
-        video_args=with_preset(encoder, profile.preset).video_args(profile.crf), out=part,
-        source=source if info.has_audio else None,
-        audio_filters=[loudness.profile_filter(m, profile) for m in audio_in],
-        audio_bitrate=profile.audio_bitrate, video_filter=ass_filter(ass) if ass is not None else None,
-    )
-    done = sidecars = False
-    try:
-        os.mkfifo(fifo, 0o600)
+    async with publishing(out_dir, stem, attempt, "reel") as pub:
+        ass = pub.tmp / "captions.ass" if captions is not None and on_reel else None
         if ass is not None and captions is not None:
             await anyio.to_thread.run_sync(write_ass, ass, on_reel, captions, width, height)
+        argv = reel_argv(
+            ffmpeg=ffmpeg, fifo=pub.fifo, specs=specs, timeline=timeline, transition=reel.transition,
+            video_args=with_preset(encoder, profile.preset).video_args(profile.crf), out=pub.part,
+            source=source if info.has_audio else None,
+            audio_filters=[loudness.profile_filter(m, profile) for m in audio_in],
+            audio_bitrate=profile.audio_bitrate, video_filter=ass_filter(ass) if ass is not None else None,
+        )
         feed = partial(reel_to_fd, specs, timeline, reel.transition)
-        written = await encode_fifo(fifo, feed, argv, progress)
+        written = await encode_fifo(pub.fifo, feed, argv, progress)
         if written != timeline.total:
             raise RenderError(f"{source}: the reel got {written} of {timeline.total} frames")
         t_encoded = time.perf_counter()
         audio_out = None
         if any(m is not None for m in audio_in) and profile.loudness is not None:
-            audio_out = await loudness.measure(ffmpeg, part, 0.0, seconds, target=profile.loudness,
+            audio_out = await loudness.measure(ffmpeg, pub.part, 0.0, seconds, target=profile.loudness,
                                                true_peak=profile.true_peak)
         doc = _reel_doc(info=info, plans=plans, cuts=cuts, words=words, timeline=timeline, reel=reel,
                         encoder=encoder, width=width, height=height, on_reel=on_reel)
         doc["timings"] = {"render_seconds": round(t_encoded - t0, 3),
                           "fps": round(timeline.total / (t_encoded - t0), 2)}
         doc["loudness"] = _loudness_entry(profile, audio_in, audio_out)
-        doc["notes"] = notes
         doc.update(extra_sidecar or {})
-        if notes:  # the job's notes and the reel's own
-            doc["notes"] = list(dict.fromkeys([*(extra_sidecar or {}).get("notes", []), *notes]))
-        if before_publish is not None:
-            await before_publish()
-        sidecars = True
-        texts = {srt_path: srt_text(on_reel, 0.0), vtt_path: vtt_text(on_reel, 0.0)}
-        await anyio.to_thread.run_sync(write_sidecars, json_path, doc, texts)
-        os.replace(part, final)
-        done = True
-    except OSError as e:
-        if e.errno in DISK_FULL_ERRNOS:
-            raise disk_full(final, e) from e
-        raise RenderError(f"{final}: cannot write the reel ({e.strerror})") from e
-    finally:
-        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-            if not done:
-                part.unlink(missing_ok=True)
-                if sidecars:  # ours, describing a reel that never got its final name
-                    for path in (json_path, srt_path, vtt_path):
-                        path.unlink(missing_ok=True)
-            await anyio.to_thread.run_sync(partial(shutil.rmtree, tmp, ignore_errors=True))
+        # the job's notes and the reel's own
+        doc["notes"] = list(dict.fromkeys([*(extra_sidecar or {}).get("notes", []), *notes]))
+        await pub.publish(doc, srt_text(on_reel, 0.0), vtt_text(on_reel, 0.0), before_publish)
     elapsed = time.perf_counter() - t0
     metrics.CLIPS.labels(encoder=encoder.name).inc()
-    log.info("reel rendered", path=str(final), clips=len(plans), frames=timeline.total,
+    log.info("reel rendered", path=str(pub.final), clips=len(plans), frames=timeline.total,
              transition=reel.transition, seconds=round(elapsed, 3))
-    return RenderedClip(index=REEL_INDEX, path=str(final), sidecar_path=str(json_path),
-                        srt_path=str(srt_path), start=0.0, end=seconds, encoder=encoder.name, width=width,
+    return RenderedClip(index=REEL_INDEX, path=str(pub.final), sidecar_path=str(pub.json_path),
+                        srt_path=str(pub.srt_path), start=0.0, end=seconds, encoder=encoder.name, width=width,
                         height=height, frames=timeline.total, seconds=elapsed)
 
 
