@@ -1,4 +1,4 @@
-"""Load through every door at once (issue 7.5) and two daemons fed by the hot folder and Redis (7.6).
+"""Load through every door at once and two daemons fed by the hot folder and Redis.
 
 * Twenty jobs arrive in the same instant through the control socket, the hot folder and the Redis
   stream, at one real ``montaged run`` process (SQLite store, transcript cache in Redis). Every
@@ -28,7 +28,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 from conftest import REDIS_URL, make_talk_clip
-from daemon_harness import JFK, DaemonProcess, request
+from daemon_harness import JFK, DaemonProcess, intake_env, request
 from test_fault_drills import check_output_folder
 
 from montaged.control.client import ControlClient
@@ -51,24 +51,11 @@ def _clips(folder: Path, names: list[str], first: int = 0) -> dict[str, Path]:
         return {p.name: p for p in paths}
 
 
-def _intake_env(tmp_path: Path, hot: Path, prefix: str, **extra: str) -> dict[str, str]:
-    return {
-        **SMALL,
-        "MONTAGE_HOTFOLDER__PATHS": json.dumps([str(hot)]),
-        "MONTAGE_HOTFOLDER__SETTLE_SECONDS": "0.5",
-        "MONTAGE_HOTFOLDER__AFTER": "move",
-        "MONTAGE_HOTFOLDER__RESCAN_SECONDS": "1",
-        "MONTAGE_REDIS_INTAKE__ENABLED": "true",
-        "MONTAGE_REDIS_INTAKE__URL": REDIS_URL,
-        "MONTAGE_REDIS_INTAKE__STREAM": f"{prefix}jobs",
-        "MONTAGE_REDIS_INTAKE__GROUP": f"{prefix}group",
-        "MONTAGE_REDIS_INTAKE__RESULTS_STREAM": f"{prefix}results",
-        "MONTAGE_REDIS_INTAKE__DEAD_LETTER_STREAM": f"{prefix}dead",
-        "MONTAGE_REDIS_INTAKE__BLOCK_MS": "200",
-        "MONTAGE_CACHE__REDIS_URL": REDIS_URL,
-        "MONTAGE_CACHE__KEY_PREFIX": prefix,
-        **extra,
-    }
+def _load_env(hot: Path, prefix: str, **extra: str) -> dict[str, str]:
+    """Every intake on (settled after 0.5 s: the hand-over bound below rests on it), small renders
+    and the transcript cache in Redis under the test's prefix."""
+    cache = {"MONTAGE_CACHE__REDIS_URL": REDIS_URL, "MONTAGE_CACHE__KEY_PREFIX": prefix}
+    return intake_env(hot, prefix, settle_seconds=0.5, **SMALL, **cache, **extra)
 
 
 async def _submit_all(
@@ -204,8 +191,7 @@ async def test_twenty_jobs_through_socket_hotfolder_and_redis_at_once(
     hot = tmp_path / "hot"
     hot.mkdir()
     stream, results = f"{redis_prefix}jobs", f"{redis_prefix}results"
-    daemon = DaemonProcess(tmp_path, **_intake_env(tmp_path, hot, redis_prefix,
-                                                   MONTAGE_FRAME__ENABLED="true"))
+    daemon = DaemonProcess(tmp_path, **_load_env(hot, redis_prefix, MONTAGE_FRAME__ENABLED="true"))
     rds = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
     poller = Poller(daemon.socket)
     daemon.start()
@@ -284,7 +270,7 @@ async def test_two_daemons_share_hotfolder_and_redis_group(
     hot = tmp_path / "hot"
     hot.mkdir()
     stream = f"{redis_prefix}jobs"
-    env = _intake_env(tmp_path, hot, redis_prefix, MONTAGE_STORE__URL=pg_url, MONTAGE_FRAME__ENABLED="false")
+    env = _load_env(hot, redis_prefix, MONTAGE_STORE__URL=pg_url, MONTAGE_FRAME__ENABLED="false")
     pair = [DaemonProcess(tmp_path / n, log_name=n, **env) for n in ("a", "b")]
     for d in pair:
         d.tmp_path.mkdir()
