@@ -124,3 +124,40 @@ def test_unembedded_faces_stay_apart_and_offscreen_voices_map_to_nobody() -> Non
     assert talk.faces[1][1] == 1
     assert talk.speakers["S1"].face == 0 and talk.speakers["S1"].confidence == pytest.approx(70 / 90)
     assert "S9" not in talk.speakers
+
+
+def test_clip_evidence_votes_and_the_talk_map_decide_the_runs() -> None:
+    """A clip where the person on the left talks in X's turns: X votes for them; and when the talk
+    says X is someone else on screen (a mouth seen moving in X's speech elsewhere), the runs follow
+    the talk's map, not this clip's own guess."""
+    from montaged.frame.analyse import ClipAnalysis
+    from montaged.frame.detect import Detection
+    from montaged.frame.evidence import clip_faces, relabel
+    from montaged.frame.speaker import speaking_runs
+    from montaged.frame.tracks import FaceObs, link
+    from montaged.model import SpeakerTurn
+
+    rng = np.random.default_rng(0)
+    hists = [rng.dirichlet(np.full(128, 0.05)).astype(np.float32) for _ in range(2)]
+
+    def obs(i: int, x: float, h: np.ndarray, act: float) -> FaceObs:
+        return FaceObs(i, Detection((x, 300.0, 150.0, 190.0), 0.9), h, act)
+
+    frames = [
+        [obs(i, 300, hists[0], 0.8 if i < 25 else 0.02), obs(i, 1400, hists[1], 0.02)] for i in range(50)
+    ]
+    tracks = link(frames, max_gap=5, min_obs=2)
+    times = np.arange(50) * 0.2
+    an = ClipAnalysis(100.0, 10.0, 1920, 1080, 25.0, times, tracks, [], [], [], [], "yunet", 5)
+    turns = [SpeakerTurn(100.0, 105.0, "X"), SpeakerTurn(105.0, 110.0, "Y")]
+    ev = clip_faces(an, 0, turns)
+    left = tracks[0].identity
+    assert ev.heard == {"X": 25, "Y": 25}
+    # Nobody talks in Y's turns; the 5-sample smoothing lets the left mouth bleed 2 samples in.
+    assert ev.votes["X"][ev.people.index(left)] >= 20 and sum(ev.votes["Y"]) <= 2
+    relabel(an, {left: 7, tracks[1].identity: 8})
+    clip_turns = [(0.0, 5.0, "X"), (5.0, 10.0, "Y")]
+    own = speaking_runs(an.tracks, times, 10.0, turns=clip_turns)
+    assert own[0].identity == 7
+    talk = speaking_runs(an.tracks, times, 10.0, turns=clip_turns, mapping={"X": 8, "Y": 7})
+    assert [r.identity for r in talk] == [8, 7]
