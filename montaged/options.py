@@ -88,17 +88,19 @@ def _reel(value: Any) -> str | None:
     if not isinstance(value, dict):
         return ('must be true, false or an object like {"order": "time", "transition": "crossfade",'
                 ' "seconds": 0.5}')
+    found = []
     for key, item in value.items():
         if key == "order" and item not in REEL_ORDERS:
-            return f"order must be {' or '.join(map(repr, REEL_ORDERS))}"
-        if key == "transition" and item not in REEL_TRANSITIONS:
-            return f"transition must be {' or '.join(map(repr, REEL_TRANSITIONS))}"
-        if key == "seconds" and (isinstance(item, bool) or not isinstance(item, int | float)
-                                 or not 0 < item <= MAX_TRANSITION_SECONDS):
-            return f"seconds (of each transition) must be above 0 and at most {MAX_TRANSITION_SECONDS:g}"
-        if key not in ("order", "transition", "seconds"):
-            return f"{key!r} is not a reel setting; use order, transition, seconds"
-    return None
+            found.append(f"order must be {' or '.join(map(repr, REEL_ORDERS))}")
+        elif key == "transition" and item not in REEL_TRANSITIONS:
+            found.append(f"transition must be {' or '.join(map(repr, REEL_TRANSITIONS))}")
+        elif key == "seconds" and (isinstance(item, bool) or not isinstance(item, int | float)
+                                   or not 0 < item <= MAX_TRANSITION_SECONDS):
+            found.append("seconds (of each transition) must be above 0 and at most"
+                         f" {MAX_TRANSITION_SECONDS:g}")
+        elif key not in ("order", "transition", "seconds"):
+            found.append(f"{key!r} is not a reel setting; use order, transition, seconds")
+    return "; ".join(found) or None
 
 
 def _flag(value: Any) -> str | None:

@@ -182,3 +182,40 @@ def test_a_recut_of_a_reel_job_renders_one_clip_with_the_profile_asked_for() -> 
     assert kept.options["profiles"] == ["vertical", "story"] and "reel" not in kept.options
     with pytest.raises(RecutError, match="has clips 1 to 2"):
         recut_spec(job, {"clip": 0}, profile=None)  # the reel itself is no clip
+
+
+def test_the_socket_refuses_bad_profiles_and_reels_and_takes_good_ones(tmp_path: Path) -> None:
+    """montagectl submit against a real daemon: the daemon's answer names the option and the value."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import anyio
+    from conftest import make_talk_clip
+    from daemon_harness import DaemonProcess
+
+    clip = make_talk_clip(tmp_path / "talk.mp4", seconds=3, size="320x180")
+    daemon = DaemonProcess(tmp_path).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONTAGE_")}
+    env["MONTAGE_CONTROL__SOCKET_PATH"] = str(daemon.socket)
+
+    def submit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "montaged.ctl", "submit", str(clip), "--json", *args],
+                              capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+
+    try:
+        anyio.run(daemon.wait_ready, 90.0)
+        bad = submit("--reel", "transition=wipe,seconds=9")
+        assert bad.returncode == 1
+        assert ("options.reel: transition must be 'crossfade' or 'dip'; seconds (of each transition) must be"
+                " above 0 and at most 5 (got {'transition': 'wipe', 'seconds': 9.0})") in bad.stderr
+        unknown = submit("-p", "vertical", "-p", "poster")
+        assert unknown.returncode == 1 and "options.profiles: 'poster' not configured" in unknown.stderr
+        good = submit("-p", "vertical", "-p", "square", "--reel", "order=score")
+        assert good.returncode == 0, good.stderr
+        (job,) = json.loads(good.stdout)["jobs"]
+        assert job["spec"]["profile"] == "vertical"
+        assert job["spec"]["options"] == {"profiles": ["vertical", "square"], "reel": {"order": "score"}}
+    finally:
+        daemon.stop()
