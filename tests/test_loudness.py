@@ -1,7 +1,7 @@
 """Clip loudness: real recordings made quiet or loud, rendered, and measured with ffmpeg's ebur128.
 
-ebur128 is a different meter from the loudnorm analysis the renderer uses, so the check does not
-grade the code with its own ruler.
+ebur128 is a different meter from the renderer's own (numpy, BS.1770), so the check does not grade
+the code with its own ruler.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 
 from montaged.config import ProfileConfig
@@ -19,7 +20,7 @@ from montaged.media.encoders import EncoderChoice, encoder_args
 from montaged.media.probe import probe_media
 from montaged.model import ClipPlan
 from montaged.render.encode import render_clip
-from montaged.render.loudness import Loudness, loudnorm_filter, parse_measurement
+from montaged.render.loudness import Loudness, gain_filter, measure_file, measure_pcm
 
 pytestmark = pytest.mark.anyio
 TOLERANCE_LU = 1.0
@@ -95,14 +96,51 @@ async def test_loudness_none_keeps_the_level(media_dir: Path, tmp_path: Path, ff
 
 
 def test_silence_is_not_normalised() -> None:
-    log = ('[Parsed_loudnorm_1 @ 0x1]\n{\n\t"input_i" : "-inf",\n\t"input_tp" : "-inf",'
-           '\n\t"input_lra" : "0.00",\n\t"input_thresh" : "-inf",\n\t"target_offset" : "inf"\n}\n')
-    assert parse_measurement(log) is None
-    with pytest.raises(ValueError, match="no loudnorm measurement"):
-        parse_measurement("ffmpeg said nothing useful")
+    assert measure_pcm(np.zeros((2, 48000 * 3), np.float32)) is None
+    assert measure_pcm(np.full((2, 48000 * 3), 1e-5, np.float32)) is None  # -100 dBFS: under the gate
+    assert measure_pcm(np.zeros((2, 0), np.float32)) is None
 
 
-def test_filter_keeps_loudnorm_linear() -> None:
-    f = loudnorm_filter(Loudness(-30.0, -12.0, 18.5, -40.0, 0.2), target=-14.0, true_peak=-1.0)
-    assert "linear=true" in f and "measured_I=-30.00" in f and f.endswith("aresample=48000")
-    assert "LRA=20" in f  # a target range above the measured one, else loudnorm goes dynamic
+def test_sine_reads_as_the_standard_says() -> None:
+    # BS.1770-4's calibration: a 997 Hz sine of -20 dBFS peak in both channels reads -20.0 LUFS
+    # (each channel's mean square is half the peak's, two channels add, K-weighting adds 0.691 dB there)
+    t = np.arange(48000 * 5) / 48000
+    tone = (10 ** (-20 / 20) * np.sin(2 * np.pi * 997 * t)).astype(np.float32)
+    m = measure_pcm(np.stack([tone, tone]))
+    assert m is not None
+    assert abs(m.integrated - (-20.0)) < 0.1 and abs(m.true_peak - (-20.0)) < 0.1 and m.lra < 0.1
+
+
+def test_true_peak_finds_what_lies_between_samples() -> None:
+    # a sine at fs/4 sampled 45 degrees off its crest: every sample is 0.707 of the peak (-3 dB)
+    n = np.arange(48000)
+    tone = np.sin(np.pi / 2 * n + np.pi / 4).astype(np.float32) * 0.5
+    m = measure_pcm(np.stack([tone, tone]))
+    assert m is not None
+    assert abs(m.true_peak - 20 * np.log10(0.5)) < 0.3, m.true_peak
+    assert m.overshoot > 2.5  # what a sample-peak limiter would miss
+
+
+@pytest.mark.parametrize("name", ["sadtalker_WDA_KatieHill_000.mp4", "visualvoice_noisy_restaurant.mp4",
+                                  "visualvoice_interview_2spk.mp4"])
+def test_meter_agrees_with_ffmpeg_ebur128(name: str, media_dir: Path, ffmpeg: str, tmp_path: Path) -> None:
+    src = media_dir / "video" / name
+    ref = tmp_path / "range.wav"
+    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-ss", "1", "-t", "6", "-i", str(src),
+                    "-map", "0:a:0", "-ac", "2", "-ar", "48000", "-c:a", "pcm_f32le", str(ref)], check=True)
+    integrated, peak = _ebur128(ffmpeg, ref)
+    m = measure_file(src, 1.0, 6.0)
+    assert m is not None
+    # 0.1 LU: the two meters implement one standard; the rest is where each cuts the range
+    assert abs(m.integrated - integrated) < 0.1, (m.integrated, integrated)
+    assert abs(m.true_peak - peak) < 0.2, (m.true_peak, peak)  # both interpolate 4x, with different filters
+
+
+def test_gain_is_linear_unless_the_peaks_need_a_limiter() -> None:
+    quiet_low_peaks = Loudness(-30.0, -20.0, 5.0, 0.2)
+    f = gain_filter(quiet_low_peaks, target=-14.0, true_peak=-1.0)
+    assert "volume=16.00dB" in f and "alimiter" not in f and "loudnorm" not in f
+    peaky = Loudness(-30.0, -6.0, 18.5, 0.5)  # +16 dB would put its peaks at +10 dBTP
+    f = gain_filter(peaky, target=-14.0, true_peak=-1.0)
+    limit = 10 ** ((-1.0 - 0.6 - 0.5) / 20)  # the ceiling, less the codec's headroom and the overshoot
+    assert "volume=16.00dB" in f and f"alimiter=limit={limit:.4f}" in f and "latency=1" in f
