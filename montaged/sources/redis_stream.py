@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -47,6 +45,7 @@ from montaged.intake import SubmitError, Submitter
 from montaged.metrics import INTAKE_ERRORS, INTAKE_REFUSED, REDIS_UP
 from montaged.model import TERMINAL_STATES, Job, JobSpec, JobState
 from montaged.redact import redact_url
+from montaged.worker_id import worker_name
 
 log = structlog.get_logger(__name__)
 
@@ -165,10 +164,6 @@ def result_fields(job: Job) -> dict[str, str]:
             "error": error, "error_class": job.error_class or "", "source": job.spec.source}
 
 
-def default_consumer() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class RedisIntake:
     """Consumes ``cfg.stream`` in ``cfg.group`` and publishes outcomes (see the module docstring).
 
@@ -191,7 +186,7 @@ class RedisIntake:
         self.store = submitter.store
         self.bus = bus
         self.gate = gate
-        self.consumer = cfg.consumer or default_consumer()
+        self.consumer = cfg.consumer or worker_name()
         try:
             self.redis = aioredis.Redis.from_url(
                 redis_url, password=password, decode_responses=True, encoding_errors="replace",
