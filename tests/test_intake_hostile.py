@@ -46,7 +46,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
 NON_UTF8 = b"talk-\xff\xfe.mp4"
 REFUSALS = {"bad_submission", "bad_request", "bad_json", "line_too_long"}
 """Error codes of a refused submit: by the intake, or already by the protocol's parser."""
-NO_FRAMING = {"MONTAGE_FRAME__ENABLED": "false"}  # these tests are about intake, not pictures
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +135,10 @@ def hostile_submits(root: Path, outside: Path) -> list[tuple[str, dict[str, Any]
 async def test_hostile_entries_end_alone_and_the_daemon_keeps_serving(
     store: str, tmp_path: Path, clip: Path, redis_prefix: str, request: pytest.FixtureRequest
 ) -> None:
-    store_env: dict[str, str] = {}
-    if store == "postgres":
-        store_env["MONTAGE_STORE__URL"] = request.getfixturevalue("pg_url")
     root, hot = tmp_path, tmp_path / "hot"
+    env = intake_env(hot, redis_prefix, MONTAGE_FRAME__ENABLED="false")
+    if store == "postgres":
+        env["MONTAGE_STORE__URL"] = request.getfixturevalue("pg_url")
     hot.mkdir()
     outside = tmp_path.parent / f"{tmp_path.name}-outside.mp4"
     shutil.copy(clip, outside)
@@ -150,7 +149,7 @@ async def test_hostile_entries_end_alone_and_the_daemon_keeps_serving(
     sock = tmp_path / "run" / "montaged.sock"
     r = aioredis.Redis.from_url(REDIS_URL)
     try:
-        async with running_daemon(tmp_path, **intake_env(hot, redis_prefix, **NO_FRAMING), **store_env):
+        async with running_daemon(tmp_path, **env):
             # hot folder: a name that is not UTF-8, a name with a newline, a symlink out of the roots,
             # and a file that is not media (a job that fails: its original goes to failed/ at job end)
             fd = os.open(os.path.join(os.fsencode(hot), NON_UTF8), os.O_WRONLY | os.O_CREAT, 0o644)
@@ -386,7 +385,8 @@ def test_fuzzed_intake_entries_all_end_and_the_daemon_keeps_serving(
     outside = tmp_path.parent / f"{tmp_path.name}-outside.mp4"
     outside.write_bytes(b"not for the daemon")
     (tmp_path / "escape.mp4").symlink_to(outside)
-    env = {k: v for k, v in intake_env(tmp_path, redis_prefix, **NO_FRAMING).items() if "HOTFOLDER" not in k}
+    env = intake_env(tmp_path, redis_prefix, MONTAGE_FRAME__ENABLED="false")
+    env = {k: v for k, v in env.items() if "HOTFOLDER" not in k}
     daemon = DaemonProcess(tmp_path, **env).start()
     r = redis.Redis.from_url(REDIS_URL)
     stream, ids = f"{redis_prefix}jobs", []
