@@ -1,10 +1,10 @@
 """Shared fixtures: real media, real services, generated clips; and the markers each test gets.
 
 Tests that need something from outside the checkout skip locally with the reason, and fail with
-CI=true (``unavailable``). Markers are applied here, by what a test uses, so a new test is marked
-without anyone remembering to: ``media`` (the real recordings, see tests/media.py), ``services``
-(PostgreSQL or Redis), ``image`` (the container image, built with podman) and ``slow`` (listed in
-``SLOW``). ``pytest -m "not slow and not services"`` runs the quick subset; ``make test`` all.
+CI=true (``unavailable``). Markers are applied at collection by what a test uses (tests/markers.py),
+so a new test is marked without anyone remembering to: ``media`` (the real recordings, found by
+tests/media.py), ``services`` (PostgreSQL or Redis), ``image`` (the container image) and ``slow``.
+``pytest -m "not slow and not services"`` runs the quick subset; ``make test`` runs them all.
 """
 
 from __future__ import annotations
