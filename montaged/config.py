@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -617,6 +619,18 @@ class RenderConfig(Section):
         return _merge_named(_default_caption_styles(), v)
 
 
+def _job_options(v: dict[str, Any]) -> dict[str, Any]:
+    """Job options as every door checks them (``options.key: problem (got value)`` each)."""
+    from montaged.options import problems  # no import cycle: options imports nothing of ours
+
+    if found := problems(v):
+        raise PydanticCustomError("job_options", "{problems}", {"problems": "; ".join(found)})
+    return v
+
+
+JobOptions = Annotated[dict[str, Any], AfterValidator(_job_options)]
+
+
 class HotFolderConfig(Section):
     paths: list[Path] = Field(default_factory=list)
     """Folders watched for new media (only files directly inside; sub-folders are not watched);
@@ -653,22 +667,12 @@ class HotFolderConfig(Section):
     rescan_seconds: float = Field(10.0, gt=0)
     """List every folder this often as well, so a lost event (inotify queue overflow) cannot lose
     a drop."""
-    folder_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    folder_options: dict[str, JobOptions] = Field(default_factory=dict)
     """Job options for everything dropped in one watched folder: a table per folder, keyed by one
     of ``paths`` (``[hotfolder.folder_options."/srv/drop/reels"]`` with, say, ``profiles =
     ["vertical", "landscape"]`` or ``reel = {transition = "dip"}``). A sidecar file beside a
     dropped file (``talk.mp4.montage.json`` or ``talk.montage.json``: a JSON object of job
     options) sets options for that file alone, over its folder's."""
-
-    @field_validator("folder_options")
-    @classmethod
-    def _folder_options(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from montaged.options import problems  # no import cycle: options imports nothing of ours
-
-        found = [f"{folder}: {p}" for folder, options in v.items() for p in problems(options)]
-        if found:
-            raise ValueError("; ".join(found))
-        return v
 
 
 class RedisIntakeConfig(Section):
