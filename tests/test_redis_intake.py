@@ -336,6 +336,7 @@ from pathlib import Path
 import anyio
 from montaged.config import RedisIntakeConfig
 from montaged.events import EventBus
+from montaged.gate import IntakeGate
 from montaged.intake import Submitter
 from montaged.sources.redis_stream import run_redis_intake
 from montaged.store import open_store
