@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Generic
 
@@ -39,6 +39,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from montaged import metrics
 from montaged.backoff import Backoff
 from montaged.config import Settings
+from montaged.control import protocol as events
 from montaged.control.protocol import EventKind
 from montaged.errors import DiskFullError, LeaseLost, MontageError, StoreUnavailable, first_leaf
 from montaged.events import EventBus
@@ -283,7 +284,7 @@ class Pipeline(Generic[R]):
             metrics.QUEUE_WAIT.observe(max(0.0, time.time() - job.created_at))
         log.info("job claimed", job_id=job.id, source=job.spec.source, attempt=job.attempts,
                  resume_from=job.stopped_at)
-        self._announce(job.id, EventKind.JOB_CLAIMED, {"worker": self.worker, "attempt": job.attempts})
+        self._announce(job.id, EventKind.JOB_CLAIMED, events.claimed(self.worker, job.attempts))
         return ctx
 
     async def _wait_gate(self) -> None:
@@ -357,7 +358,7 @@ class Pipeline(Generic[R]):
                 ctx.scope = scope
                 start = overall_progress(self.stages, stage, 0.0)
                 await ctx.lease.set_stage(stage, start)
-                self._announce(ctx.id, EventKind.JOB_STAGE, {"stage": stage, "progress": start})
+                self._announce(ctx.id, EventKind.JOB_STAGE, events.stage_started(stage, start))
                 await self._call_stage(ctx, step)
             ctx.scope = None
             if scope.cancelled_caught or ctx.cancelled:
@@ -432,14 +433,13 @@ class Pipeline(Generic[R]):
             log.warning("could not record the failure; its lease will lapse", job_id=ctx.id, error=str(e))
             return
         metrics.JOBS_FINISHED.labels(outcome="failed").inc()
-        self._announce(ctx.id, EventKind.JOB_FAILED,
-                       {"stage": stage, "error_class": error_class, "message": message})
+        self._announce(ctx.id, EventKind.JOB_FAILED, events.failed(stage, error_class, message))
 
     async def _release(self, ctx: JobContext, *, stopped_at: str) -> None:
         try:
             await ctx.lease.release(stopped_at=stopped_at)
             log.info("job released", job_id=ctx.id, stopped_at=stopped_at)
-            self._announce(ctx.id, EventKind.JOB_RELEASED, {"stopped_at": stopped_at})
+            self._announce(ctx.id, EventKind.JOB_RELEASED, events.released(stopped_at))
         except LeaseLost:
             log.info("not released: another worker holds the job now", job_id=ctx.id)
         except StoreUnavailable as e:
@@ -474,19 +474,20 @@ class Pipeline(Generic[R]):
         rendered = ctx.rendered()
         log.info("job done", job_id=ctx.id, clips=len(rendered), seconds=round(wall, 2),
                  ratio=round(wall / max(media.duration, 1e-9), 3))
-        self._announce(ctx.id, EventKind.JOB_DONE, {"clips": [c.path for c in rendered], "result": result})
+        self._announce(ctx.id, EventKind.JOB_DONE, events.done(result))
         self._leave(ctx)
 
     def _poisoned(self, job: Job) -> None:
         log.error("job poisoned", job_id=job.id, stage=job.error_stage, attempts=job.attempts)
         metrics.JOBS_FINISHED.labels(outcome="failed").inc()
-        failed = {"stage": job.error_stage, "error_class": job.error_class, "message": job.error_message}
+        failed = events.failed(job.error_stage or "", job.error_class or "", job.error_message or "",
+                               attempts=job.attempts)
         self._announce(job.id, EventKind.JOB_FAILED, failed)
 
     # ---- progress and leases -----------------------------------------------------------------
 
-    def _announce(self, job_id: str, kind: EventKind, data: dict[str, Any]) -> None:
-        self.bus.publish(JobEvent(job_id=job_id, kind=kind, at=time.time(), data=data))
+    def _announce(self, job_id: str, kind: EventKind, data: Mapping[str, Any]) -> None:
+        self.bus.publish(JobEvent(job_id=job_id, kind=kind, at=time.time(), data=dict(data)))
 
     def _progress(self, ctx: JobContext, stage: str, fraction: float) -> None:
         """A stage's progress; bound to the job and stage, it is the ``progress`` a stage gets."""
@@ -498,8 +499,7 @@ class Pipeline(Generic[R]):
         if fraction < 1.0 and now - self._last_event.get(ctx.id, 0.0) < PROGRESS_EVENT_SECONDS:
             return
         self._last_event[ctx.id] = now
-        self._announce(ctx.id, EventKind.JOB_PROGRESS, {"stage": stage, "stage_progress": round(fraction, 4),
-                                                "progress": round(total, 4)})
+        self._announce(ctx.id, EventKind.JOB_PROGRESS, events.progressed(stage, fraction, total))
 
     async def _flush_progress(self) -> None:
         written: dict[str, float] = {}
