@@ -10,7 +10,6 @@ answers instead.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ import structlog
 
 from montaged.asr.whisper_worker import resolve_compute_type, resolve_device
 from montaged.config import CacheConfig, WhisperConfig
+from montaged.keys import param_key
 from montaged.metrics import CACHE_REQUESTS, REDIS_UP
 from montaged.model import Transcript
 from montaged.store import ResultStore
@@ -33,15 +33,8 @@ RETRY_SECONDS = 30.0
 
 
 def cache_key(content_hash: str, engine: str, model: str, options: Mapping[str, Any] | None = None) -> str:
-    """sha256 over the media hash, engine, model and options (order-independent)."""
-    payload = {
-        "content_hash": content_hash,
-        "engine": engine,
-        "model": model,
-        "options": sorted((str(k), v) for k, v in (options or {}).items()),
-    }
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """The key of a cached transcript: the media hash, engine, model and options (order-independent)."""
+    return param_key(content_hash, engine, model, dict(options or {}))
 
 
 def whisper_key(content_hash: str, cfg: WhisperConfig, model: str | None = None) -> str:

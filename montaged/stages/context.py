@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +22,6 @@ from montaged.stages.background import Pending, SideTasks
 from montaged.stages.results import Framing, Heard, Selection, StageResults, Turns
 from montaged.store import JobStore
 from montaged.store.lease import JobLease
-
-
-def param_key(*parts: Any) -> str:
-    """A short stable hash of the parameters that produce a stage result."""
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 @dataclass

@@ -18,9 +18,10 @@ from montaged.config import DiarizeConfig
 from montaged.diarize import check_speakers
 from montaged.diarize.assign import assign_speakers
 from montaged.diarize.worker import DiarizerPool, diarize_in_process
+from montaged.keys import param_key
 from montaged.model import SpeakerTurn
 from montaged.stages.audio_graph import PCM_NAME, decode_to_pcm, remove_spool
-from montaged.stages.context import JobContext, Resources, param_key
+from montaged.stages.context import JobContext, Resources
 from montaged.stages.contract import Progress
 from montaged.stages.results import Turns
 

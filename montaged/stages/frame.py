@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from montaged.config import ProfileConfig
 from montaged.frame.worker import plan_crops_in_process
+from montaged.keys import param_key
 from montaged.media.source_file import opened_for_stage
 from montaged.model import CropPlan
 from montaged.options import job_profiles
-from montaged.stages.context import JobContext, Resources, param_key
+from montaged.stages.context import JobContext, Resources
 from montaged.stages.contract import Progress
 from montaged.stages.results import Framing, Selection
 

@@ -8,10 +8,11 @@ import anyio.to_thread
 
 from montaged.config import SelectConfig
 from montaged.errors import MediaError
+from montaged.keys import param_key
 from montaged.model import ClipPlan
 from montaged.select import rank_clips
 from montaged.select.ranges import parse_ranges, requested_clips
-from montaged.stages.context import JobContext, Resources, param_key
+from montaged.stages.context import JobContext, Resources
 from montaged.stages.contract import Progress
 from montaged.stages.results import Selection
 

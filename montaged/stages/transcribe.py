@@ -14,8 +14,9 @@ import structlog
 
 from montaged.asr.ears import Hearing
 from montaged.config import Settings
+from montaged.keys import param_key
 from montaged.stages.audio_graph import hear_source
-from montaged.stages.context import JobContext, Resources, param_key
+from montaged.stages.context import JobContext, Resources
 from montaged.stages.contract import Progress
 from montaged.stages.diarize import diarize_beside, diarize_wanted
 from montaged.stages.results import Heard
