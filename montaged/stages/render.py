@@ -42,18 +42,21 @@ def output_dir(ctx: JobContext, res: Resources) -> Path:
     return Path(ctx.job.spec.output_dir) if ctx.job.spec.output_dir else res.settings.paths.outputs()
 
 
-def _base(ctx: JobContext) -> str:
-    return re.sub(r"[^\w.-]+", "_", ctx.source.stem)[:60].strip("._") or "clip"
+def _safe(name: str, fallback: str) -> str:
+    """A name fit for a file name (a source's stem, a profile's key)."""
+    return re.sub(r"[^\w.-]+", "_", name)[:60].strip("._") or fallback
 
 
 def clip_stem(ctx: JobContext, index: int, profile: str | None = None) -> str:
     """``talk-5d1c0ffe-01``; with ``profile`` (a job of several profiles) ``talk-5d1c0ffe-01-square``."""
-    return f"{_base(ctx)}-{ctx.id[:8]}-{index + 1:02d}" + (f"-{profile}" if profile else "")
+    tail = f"-{_safe(profile, 'profile')}" if profile else ""
+    return f"{_safe(ctx.source.stem, 'clip')}-{ctx.id[:8]}-{index + 1:02d}{tail}"
 
 
 def reel_stem(ctx: JobContext, profile: str | None = None) -> str:
     """``talk-5d1c0ffe-reel``; with ``profile`` (a job of several profiles) ``talk-5d1c0ffe-reel-square``."""
-    return f"{_base(ctx)}-{ctx.id[:8]}-reel" + (f"-{profile}" if profile else "")
+    tail = f"-{_safe(profile, 'profile')}" if profile else ""
+    return f"{_safe(ctx.source.stem, 'clip')}-{ctx.id[:8]}-reel{tail}"
 
 
 @dataclass(frozen=True)
