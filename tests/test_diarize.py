@@ -116,19 +116,24 @@ def test_stereo_channels_mixed_to_mono(diarizer: SenkoDiarizer, media_dir: Path)
     mono, ref = stereo_reference(media_dir / "audio" / "stereo_diarization.wav")
     floor = overlap_share(ref)
     print(f"\nreference per channel: {[(t.speaker, t.start, t.end) for t in ref]}; overlap {floor:.1%}")
-    for speakers in (None, 2):
-        hyp = diarizer.diarize(mono, speakers=speakers)
-        r = report(f"stereo_diarization.wav mixed to mono, speakers={speakers}", ref, hyp)
-        # The right speaker talks entirely over the left one (overlap 33 % of the speech),
-        # and the clustering finds one voice, so overlap detection has no second label to give:
-        # missed speech cannot fall below the overlap. Measured DER 46.2 % both ways (missed
-        # 32.8 %, false alarm 8.0 %, confusion 5.4 %; 44.8 % one speaker at a time); 5 s of
-        # audio, so one boundary 0.3 s off moves DER by 5 points: bound = measured + ~9 points.
-        assert r.rate("missed") >= floor - 0.02
-        assert r.der <= 0.55
-    # With 2 fixed, the clustering makes two clusters, but on 5 s of talk-over only one of the
-    # seven 1.5 s windows lands in the second and it wins no frame's vote: at most 2 labels.
-    assert len({t.speaker for t in hyp}) <= 2
+    hyp = diarizer.diarize(mono)
+    r = report("stereo_diarization.wav mixed to mono, count estimated", ref, hyp)
+    # The right speaker talks entirely over the left one (overlap 33 % of the speech), and the
+    # clustering finds one voice, so overlap detection has no second label to give: missed
+    # speech cannot fall below the overlap. Measured DER 46.2 % (missed 32.8 %, false alarm
+    # 8.0 %, confusion 5.4 %; 44.8 % one speaker at a time); 5 s of audio, so one boundary
+    # 0.3 s off moves DER by 5 points: bound = measured + ~9 points.
+    assert r.rate("missed") >= floor - 0.02
+    assert r.der <= 0.55
+    # Told there are 2: the clustering still finds one (on 5 s of talk-over only one of the
+    # seven 1.5 s windows lands in the second cluster and it wins no frame's vote), and the one
+    # missing speaker is recovered from the segmentation model's second voice (overlap.py).
+    # Measured 14.4 % (missed 0.0 %, false alarm 9.3 %, confusion 5.1 %; 44.8 % with overlap
+    # off). Bound: measured + 10 points (5 s of audio, as above).
+    two = diarizer.diarize(mono, speakers=2)
+    r2 = report("stereo_diarization.wav mixed to mono, speakers=2", ref, two)
+    assert {t.speaker for t in two} == {"S1", "S2"}
+    assert r2.der <= 0.25 and r2.rate("missed") <= 0.05
 
 
 def three_voices(media_dir: Path) -> tuple[np.ndarray, list[SpeakerTurn]]:
@@ -179,8 +184,9 @@ def test_speaker_count_is_estimated(diarizer: SenkoDiarizer, media_dir: Path) ->
     hyp = diarizer.diarize(mix)
     r = report(f"three real voices, {len(mix) / SR:.0f} s", ref, hyp)
     assert len({t.speaker for t in hyp}) == 3
-    # Measured on the 45 s mix: DER 7.6 % (missed 1.9 %, false alarm 3.9 %: Silero pads speech
-    # more than the energy reference does; confusion 1.9 %). Bound: measured + about 4 points.
+    # Measured on the 45 s mix: DER 8.7 % with overlap detection (missed 3.1 %, false alarm
+    # 3.5 %: the speech edges differ from the energy reference's; confusion 2.1 %), 7.6 % one
+    # speaker at a time (no overlap in this mix to gain). Bound: the earlier measurement + ~4 points.
     assert r.der <= 0.12 and r.rate("confusion") <= 0.05
 
 
@@ -256,7 +262,7 @@ async def test_worker_process_on_the_spool(
     assert stats["loads"] == 1 and stats["pid"] != os.getpid()  # loaded once, elsewhere
     ref = read_rttm(media_dir / "audio" / "pyannote_sample.rttm")
     # Same audio as test_pyannote_sample through int16: same bound.
-    assert diarization_error(ref, first).der <= 0.20
+    assert diarization_error(ref, first).der <= 0.15
     assert {t.speaker for t in second} == {"S1", "S2"}
     assert (
         await worker.diarize_in_process(str(pcm), DiarizeConfig.model_validate({"backend": "none"}), None)

@@ -295,3 +295,16 @@ def test_overlap_aware_turns_name_the_model_frames_after_the_clusters() -> None:
     assert overlap_aware([], act, 20.0) == []
     lone = overlap_aware([T(0.0, 8.0, "S1")], act, 20.0)
     assert {t.speaker for t in lone} == {"S1"}
+
+
+def test_a_fixed_count_recovers_the_one_voice_that_only_talks_over_another() -> None:
+    # S2 talks only while S1 does (4-7 s, 12-15 s): no window's vote ever goes to them.
+    truth = [(0.0, 20.0, 0), (4.0, 7.0, 1), (12.0, 15.0, 1)]
+    act = synthetic_activity(20.0, truth, [0.0, 5.0, 10.0])
+    exclusive = [T(0.0, 20.0, "S1")]
+    assert {t.speaker for t in overlap_aware(exclusive, act, 20.0)} == {"S1"}  # count unknown
+    out = overlap_aware(exclusive, act, 20.0, speakers=2)
+    ref = [T(a, b, f"S{g + 1}") for a, b, g in truth]
+    assert diarization_error(ref, out).der < 0.01
+    # Two missing: which unnamed voice is which cannot be told, so none is named.
+    assert {t.speaker for t in overlap_aware(exclusive, act, 20.0, speakers=3)} == {"S1"}

@@ -14,6 +14,11 @@ Joined, as pyannote's own pipeline joins them (its "reconstruction" step):
 3. A frame gets its rounded voice count of speakers, the most active first. A frame with voices
    but no named activity keeps the one-speaker label, if it has one.
 
+When the job fixed the speaker count and the clustering found exactly one speaker fewer (a
+voice that only ever talks over another wins no window's vote), the most active unnamed local
+speaker of each chunk is that missing speaker: the count says someone is there, and with one
+missing there is no doubt which. With two or more missing, unnamed voices stay unnamed.
+
 Overlapped speech thus carries every speaker in it, and turns start and end on the model's
 frames instead of where 1.5 s window votes flip.
 """
@@ -64,8 +69,11 @@ def _chunk_frames(act: ChunkActivity, c: int, frames: int) -> tuple[np.ndarray, 
     return grid, np.clip(local.astype(np.int64), 0, n - 1)
 
 
-def name_local_speakers(act: ChunkActivity, exclusive: np.ndarray, speakers: int) -> list[dict[int, int]]:
-    """Per chunk, local speaker → clustered speaker index (step 1 of the module docstring)."""
+def name_local_speakers(
+    act: ChunkActivity, exclusive: np.ndarray, speakers: int, *, missing: bool = False
+) -> list[dict[int, int]]:
+    """Per chunk, local speaker → clustered speaker index (step 1 of the module docstring);
+    with ``missing``, the chunk's most active unnamed one → index ``speakers`` (the missing one)."""
     frames = len(exclusive)
     times = act.frame_times()
     least = MIN_SUPPORT / act.frame_step
@@ -79,14 +87,24 @@ def name_local_speakers(act: ChunkActivity, exclusive: np.ndarray, speakers: int
             mine = alone & local[:, k]
             co[k] = np.bincount(named[mine], minlength=speakers)[:speakers]
         rows, cols = linear_sum_assignment(co, maximize=True)
-        out.append({int(k): int(g) for k, g in zip(rows, cols, strict=True) if co[k, g] >= least})
+        names = {int(k): int(g) for k, g in zip(rows, cols, strict=True) if co[k, g] >= least}
+        if missing:
+            talk = local.sum(axis=0)
+            unnamed = [k for k in range(local.shape[1]) if k not in names and talk[k] >= least]
+            if unnamed:
+                names[max(unnamed, key=lambda k: talk[k])] = speakers
+        out.append(names)
     return out
 
 
-def reconstruct(act: ChunkActivity, exclusive: np.ndarray, speakers: int) -> np.ndarray:
-    """``(frames, speakers)`` booleans: who talks in each 10 ms frame (steps 2 and 3)."""
+def reconstruct(
+    act: ChunkActivity, exclusive: np.ndarray, speakers: int, *, missing: bool = False
+) -> np.ndarray:
+    """``(frames, speakers)`` booleans (one more column with ``missing``): who talks in each
+    10 ms frame (steps 2 and 3)."""
     frames = len(exclusive)
-    names = name_local_speakers(act, exclusive, speakers)
+    names = name_local_speakers(act, exclusive, speakers, missing=missing)
+    speakers += int(missing)
     weight = np.hamming(act.active.shape[1] + 2)[1:-1]  # no zero weight at the very edges
     total = np.zeros(frames)
     voices = np.zeros(frames)
@@ -124,21 +142,25 @@ def grid_turns(talk: np.ndarray, labels: Sequence[str]) -> list[tuple[float, flo
     return out
 
 
-def overlap_aware(turns: Sequence[SpeakerTurn], act: ChunkActivity, duration: float) -> list[SpeakerTurn]:
+def overlap_aware(
+    turns: Sequence[SpeakerTurn], act: ChunkActivity, duration: float, *, speakers: int | None = None
+) -> list[SpeakerTurn]:
     """One-speaker-at-a-time ``turns`` redrawn from segmentation ``act`` (module docstring).
 
     Args:
         turns: the clustered turns; their labels name the speakers.
         act: segmentation of the same audio.
         duration: seconds of audio.
+        speakers: the job's fixed speaker count, if any (a single missing speaker is recovered).
     """
     if not turns:
         return []
     labels = list(dict.fromkeys(t.speaker for t in turns))
     frames = int(np.ceil(duration / FRAME))
     exclusive = exclusive_labels(turns, labels, frames)
-    talk = reconstruct(act, exclusive, len(labels))
-    return relabel(grid_turns(talk, labels))
+    missing = speakers is not None and speakers == len(labels) + 1
+    talk = reconstruct(act, exclusive, len(labels), missing=missing)
+    return relabel(grid_turns(talk, [*labels, "missing"] if missing else labels))
 
 
 def overlaps(turns: Sequence[SpeakerTurn]) -> list[Overlap]:

@@ -199,7 +199,7 @@ class SenkoDiarizer:
         turns = relabel(runs_to_turns(voted, self.min_turn_seconds))
         if self._segmenter is not None:
             t = time.perf_counter()
-            turns = overlap_aware(turns, self._segmenter(audio), len(audio) / SAMPLE_RATE)
+            turns = overlap_aware(turns, self._segmenter(audio), len(audio) / SAMPLE_RATE, speakers=speakers)
             timing["segmentation"] = time.perf_counter() - t
         self.last_timing = timing
         return turns
