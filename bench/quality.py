@@ -44,7 +44,7 @@ MEDIA = ROOT.parent / "shared" / "media"
 
 
 def frame_figures() -> None:
-    from framing_metrics import per_frame
+    from framing_metrics import cache_dir, per_frame
     from framing_switches import TURNS, build, score
 
     from montaged.config import FrameConfig, ProfileConfig
@@ -54,7 +54,7 @@ def frame_figures() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        scene = build(MEDIA, Path(tmp))
+        scene = build(MEDIA, cache_dir(Path(tmp)))  # $MONTAGE_FRAMING_CACHE keeps it between runs
         an = analyse_clip(scene.video, probe_media(scene.video), 0.0, scene.duration, FrameConfig())
         print(
             f"speaker-switch scene: {scene.duration:.1f} s, {len(scene.events)} changes "
@@ -75,6 +75,8 @@ def frame_figures() -> None:
                 f"{label:18s} {100 * s.inside:5.1f}%  {max(s.out_frames):16d}  "
                 f"{d.min():+.2f} / {np.median(d):+.2f} / {d.max():+.2f}"
             )
+            if label == "exact":
+                print("\n".join("    " + row for row in s.rows(scene.events)))
 
 
 def _decode(path: Path) -> np.ndarray:

