@@ -261,3 +261,34 @@ def test_job_option_wins_over_the_profile() -> None:
     assert _captions(ctx({}, profile="master"), settings) == ("none", None)
     with pytest.raises(MediaError, match=r"options\.captions: no caption style 'fancy'"):
         _captions(ctx({"captions": "fancy"}), settings)
+
+
+def test_strip_burn_draws_what_the_ass_filter_draws(tmp_path: Path, ffmpeg: str) -> None:
+    """The cheaper burn (libass onto a strip at caption changes, overlaid on every frame) must give the
+    pixels of ffmpeg's plain ``ass`` filter on every frame, for every shipped style: same words, same
+    highlight timing, same translucent box and shadow. A few pixels on a glyph's faint edge may differ
+    by up to 16 of 255 (the coverage is recovered from two 8-bit renders, then blended again); a wrong
+    word, a late highlight or a box of another opacity would differ by far more, and in many pixels."""
+    from fractions import Fraction
+
+    from montaged.render.captions import burn_filter, write_ass
+
+    w, h, n = 270, 480, 75
+    texts = ["ask", "not", "what", "your", "country", "can", "do"]
+    words = [Word(t, 0.3 * i, 0.3 * i + 0.25, 0.9) for i, t in enumerate(texts)]
+    for name, style in Settings().render.caption_styles.items():
+        outs = []
+        plain = tmp_path / f"{name}.ass"
+        write_ass(plain, words, style, w, h)
+        for vf in (burn_filter(tmp_path / f"{name}.strip.ass", words, style, w, h, Fraction(25), n),
+                   ass_filter(plain)):
+            argv = [ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"testsrc2=s={w}x{h}:r=25:d={n / 25}", "-vf", f"format=yuv420p,{vf}",
+                    "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]  # fmt: skip
+            res = subprocess.run(argv, capture_output=True, check=True)
+            outs.append(np.frombuffer(res.stdout, np.uint8).reshape(-1, w * h * 3 // 2).astype(int))
+        strip, ass = outs
+        assert strip.shape == ass.shape == (n, w * h * 3 // 2)
+        diff = np.abs(strip - ass)
+        assert diff.max() <= 16, (name, int(diff.max()), np.flatnonzero(diff.max(axis=1) > 16))
+        assert (diff > 3).mean() < 0.001 and diff.mean() < 0.05, (name, (diff > 3).mean(), diff.mean())

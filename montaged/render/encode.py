@@ -27,12 +27,12 @@ import structlog
 
 from montaged import metrics
 from montaged.config import AudiogramConfig, CaptionStyle, ProfileConfig
-from montaged.errors import DiskFullError, MontageError, RenderError
+from montaged.errors import DiskFullError, MontageError, RenderError, first_leaf
 from montaged.media.encoders import EncoderChoice, encoder_args
 from montaged.media.ffmpeg import FFmpegRun, Progress, encode_argv, ffmpeg_process
 from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, RenderedClip, Word
 from montaged.render import audiogram, fidelity, loudness
-from montaged.render.captions import ass_filter, clip_relative, write_ass
+from montaged.render.captions import burn_filter, clip_relative
 from montaged.render.croppath import centre_box
 from montaged.render.extract import ExtractSpec, extract_to_fd, video_phase
 from montaged.render.publish import publishing
@@ -85,25 +85,6 @@ async def _open_fifo_writer(fifo: Path, run: FFmpegRun) -> int | None:
     return fd
 
 
-def _leaf_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The exception worth raising out of a task group: a user-facing error before anything else."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        else:
-            leaves.append(e)
-
-    walk(group)
-    for kind in (DiskFullError, MontageError, Exception):
-        for e in leaves:
-            if isinstance(e, kind):
-                return e
-    return group
-
-
 FrameFeed = Callable[[int, Callable[[], None]], int]
 """Writes raw frames into a file descriptor (the FIFO), calling its second argument between
 frames (so a cancelled job stops the thread); returns the frames written. Runs in a thread."""
@@ -131,7 +112,7 @@ async def encode_fifo(
                 tg.start_soon(writer)
                 await run.check()
         except BaseExceptionGroup as eg:
-            raise _leaf_error(eg) from None
+            raise first_leaf(eg, DiskFullError, MontageError, Exception) or eg from None
     return written
 
 
@@ -270,9 +251,12 @@ async def render_clip(
                 cfg=audiogram_cfg or AudiogramConfig(), video_args=argv_video, audio_filter=argv_audio,
                 audio_bitrate=profile.audio_bitrate, out=part, on_progress=progress)
         else:
+            burn = None
             if ass is not None and captions is not None:
                 rel = clip_relative(in_range, start, start + seconds)
-                await anyio.to_thread.run_sync(write_ass, ass, rel, captions, width, height)
+                burn = await anyio.to_thread.run_sync(
+                    burn_filter, ass, rel, captions, width, height, rate, frames
+                )
             argv = encode_argv(
                 ffmpeg=ffmpeg,
                 fifo=pub.fifo,
@@ -285,7 +269,7 @@ async def render_clip(
                 source=source if info.has_audio else None,
                 start=start,
                 audio_bitrate=profile.audio_bitrate,
-                video_filter=ass_filter(ass) if ass is not None else None,
+                video_filter=burn,
                 audio_filter=argv_audio,
             )
             written = await encode_fifo(pub.fifo, partial(_extract, spec), argv, progress)
