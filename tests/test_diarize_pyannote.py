@@ -104,7 +104,11 @@ def test_output_shapes_of_pyannote_3_and_4() -> None:
     assert annotation_turns(_DiarizeOutput(regular, exclusive)) == [
         SpeakerTurn(0.0, 1.5, "S1"),
         SpeakerTurn(1.5, 3.0, "S2"),
-    ]  # pyannote 4: the exclusive diarization, made for aligning words
+    ]  # pyannote 4 with overlap off: the exclusive diarization
+    assert annotation_turns(_DiarizeOutput(regular, exclusive), overlap=True) == [
+        SpeakerTurn(0.0, 2.0, "S1"),
+        SpeakerTurn(1.5, 3.0, "S2"),
+    ]  # diarize.overlap (the default): pyannote's own overlapping turns
     assert len(annotation_turns(_DiarizeOutput(regular, None))) == 2
     assert annotation_turns(regular)[1] == SpeakerTurn(1.5, 3.0, "S2")  # pyannote 3: an Annotation
     with pytest.raises(ModelError, match="not speaker turns"):
