@@ -125,8 +125,8 @@ def reconstruct(
     # Voices the model heard but could not name: the one-speaker label, where there is one.
     fill = (count > 0) & ~talk.any(axis=1) & (exclusive >= 0)
     talk[np.flatnonzero(fill), exclusive[fill]] = True
-    # Where the model saw no chunk at all (cannot happen with chunks flush to both ends), keep
-    # the one-speaker labels.
+    # Where no chunk's frames reach (the last few tens of milliseconds, past the model's last
+    # frame), keep the one-speaker labels.
     rest = ~seen & (exclusive >= 0)
     talk[np.flatnonzero(rest), exclusive[rest]] = True
     return talk
