@@ -36,11 +36,48 @@ SERVICE_FIXTURES = frozenset({"pg_url", "redis_prefix"})
 SERVICE_NAMES = frozenset({"REDIS_URL", "PG_DSN", "own_postgres", "own_redis"})
 IMAGE_FIXTURES = frozenset({"podman"})
 
+SLOW_TESTS = (
+    # Setup + call of 20 s or more, measured with --durations file by file on the 2-core
+    # development host at load average ~12 (Dec 2026), or noted in the test itself: whole jobs
+    # through real daemons, models loaded in fresh processes, composed 1080p scenes, the container
+    # build (every test of a costly module-scoped fixture, or deselecting one would not save it).
+    "test_concurrency.py::test_stalled_render_pushes_back_to_the_store",  # 70 s
+    "test_concurrency.py::test_jobs_overlap_across_stages_and_workers_follow_the_pools",  # 28 s
+    "test_daemon_diarize.py::test_speakers_reach_words_sidecar_and_captions",  # 22 s
+    "test_daemon_ears.py::test_two_ears_cache_and_budget",  # 34 s
+    "test_daemon_ears.py::test_refused_key_continues_with_whisper",  # 22 s
+    "test_daemon_lifecycle.py::test_two_daemons_share_postgres_without_duplicates",  # 86 s
+    "test_daemon_lifecycle.py::test_check_config_prints_every_error",  # 68 s
+    "test_daemon_lifecycle.py::test_sigkill_mid_render_resumes_exactly_once",  # 94 s with its clip
+    "test_daemon_lifecycle.py::test_sigterm_finishes_stage_then_resumes",  # 43 s
+    "test_diarize.py::test_fixed_speaker_counts",  # 65 s
+    "test_diarize.py::test_speaker_count_is_estimated",  # 49 s
+    "test_export.py::test_real_job_exports_through_montagectl",  # 26 s
+    "test_fencing.py::test_input_that_kills_the_daemon_every_time_is_poisoned",  # 48 s
+    "test_fencing.py::test_stale_holder_after_a_lease_takeover_touches_nothing",  # 35 s
+    "test_fencing.py::test_resumed_job_is_not_refused_its_own_cloud_ear",  # 31 s
+    "test_image.py::test_image_keeps_its_healthcheck",  # these four share the image build: minutes
+    "test_image.py::test_container_is_unprivileged_and_read_only",
+    "test_image.py::test_healthcheck_passes",
+    "test_image.py::test_a_talk_dropped_into_in_comes_out_as_clips",
+    "test_intake_hostile.py::test_fuzzed_intake_entries_all_end_and_the_daemon_keeps_serving",  # 76 s
+    "test_load.py::test_twenty_jobs_through_socket_hotfolder_and_redis_at_once",  # 79 s
+    "test_load.py::test_two_daemons_share_hotfolder_and_redis_group",  # 42 s
+    "test_preview.py::test_dry_run_through_montagectl_then_show_lists_every_candidate",  # 36 s
+    "test_preview.py::test_process_dry_run_json",  # 33 s
+    "test_procpool.py::test_a_daemon_keeps_framing_after_its_vision_worker_is_killed",  # 21 s
+    "test_store_faults.py::test_daemon_waits_out_a_full_disk_and_then_runs_the_job",  # 24 s
+    "test_tui.py::test_submit_with_completion_runs_to_done_and_shows_details",  # 27 s
+    "test_tui.py::test_budget_panel_blocked_cloud_and_near_cap_spend",  # 21 s
+    "test_whisper.py::test_cli_transcribe_prints_and_reuses_the_cache",  # 42 s
+    "test_whisper.py::test_long_input_through_the_pool",  # 40 s
+    "test_whisper.py::test_cuts_inside_speech_keep_each_word_once",  # 30 s
+)
 SLOW: dict[str, frozenset[str]] = {
-    # Tests over ~20 s on the 2-core development host (make test's --durations and the timings
-    # noted in the tests themselves): whole jobs through a real daemon, composed 1080p scenes, the
-    # container build. Keyed by file, then test function (a class's as "Class.test_name").
+    name: frozenset(t.split("::")[1] for t in SLOW_TESTS if t.startswith(f"{name}::"))
+    for name in {t.split("::")[0] for t in SLOW_TESTS}
 }
+"""Test functions by file name (a class's as "Class.test_name")."""
 
 
 def mark_by_use(items: list[pytest.Item]) -> None:
