@@ -107,6 +107,15 @@ def _flag(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
+EDGES = ("start", "end")
+
+
+def _exact(value: Any) -> str | None:
+    if isinstance(value, bool) or value in EDGES:
+        return None
+    return "must be true, false, \"start\" or \"end\""
+
+
 def _object(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be a JSON object"
 
@@ -122,7 +131,7 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "max_seconds": (_seconds, "longest clip (overrides select.max_seconds)"),
     "stop_after": (_stop_after, "\"select\": a preview, no render"),
     "ranges": (_ranges, "render exactly these [start, end] ranges (a re-cut)"),
-    "exact": (_flag, "with ranges: keep the edges even inside a word"),
+    "exact": (_exact, "with ranges: keep the edges (or only \"start\"/\"end\") even inside a word"),
     "recut_of": (_object, "which job and clip or candidate a re-cut comes from"),
     "hotfolder": (_object, "recorded by the hot folder"),
     "redis": (_object, "recorded by the Redis intake"),

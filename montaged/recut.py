@@ -63,10 +63,10 @@ def recut_spec(job: Job, options: dict[str, Any], *, profile: str | None) -> Job
     if job.state != "done":
         raise RecutError(f"job {job.id} is {job.state}; re-cut a finished job (a preview counts)")
     base = _base(job, options)
-    start = _number(options, "start")
-    end = _number(options, "end")
-    start = start if start is not None else base.get("start")
-    end = end if end is not None else base.get("end")
+    given_start = _number(options, "start")
+    given_end = _number(options, "end")
+    start = given_start if given_start is not None else base.get("start")
+    end = given_end if given_end is not None else base.get("end")
     if start is None or end is None:
         raise RecutError("name a clip (--clip N), a candidate (--candidate R) or both --start and --end")
     if not start < end:
@@ -74,6 +74,9 @@ def recut_spec(job: Job, options: dict[str, Any], *, profile: str | None) -> Job
     exact = options.get("exact", False)
     if not isinstance(exact, bool):
         raise RecutError(f"options.exact: true or false (got {exact!r})")
+    if not exact:  # an edge carried over from the chosen clip stays where selection put it
+        carried_edges = [e for e, given in (("start", given_start), ("end", given_end)) if given is None]
+        exact = True if len(carried_edges) == 2 else (carried_edges[0] if carried_edges else False)
     carried = {k: v for k, v in job.spec.options.items() if k not in NOT_CARRIED}
     if profile is not None:  # the profile asked for, not the first job's several
         carried.pop("profiles", None)

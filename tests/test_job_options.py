@@ -39,7 +39,7 @@ def test_known_options_pass_and_each_problem_names_key_and_value() -> None:
         "min_seconds": (-1, "options.min_seconds: must be a number of seconds above 0"),
         "stop_after": ("frame", "options.stop_after: only 'select'"),
         "ranges": ([[5, 2]], "options.ranges: each range must be [start, end]"),
-        "exact": ("yes", "options.exact: must be true or false (got 'yes')"),
+        "exact": ("yes", "options.exact: must be true, false, \"start\" or \"end\" (got 'yes')"),
         "recut_of": ([], "options.recut_of: must be a JSON object (got [])"),
     }
     for key, (value, message) in cases.items():
@@ -219,3 +219,22 @@ def test_the_socket_refuses_bad_profiles_and_reels_and_takes_good_ones(tmp_path:
         assert job["spec"]["options"] == {"profiles": ["vertical", "square"], "reel": {"order": "score"}}
     finally:
         daemon.stop()
+
+
+def test_a_recut_snaps_only_the_edges_it_was_asked_to_move() -> None:
+    """Edges inside a word move to its nearer edge; an edge the re-cut carried over from a chosen
+    clip ("start"/"end") stays where selection put it, True keeps both."""
+    from montaged.model import Transcript, Word
+    from montaged.select.ranges import requested_clips
+
+    words = tuple(Word(t, s, e, 0.9) for t, s, e in [("And", 0.0, 0.6), ("so", 0.7, 1.0), ("on", 1.1, 1.5)])
+    transcript = Transcript(words, "en", "whisper", "tiny.en", 2.0)
+
+    def edges(exact: bool | str) -> tuple[float, float]:
+        (plan,) = requested_clips(transcript, [(0.2, 1.2)], exact=exact)
+        return plan.start, plan.end
+
+    assert edges(False) == (0.0, 1.1)
+    assert edges("start") == (0.2, 1.1)
+    assert edges("end") == (0.0, 1.2)
+    assert edges(True) == (0.2, 1.2)

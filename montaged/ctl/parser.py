@@ -176,8 +176,9 @@ def _render_parser(command: Any) -> None:
                 "Render a clip (--clip N, as numbered in `montagectl show`), a ranked candidate of a preview"
                 " or a job (--candidate R), or any range (--start/--end, seconds of the source) of a finished"
                 " job's source, as a new job. Its transcript, speakers and analysis come from the caches the"
-                " first job filled; edges inside a word move to the nearer word edge unless --exact. The new"
-                " clip gets its own file name and sidecar.")
+                " first job filled; an edge you give inside a word moves to the nearer word edge unless"
+                " --exact (an edge you do not give stays where the clip had it). The new clip gets its own"
+                " file name and sidecar.")
     p.add_argument("job_id", metavar="ID")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--clip", type=positive_int, metavar="N", help="start from the job's clip N")

@@ -61,16 +61,20 @@ def requested_clips(
     transcript: Transcript,
     ranges: Sequence[tuple[float, float]],
     *,
-    exact: bool,
+    exact: bool | str,
     origin: dict[str, Any] | None = None,
 ) -> list[ClipPlan]:
-    """One plan per range, in the order given. ``origin`` (``options.recut_of``) names the clip or
+    """One plan per range, in the order given. ``exact``: True keeps both edges, ``"start"`` or
+    ``"end"`` only that one (a re-cut keeps the edge it carries over from a chosen clip, which
+    selection already placed on the sound). ``origin`` (``options.recut_of``) names the clip or
     candidate re-cut; its score and reason carry over, since the moment is the same one."""
     words = sorted(transcript.words, key=lambda w: (w.start, w.end))
     plans = []
     for i, (start, end) in enumerate(ranges):
-        if not exact:
-            start, end = snap(start, words), snap(end, words)
+        if exact not in (True, "start"):
+            start = snap(start, words)
+        if exact not in (True, "end"):
+            end = snap(end, words)
         if end <= start:
             raise RangeError(
                 f"range {i + 1} ({start:.2f}-{end:.2f} s) is inside one word; widen it or use --exact"

@@ -10,6 +10,7 @@ from montaged.config import SelectConfig
 from montaged.errors import MediaError
 from montaged.keys import param_key
 from montaged.model import ClipPlan
+from montaged.options import EDGES
 from montaged.select import rank_clips
 from montaged.select.ranges import parse_ranges, requested_clips
 from montaged.stages.context import JobContext, Resources
@@ -21,6 +22,11 @@ class NothingToClipError(MediaError):
     """The media holds no speech to cut clips from."""
 
     code = "no_speech"
+
+
+def _exact(value: Any) -> bool | str:
+    """``options.exact`` as ranges take it: True, "start", "end", else False (snap both edges)."""
+    return value if value is True or value in EDGES else False
 
 
 def _max_clips(ctx: JobContext, default: int) -> int:
@@ -59,7 +65,7 @@ async def select_stage(ctx: JobContext, res: Resources, progress: Progress) -> N
     if ctx.option("ranges") is not None:  # a re-cut: the ranges asked for, not the ranked ones
         ranges = parse_ranges(ctx.option("ranges"), ctx.need_media().duration)
         origin = ctx.option("recut_of")
-        clips = requested_clips(transcript, ranges, exact=ctx.option("exact") is True,
+        clips = requested_clips(transcript, ranges, exact=_exact(ctx.option("exact")),
                                 origin=origin if isinstance(origin, dict) else None)
         # the frame stage keys its cached crop paths on this: the ranges decide the clips here
         key = param_key(heard.key, turns.key, "ranges", [(c.start, c.end) for c in clips])
