@@ -181,12 +181,15 @@ def test_recut_spec_from_clip_candidate_or_times() -> None:
     job = Job("j1", spec, JobState.DONE, None, 1.0, 0.0, 0.0, result=result)
     new = recut_spec(job, {"clip": 1, "end": 10.5}, profile="square")
     assert new.profile == "square" and new.output_dir == "/out" and new.source == spec.source
-    assert new.options == {"speakers": 2, "ranges": [[1.0, 10.5]], "exact": False,
+    # the start is the clip's own, kept as selection placed it; only the end asked for may snap
+    assert new.options == {"speakers": 2, "ranges": [[1.0, 10.5]], "exact": "start",
                            "recut_of": {"job_id": "j1", "clip": 1, "score": 0.8, "reason": "hook"}}
     new = recut_spec(job, {"candidate": 2, "exact": True, "captions": "none"}, profile=None)
     assert new.options["ranges"] == [[20.0, 31.0]] and new.options["exact"] is True
     assert new.options["captions"] == "none" and new.profile == "vertical"
     assert recut_spec(job, {"start": 3, "end": 4}, profile=None).options["recut_of"] == {"job_id": "j1"}
+    assert recut_spec(job, {"start": 3, "end": 4}, profile=None).options["exact"] is False  # both asked for
+    assert recut_spec(job, {"clip": 1}, profile=None).options["exact"] is True  # the clip as it was
     for options, why in (({"clip": 3}, "has clips 1 to 1"), ({"candidate": 9}, "candidates 1 to 2"),
                          ({"start": 3}, "name a clip"), ({"clip": 1, "start": 9.5}, "must end after"),
                          ({"clip": 1, "candidate": 1}, "not both"), ({"start": -1, "end": 2}, "0 or more")):
