@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -109,6 +110,13 @@ class Word(Record):
         return super().from_dict(d)
 
 
+def speakers_of(words: Iterable[Word]) -> tuple[str, ...]:
+    """Everyone heard in these words, in order of first appearance: a word's main speaker, then
+    the others overlapped speech carries."""
+    heard = (s for w in words for s in (w.speakers or ((w.speaker,) if w.speaker is not None else ())))
+    return tuple(dict.fromkeys(heard))
+
+
 @dataclass(frozen=True)
 class Transcript(Record):
     words: tuple[Word, ...]
@@ -184,6 +192,7 @@ class CropPlan(Record):
     face_confidence: float | None = None  # mean detector score of the faces seen (frame/onscreen.py)
     speaker_in_crop: float | None = None  # share of samples with the active speaker's face in the crop
     identity: dict[str, Any] | None = None  # talk-wide faces and speaker → face map (frame/identity.py)
+    wide: tuple[tuple[float, float], ...] = ()  # clip-time stretches framed wide for overlap (frame/wide.py)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -191,6 +200,7 @@ class CropPlan(Record):
         d["path"] = tuple(CropBox.from_dict(b) for b in d.get("path", ()))
         d["second_path"] = tuple(CropBox.from_dict(b) for b in d.get("second_path", ()))
         d["notes"] = tuple(d.get("notes", ()))
+        d["wide"] = tuple((float(a), float(b)) for a, b in d.get("wide", ()))
         return super().from_dict(d)
 
 

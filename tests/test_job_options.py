@@ -238,3 +238,15 @@ def test_a_recut_snaps_only_the_edges_it_was_asked_to_move() -> None:
     assert edges("start") == (0.2, 1.1)
     assert edges("end") == (0.0, 1.2)
     assert edges(True) == (0.2, 1.2)
+
+
+def test_a_clip_carries_everyone_heard_in_it() -> None:
+    """Overlapped speech: a word's other speakers join the clip's speakers, after its main ones."""
+    from montaged.model import Transcript, Word
+    from montaged.select.ranges import requested_clips
+
+    words = (Word("yes", 0.0, 0.4, 0.9, "S1", speakers=("S1",)),
+             Word("no", 0.5, 0.9, 0.9, "S1", speakers=("S1", "S2")),
+             Word("so", 1.0, 1.3, 0.9, "S3"))  # no overlap information: its own speaker
+    (plan,) = requested_clips(Transcript(words, "en", "whisper", "tiny.en", 2.0), [(0.0, 1.3)], exact=True)
+    assert plan.speakers == ("S1", "S2", "S3")

@@ -16,7 +16,7 @@ import structlog
 
 from montaged.config import SelectConfig
 from montaged.errors import ConfigError
-from montaged.model import ClipPlan, SpeakerTurn, Transcript, Word
+from montaged.model import ClipPlan, SpeakerTurn, Transcript, Word, speakers_of
 from montaged.select.candidates import Windows, cut_times, enumerate_windows
 from montaged.select.choose import choose_top
 from montaged.select.edges import trim_to_sound
@@ -175,7 +175,7 @@ def rank_clips(
 
     def plan(index: int, j: int) -> ClipPlan:
         a, b = int(scored.word_first[j]), int(scored.word_last[j])
-        speakers = tuple(dict.fromkeys(w.speaker for w in words[a : b + 1] if w.speaker is not None))
+        speakers = speakers_of(words[a : b + 1])
         return ClipPlan(
             index=index,
             start=float(win.start[j]),  # not rounded: rounding could move a cut into a word

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from montaged.errors import MediaError
-from montaged.model import ClipPlan, Transcript, Word
+from montaged.model import ClipPlan, Transcript, Word, speakers_of
 from montaged.render.sidecar import clip_words
 
 MAX_RANGES = 100
@@ -91,7 +91,7 @@ def requested_clips(
                 features={},
                 reason=str(origin.get("reason") or "requested range"),
                 text=" ".join(w.text.strip() for w in inside),
-                speakers=tuple(dict.fromkeys(w.speaker for w in inside if w.speaker is not None)),
+                speakers=speakers_of(inside),
             )
         )
     return plans
