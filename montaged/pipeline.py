@@ -284,8 +284,17 @@ class Pipeline(Generic[R]):
             metrics.QUEUE_WAIT.observe(max(0.0, time.time() - job.created_at))
         log.info("job claimed", job_id=job.id, source=job.spec.source, attempt=job.attempts,
                  resume_from=job.stopped_at)
-        self._announce(job.id, EventKind.JOB_CLAIMED, events.claimed(self.worker, job.attempts))
+        self._announce(job.id, EventKind.JOB_CLAIMED, await self._claimed_payload(job))
         return ctx
+
+    async def _claimed_payload(self, job: Job) -> Mapping[str, Any]:
+        """What the store recorded for this claim (it names the worker whose lease was taken
+        over), so the live feed says the same; built here when the store cannot say."""
+        with contextlib.suppress(StoreUnavailable):
+            for recorded in await self.store.events(job.id, limit=1):
+                if recorded.kind is EventKind.JOB_CLAIMED and recorded.data.get("attempt") == job.attempts:
+                    return recorded.data
+        return events.claimed(self.worker, job.attempts)
 
     async def _wait_gate(self) -> None:
         """Until an operator resumes intake, or the pipeline is woken (a drain must not wait)."""

@@ -196,6 +196,18 @@ async def test_a_job_runs_every_stage_in_order_and_finishes(tmp_path: Path) -> N
     assert ends == [(s, pytest.approx((i + 1) / len(STAGES), abs=1e-4)) for i, s in enumerate(STAGES)]
 
 
+async def test_the_live_claim_says_what_the_store_recorded_a_takeover_included(tmp_path: Path) -> None:
+    """A claim that takes over a crashed worker's lapsed lease names that worker on the bus too."""
+    async with sqlite_store(tmp_path) as store:
+        ids = await submit(store)
+        assert await store.claim("crashed", 0.0) is not None  # its lease lapses at once
+        async with running(settings(tmp_path), store, fake_stages(), FakeResources(), ids) as run:
+            pass
+        stored = [e.data for e in await store.events(ids[0]) if e.kind == "job.claimed"]
+    live = [e.data for e in run.events if e.kind == "job.claimed"]
+    assert live == stored[1:] and live[0]["took_over_from"] == "crashed"
+
+
 # ---- drain, cancel, release ---------------------------------------------------------------------------
 
 
