@@ -12,6 +12,9 @@ Layouts:
   is tall, when two people are both on screen too far apart for one crop, both speak, and they
   change at least ``split_min_switches_per_minute`` times a minute. Each pane frames its face at
   ``split_face_share`` of the pane height.
+- wide (within ``crop``): while two people on screen talk at once for real (wide.py), one box
+  of the output aspect holds both faces, cut (or eased, as for a change of speaker) into and out
+  of at the overlap's edges; the plan's ``wide`` lists those stretches.
 - ``letterbox`` / centre crop: the fallback (``fallback``) when the plan's confidence (mean per
   sample, see target.py) is under ``min_confidence``: a crop we cannot justify is worse than
   showing the whole frame.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,9 +41,11 @@ from montaged.config import FrameConfig, ProfileConfig
 from montaged.frame.analyse import ClipAnalysis, analyse_clip
 from montaged.frame.onscreen import face_confidence, speaker_in_crop
 from montaged.frame.smooth import Motion, decimate, smooth_axis
-from montaged.frame.speaker import SpeakerRun, speaking_runs, speech_share
+from montaged.frame.speaker import SpeakerRun, label_faces, speaking_runs, speech_share
 from montaged.frame.target import Frame, crop_size, face_crop_size, faces_at, parse_aspect, sample_targets
+from montaged.frame.wide import WideStretch, wide_stretches
 from montaged.model import ClipPlan, CropBox, CropPlan, MediaInfo, SpeakerTurn
+from montaged.render.croppath import box_at
 
 log = structlog.get_logger(__name__)
 
@@ -197,6 +203,56 @@ def _follow(
     return _path(grid, xs, ys, frame, cuts, cfg.path_tolerance_px)
 
 
+def _box_at(path: Sequence[CropBox], t: float) -> CropBox:
+    x, y, w, h = box_at(path, t)
+    return CropBox(round(t, 4), round(x), round(y), round(w), round(h))
+
+
+def _blend(a: CropBox, b: CropBox, steps: int = 4) -> list[CropBox]:
+    """Knots of a cosine move from ``a`` to ``b`` (the renderer is linear between knots)."""
+    out = []
+    for k in range(steps + 1):
+        f = k / steps
+        g = (1 - math.cos(math.pi * f)) / 2
+        out.append(CropBox(
+            round(a.t + (b.t - a.t) * f, 4), round(a.x + (b.x - a.x) * g), round(a.y + (b.y - a.y) * g),
+            round(a.w + (b.w - a.w) * g), round(a.h + (b.h - a.h) * g),
+        ))  # fmt: skip
+    return out
+
+
+def _near(a: CropBox, b: CropBox, far: float) -> bool:
+    """A move the crop eases over instead of cutting: same size, centre no more than ``far`` away."""
+    return a.w == b.w and abs(a.x + a.w / 2 - b.x - b.w / 2) <= far
+
+
+def _widen(
+    path: Sequence[CropBox], st: WideStretch, wide: Sequence[CropBox], far: float, end_t: float
+) -> tuple[CropBox, ...]:
+    """``path`` with ``wide`` in its place over the stretch: a cut into it at the stretch's start
+    and out of it at its end, or an ease of ``EASE_SECONDS`` centred there when the move is near.
+    Outside the stretch (and its eases) the path is what it was."""
+    s, e, half = st.start, st.end, EASE_SECONDS / 2
+    inner = [b for b in wide if s <= b.t < e]
+    head, into = [b for b in path if b.t < s], []
+    if s - half > 0 and _near(_box_at(path, s), _box_at(wide, s), far):
+        head = [b for b in path if b.t < s - half - 1e-4]
+        into = _blend(_box_at(path, s - half), _box_at(wide, s + half))
+        inner = [b for b in inner if b.t > s + half + 1e-4]
+    elif s > CUT_GAP:
+        head = [b for b in path if b.t < s - CUT_GAP - 1e-4]
+        into = [_box_at(path, s - CUT_GAP)]
+    tail, out = [], []
+    if e + half < end_t and _near(_box_at(wide, e - CUT_GAP), _box_at(path, e), far):
+        inner = [b for b in inner if b.t < e - half - 1e-4]
+        out = _blend(_box_at(wide, e - half), _box_at(path, e + half))
+        tail = [b for b in path if b.t > e + half + 1e-4]
+    elif e < end_t:
+        out = [_box_at(path, e)]
+        tail = [b for b in path if b.t > e + 1e-4]
+    return tuple([*head, *into, *inner, *out, *tail])
+
+
 def _split_pair(
     an: ClipAnalysis, runs: Sequence[SpeakerRun], frame: Frame, cfg: FrameConfig
 ) -> tuple[int, int] | None:
@@ -334,11 +390,19 @@ def build_plan(
     cuts = sorted(scene_cuts + speaker_cuts)
     bounds = sorted(set(cuts) | set(eases) | {r.start for r in runs[1:]})
     path = _follow(an, frame, cfg, tg.cx, tg.cy, grid, cuts, bounds, eases)
+    faces = label_faces(an.tracks, an.times, clip_turns, speakers)
+    wide = wide_stretches(an, clip_turns, faces, frame, aspect)
+    for st in wide:
+        edges = sorted({*scene_cuts, st.start, st.end})
+        wide_path = _follow(an, st.frame, cfg, st.cx, st.cy, grid, edges, edges)
+        path = _widen(path, st, wide_path, far, float(grid[-1]))
     notes.append(
         f"crop {frame.crop_w:.0f}x{frame.crop_h:.0f}: {len(path)} knots, {len(speaker_cuts)} speaker cuts, "
-        f"{len(eases)} eases"
+        f"{len(eases)} eases, {len(wide)} wide for overlap"
     )
-    return done(CropPlan(clip_index, "crop", path, confidence=round(conf, 3), notes=tuple(notes)))
+    stretches = tuple((round(st.start, 3), round(st.end, 3)) for st in wide)
+    plan = CropPlan(clip_index, "crop", path, confidence=round(conf, 3), notes=tuple(notes), wide=stretches)
+    return done(plan)
 
 
 def centre_plan(info: MediaInfo, clip_index: int, profile: ProfileConfig, why: str) -> CropPlan:

@@ -235,6 +235,25 @@ def word_boundaries(speech: Sequence[tuple[float, float]]) -> list[float]:
     return out
 
 
+def label_faces(
+    tracks: Sequence[Track],
+    times: np.ndarray | Sequence[float],
+    turns: Sequence[tuple[float, float, str]],
+    mapping: Mapping[str, int] | None = None,
+    smooth_samples: int = 2,
+) -> dict[str, int]:
+    """Speaker label → face identity of this clip: ``mapping`` (decided over the whole talk)
+    where given, else from this clip's turns and mouths (``_map_labels``)."""
+    t = np.asarray(times, dtype=np.float64)
+    people = sorted({tr.identity for tr in tracks})
+    if mapping is not None:
+        return {k: v for k, v in mapping.items() if v in people}
+    if not people or not turns or len(t) == 0:
+        return {}
+    act = activity_matrix(tracks, len(t), people, smooth_samples)
+    return {k: people[r] for k, r in _map_labels(turns, t, act).items()}
+
+
 def speaking_runs(
     tracks: Sequence[Track],
     times: np.ndarray | Sequence[float],
@@ -269,11 +288,7 @@ def speaking_runs(
     best = np.where(seen.any(axis=0), np.argmax(np.where(seen, act, -np.inf), axis=0), -1)
     who = np.full(len(t), -1)
     if turns:
-        rows = (
-            _map_labels(turns, t, act)
-            if mapping is None
-            else {k: people.index(v) for k, v in mapping.items() if v in people}
-        )
+        rows = {k: people.index(v) for k, v in label_faces(tracks, t, turns, mapping, smooth_samples).items()}
         for a, b, label in turns:
             if label in rows:
                 row = rows[label]

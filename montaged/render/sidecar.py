@@ -106,6 +106,8 @@ def sidecar_dict(
             # talk-wide face numbers seen in this clip and each speaker label's face with its
             # confidence (frame/identity.py); None when framing ran per clip or not at all
             "identity": crop.identity if crop is not None else None,
+            # clip-time [start, end] stretches framed wide because two people on screen talk at once
+            "wide": [list(w) for w in crop.wide] if crop is not None else [],
         },
         # the path the frames were cut along: t from the clip start, boxes in source pixels, linear
         # interpolation between entries (docs/framing.md); the lower pane's path is in crop.second_path
