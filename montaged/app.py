@@ -45,21 +45,20 @@ log = structlog.get_logger(__name__)
 
 
 class Daemon:
-    """``await Daemon(settings).run()`` serves until a signal (or ``stop()``) ends it.
+    """``await Daemon(settings, secrets).run()`` serves until a signal (or ``stop()``) ends it.
 
     Build it inside the event loop (it owns anyio events and cancel scopes).
 
     Args:
         settings: the validated configuration.
-        secrets: where credentials are read (default: environment and $CREDENTIALS_DIRECTORY).
+        secrets: where credentials are read (``Secrets(config=settings.secrets)``: the environment,
+            $CREDENTIALS_DIRECTORY, files or AWS); handed to everything that needs a credential.
         handle_signals: install SIGTERM/SIGINT handlers (off when embedded in tests).
     """
 
-    def __init__(
-        self, settings: Settings, *, secrets: Secrets | None = None, handle_signals: bool = True
-    ) -> None:
+    def __init__(self, settings: Settings, secrets: Secrets, *, handle_signals: bool = True) -> None:
         self.settings = settings
-        self.secrets = secrets or Secrets(config=settings.secrets)
+        self.secrets = secrets
         self.handle_signals = handle_signals
         self.bus = EventBus()
         self.gate = IntakeGate()  # operator pause: shared by the claim loop and every source

@@ -22,7 +22,7 @@ from conftest import REDIS_URL
 from media import MEDIA
 
 from montaged.app import Daemon
-from montaged.config import Settings, load
+from montaged.config import Secrets, Settings, load
 from montaged.control.client import ControlClient
 
 TEST_MODEL = "tiny.en"
@@ -84,7 +84,8 @@ async def running_daemon(
     tmp_path: Path, *, ready_timeout: float = 120.0, **extra: str
 ) -> AsyncIterator[Daemon]:
     """A real daemon in this event loop; stopped gracefully (then forced) on exit."""
-    daemon = Daemon(daemon_settings(tmp_path, **extra), handle_signals=False)
+    settings = daemon_settings(tmp_path, **extra)
+    daemon = Daemon(settings, Secrets(config=settings.secrets), handle_signals=False)
     async with anyio.create_task_group() as tg:
         tg.start_soon(daemon.run)
         with anyio.fail_after(ready_timeout):

@@ -8,7 +8,7 @@ import sys
 import anyio
 
 from montaged.app import Daemon
-from montaged.config import Settings, load
+from montaged.config import Secrets, Settings, load
 from montaged.control.server import SocketInUse
 from montaged.errors import ConfigError, MontageError, leaf_errors
 from montaged.logging import setup
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings) -> None:
-    await Daemon(settings).run()  # built inside the loop: it owns anyio events and scopes
+    # built inside the loop: it owns anyio events and scopes
+    await Daemon(settings, Secrets(config=settings.secrets)).run()
 
 
 def expected_failure(e: BaseException) -> BaseException | None:
