@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from media import MEDIA, for_script  # noqa: E402
+
 from montaged.diarize.der import diarization_error  # noqa: E402
 from montaged.diarize.overlap import overlaps  # noqa: E402
 from montaged.diarize.rttm import read_rttm  # noqa: E402
 from montaged.model import SpeakerTurn  # noqa: E402
-
-MEDIA = ROOT.parent / "shared" / "media"
 
 
 def frame_figures() -> None:
@@ -163,9 +163,7 @@ def main() -> int:
     ap.add_argument("--only", default="frame,der,wer", help="comma-separated parts: frame, der, wer")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    if not MEDIA.is_dir():
-        print(f"no real media at {MEDIA} (MANIFEST.md says where it comes from)", file=sys.stderr)
-        return 1
+    for_script()  # without the recordings: one line saying so, and exit 0 (1 with CI=true)
     parts: dict[str, Callable[[], None]] = {
         "frame": frame_figures,
         "der": lambda: der_figures(args.threads),
