@@ -53,9 +53,18 @@ SLOW_TESTS = (
     "test_diarize.py::test_fixed_speaker_counts",  # 65 s
     "test_diarize.py::test_speaker_count_is_estimated",  # 49 s
     "test_export.py::test_real_job_exports_through_montagectl",  # 26 s
+    "test_fault_drills.py::test_sigkill_in_every_stage_loses_and_duplicates_nothing",  # 113 s
+    "test_fault_drills.py::test_redis_down",  # 34 s
+    "test_fault_drills.py::test_sigkill_of_each_pools_worker_fails_no_job",  # 25 s
+    "test_fault_drills.py::test_postgres_restart_midrun",  # 22 s
     "test_fencing.py::test_input_that_kills_the_daemon_every_time_is_poisoned",  # 48 s
     "test_fencing.py::test_stale_holder_after_a_lease_takeover_touches_nothing",  # 35 s
     "test_fencing.py::test_resumed_job_is_not_refused_its_own_cloud_ear",  # 31 s
+    "test_frame_quality.py::test_framing_beats_naive_and_centre",  # these four share the composed
+    "test_frame_quality.py::test_interjection_is_not_followed",  # scenes: over 300 s at that load
+    "test_frame_quality.py::test_any_aspect_keeps_the_moving_face",
+    "test_frame_quality.py::test_renderer_reads_the_path_as_planned",
+    "test_frame_switches.py::test_switches_land_on_the_cut",  # 113 s to compose and analyse its scene
     "test_image.py::test_image_keeps_its_healthcheck",  # these four share the image build: minutes
     "test_image.py::test_container_is_unprivileged_and_read_only",
     "test_image.py::test_healthcheck_passes",
