@@ -11,6 +11,7 @@ import difflib
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -45,17 +46,29 @@ DEFAULT_CONFIG_PATHS = (Path("/etc/montage/montage.toml"),)
 SECRET_KEYS = ("deepgram_api_key", "database_password", "redis_password")
 
 
+_LOADING_ENV: ContextVar[Mapping[str, str] | None] = ContextVar("montage_loading_env", default=None)
+"""The environment :func:`load` was handed, while it builds settings (defaults below read it)."""
+
+
+def _environ() -> Mapping[str, str]:
+    """The environment defaults come from: the one being loaded, else the process's."""
+    loading = _LOADING_ENV.get()
+    return os.environ if loading is None else loading
+
+
 def _default_state_dir() -> Path:
-    if env := os.environ.get("STATE_DIRECTORY"):  # systemd StateDirectory=
+    env_ = _environ()
+    if env := env_.get("STATE_DIRECTORY"):  # systemd StateDirectory=
         return Path(env.split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    home = Path(env_["HOME"]) if env_.get("HOME") else Path.home()
+    base = env_.get("XDG_STATE_HOME") or str(home / ".local" / "state")
     return Path(base) / "montage"
 
 
 def _default_runtime_dir() -> Path:
-    if env := os.environ.get("RUNTIME_DIRECTORY"):  # systemd RuntimeDirectory=
+    if env := _environ().get("RUNTIME_DIRECTORY"):  # systemd RuntimeDirectory=
         return Path(env.split(":")[0])
-    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
+    if xdg := _environ().get("XDG_RUNTIME_DIR"):
         return Path(xdg) / "montage"
     return Path("/tmp") / f"montage-{os.getuid()}"
 
@@ -876,10 +889,12 @@ def _secret_env_names() -> set[str]:
     return {f"MONTAGE_{k.upper()}" for k in SECRET_KEYS} | {f"MONTAGE_{k.upper()}_FILE" for k in SECRET_KEYS}
 
 
-def find_config_file(explicit: Path | None) -> Path | None:
+def find_config_file(explicit: Path | None, env_: Mapping[str, str] | None = None) -> Path | None:
+    """The config file: ``explicit``, else ``$MONTAGE_CONFIG`` (of ``env_``, default the process's),
+    else the first default path that exists."""
     if explicit is not None:
         return explicit
-    if env := os.environ.get("MONTAGE_CONFIG"):
+    if env := (os.environ if env_ is None else env_).get("MONTAGE_CONFIG"):
         return Path(env)
     return next((p for p in DEFAULT_CONFIG_PATHS if p.exists()), None)
 
@@ -960,7 +975,7 @@ class GivenEnvSource(EnvSettingsSource):
 def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Load and validate settings; raise :class:`ConfigError` listing every problem."""
     file_data: dict[str, Any] = {}
-    config_path = find_config_file(path)
+    config_path = find_config_file(path, env)
     if config_path is not None:
         try:
             file_data = tomllib.loads(config_path.read_text())
@@ -1005,8 +1020,11 @@ def load(path: Path | None = None, *, env: Mapping[str, str] | None = None, **ov
             return (init_settings, GivenEnvSource(settings_cls, environ),
                     InitSettingsSource(settings_cls, init_kwargs=file_data))
 
+    token = _LOADING_ENV.set(environ)  # the path defaults follow the given environment too
     try:
         loaded = _Loaded(**overrides)
+        return Settings.model_validate(loaded.model_dump())
     except ValidationError as e:
         raise ConfigError("\n".join(format_errors(e, secrets=secrets))) from e
-    return Settings.model_validate(loaded.model_dump())
+    finally:
+        _LOADING_ENV.reset(token)

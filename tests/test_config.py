@@ -86,4 +86,9 @@ def test_load_reads_the_given_environment_and_leaves_the_process_one_alone(monke
     s = load(None, env={"MONTAGE_DAEMON__POLL_SECONDS": "3"})
     assert s.daemon.poll_seconds == 3
     assert load(None, env={}).daemon.poll_seconds == 1.0
+    monkeypatch.setenv("STATE_DIRECTORY", "/process/state")
+    before = dict(os.environ)
+    # the path defaults follow the given environment too (systemd's STATE_DIRECTORY, HOME)
+    assert load(None, env={"STATE_DIRECTORY": "/given/state"}).paths.state_dir == Path("/given/state")
+    assert load(None, env={"HOME": "/home/given"}).paths.state_dir == Path("/home/given/.local/state/montage")
     assert dict(os.environ) == before
